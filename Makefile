@@ -1,0 +1,49 @@
+# rnnlab — the command index. `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXP    ?= experiments/vanishing.yaml
+ARGS   ?=
+PORT   ?= 5000
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: EXP=$(EXP) ARGS='key=value ...' PORT=$(PORT)"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt
+	touch $@
+
+install: $(STAMP) ## create .venv and install rnnlab with pinned deps (redone only when pyproject/constraints change)
+
+sweep: $(STAMP) ## run a sweep: make sweep [EXP=experiments/x.yaml] [ARGS="train.steps=50"]
+	$(BIN)/rnnlab sweep $(EXP) $(ARGS)
+
+validate: $(STAMP) ## check an experiment file without running it
+	$(BIN)/rnnlab validate $(EXP) $(ARGS)
+
+ui: $(STAMP) ## MLflow UI on the results/ store at http://127.0.0.1:$(PORT)
+	$(BIN)/rnnlab ui --port $(PORT)
+
+test: $(STAMP) ## lint + the whole test suite (what CI runs)
+	$(BIN)/ruff check rnnlab tests
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check rnnlab tests
+	$(BIN)/ruff format --check rnnlab tests
+
+clean: ## remove the environment and caches (keeps results/)
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-results: ## delete every tracked run, artifact and figure under results/
+	find results -mindepth 1 ! -name README.md -exec rm -rf {} +
+
+.PHONY: help install sweep validate ui test lint clean clean-results

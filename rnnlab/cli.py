@@ -1,0 +1,142 @@
+"""Command line: ``rnnlab sweep | run | validate | ui``.
+
+Exit status: 0 ok, 2 bad input (nothing written), 1 failure (some run failed), 130 interrupted.
+Heavy libraries (torch, mlflow) are imported only by the commands that need them, so
+``rnnlab --help`` and ``rnnlab validate`` answer instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from rnnlab import __version__
+from rnnlab.config import ConfigError, Experiment, RunConfig, load_experiment, run_name
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        for line in e.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\ninterrupted: runs in progress were marked KILLED; rerun the command to redo them.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rnnlab", description="Measure how gradients flow back through vanilla RNNs.")
+    p.add_argument("--version", action="version", version=f"rnnlab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def experiment_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("file", type=Path, help="experiment YAML, e.g. experiments/vanishing.yaml")
+        sp.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides applied after the file, e.g. train.steps=50 task.seq_len=40")
+
+    def uri_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                        "else sqlite:///results/mlflow.db)")
+
+    s = sub.add_parser("sweep", help="train every grid point of an experiment and log it to MLflow")
+    experiment_args(s)
+    uri_arg(s)
+    s.add_argument("--dry-run", action="store_true", help="print the grid and run count; write nothing")
+    s.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: 1, or the number of CPUs for grids larger than that)")
+    s.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("run", help="train the file's base config once (its sweep is ignored)")
+    experiment_args(r)
+    uri_arg(r)
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check an experiment file and print its grid size")
+    experiment_args(v)
+    v.set_defaults(func=cmd_validate)
+
+    u = sub.add_parser("ui", help="serve the MLflow UI on the store (127.0.0.1)")
+    uri_arg(u)
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    u.set_defaults(func=cmd_ui)
+    return p
+
+
+def cmd_validate(args) -> int:
+    experiment, grid = load_experiment(args.file, args.overrides)
+    swept = experiment.swept_keys()
+    axes = f" over {', '.join(swept)}" if swept else ""
+    print(f"{args.file}: ok — experiment {experiment.name!r}, {len(grid)} run(s){axes}")
+    return EXIT_OK
+
+
+def cmd_sweep(args) -> int:
+    experiment, grid = load_experiment(args.file, args.overrides)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError([f"--workers: must be ≥ 1 (got {args.workers})"])
+    if args.dry_run:
+        swept = experiment.swept_keys()
+        for run in grid:
+            print(f"{run.run_key}  {run_name(run, swept)}")
+        print(f"{len(grid)} run(s) in experiment {experiment.name!r}; nothing was run (--dry-run)")
+        return EXIT_OK
+    workers = args.workers or (min(os.cpu_count() or 1, len(grid)) if len(grid) > 1 else 1)
+    return _execute(experiment, grid, args.tracking_uri, workers, parent=True)
+
+
+def cmd_run(args) -> int:
+    experiment, _ = load_experiment(args.file, args.overrides)
+    return _execute(experiment, [experiment.base()], args.tracking_uri, workers=1, parent=False)
+
+
+def _execute(experiment: Experiment, grid: list[RunConfig], uri: str | None, workers: int, parent: bool) -> int:
+    from rnnlab.sweep import run_sweep
+    from rnnlab.tracking import MlflowTracker
+
+    tracker = MlflowTracker(uri)
+    print(f"{experiment.name}: {len(grid)} run(s), {workers} worker(s) → {tracker.uri}", file=sys.stderr)
+    summary = run_sweep(experiment, grid, tracker, workers=workers, parent=parent)
+    overhead = 100 * summary.tracking_seconds / max(summary.seconds, 1e-9)
+    print(f"\n{experiment.name}: {summary.finished} finished, {summary.diverged} diverged, "
+          f"{summary.failed} failed of {summary.total} in {summary.seconds:.1f} s "
+          f"(tracking {summary.tracking_seconds:.1f} s, {overhead:.0f}%)")
+    for line in summary.failures:
+        print(f"  failed: {line}")
+    print(f"results: {tracker.uri} (experiment {experiment.name!r})")
+    print(f"browse:  make ui, then {tracker.runs_url()}")
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def cmd_ui(args) -> int:
+    from rnnlab.tracking import default_tracking_uri, sqlite_path
+
+    uri = args.tracking_uri or default_tracking_uri()
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        print(f"error: no MLflow store at {db} yet; run `make sweep` first", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    cmd = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
+           "--workers", "1"]
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop); runs tables live at "
+          f"http://{args.host}:{args.port}/#/experiments/<id>/runs", file=sys.stderr)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return EXIT_OK

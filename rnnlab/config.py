@@ -1,0 +1,442 @@
+"""Experiment files: YAML → validated experiment → grid of fully resolved run configs.
+
+An experiment file is a small diff over the defaults below, plus a ``sweep``::
+
+    name: vanishing
+    task:  {name: adding, seq_len: 100, variant: halves}
+    model: {hidden_size: 64, activation: tanh, init: orthogonal, gain: 1.0}
+    sweep:
+      task.seq_len: [10, 50, 200]
+      model.activation: [tanh, relu]
+
+Every grid point becomes a :class:`RunConfig` with a stable ``run_key``. All bad input
+(YAML syntax, unknown keys, wrong types, bad values, sweeps over keys that do not exist)
+raises :class:`ConfigError` *before* any work starts, naming the file, the line, the dotted
+key and the allowed values.
+
+This module must stay free of torch/mlflow imports: ``rnnlab validate`` is instant. The
+implementations behind the names (``tasks.TASKS``, ``rnn.ACTIVATIONS``, ``rnn.INITS``,
+``train.OPTIMIZERS``) are checked against the ``Literal`` names here by the test suite.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+# Names of the registered components (see the module docstring for where each lives).
+TaskName = Literal["adding", "copy", "temporal_order", "permutation"]
+ActivationName = Literal["tanh", "relu", "sigmoid", "linear", "leaky_relu", "hardtanh"]
+InitName = Literal["default", "gaussian", "orthogonal", "identity", "np_rnn"]
+OptimizerName = Literal["sgd", "adam", "rmsprop"]
+
+
+class _Section(BaseModel):
+    """Strict, immutable config section: unknown keys and wrong types are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+# --------------------------------------------------------------------------- task
+class _Task(_Section):
+    seq_len: int = Field(100, ge=2)
+    """T: the span of the long-range dependency, in time steps (each task documents its length)."""
+
+
+class AddingTask(_Task):
+    """Adding problem: sum the two marked numbers (rnnlab.tasks.Adding)."""
+
+    name: Literal["adding"] = "adding"
+    variant: Literal["uniform", "halves"] = "uniform"
+    """uniform: two markers anywhere (Le et al. 2015); halves: one per half (Arjovsky et al. 2016)."""
+
+
+class CopyTask(_Task):
+    """Copy/memory task: recall symbols after seq_len blanks (rnnlab.tasks.Copy)."""
+
+    name: Literal["copy"] = "copy"
+    n_symbols: int = Field(10, ge=1)
+    """How many symbols to memorise and recall."""
+    n_categories: int = Field(8, ge=2)
+    """Alphabet size of the memorised symbols."""
+
+
+class TemporalOrderTask(_Task):
+    """Temporal order: classify the order of two marked symbols (rnnlab.tasks.TemporalOrder)."""
+
+    name: Literal["temporal_order"] = "temporal_order"
+
+
+class PermutationTask(_Task):
+    """Random permutation: recall the first symbol at the end (rnnlab.tasks.Permutation)."""
+
+    name: Literal["permutation"] = "permutation"
+    n_symbols: int = Field(100, ge=3)
+    """Alphabet size; the first symbol is one of two classes, the rest are distractors."""
+
+
+def _task_tag(value: Any) -> str:
+    """`task.name` selects the task's option set; it defaults to adding."""
+    if isinstance(value, dict):
+        return value.get("name", "adding")
+    return getattr(value, "name", "adding")
+
+
+TaskConfig = Annotated[
+    Annotated[AddingTask, Tag("adding")]
+    | Annotated[CopyTask, Tag("copy")]
+    | Annotated[TemporalOrderTask, Tag("temporal_order")]
+    | Annotated[PermutationTask, Tag("permutation")],
+    Discriminator(_task_tag),
+]
+TASK_CONFIGS: dict[str, type[_Task]] = {
+    "adding": AddingTask,
+    "copy": CopyTask,
+    "temporal_order": TemporalOrderTask,
+    "permutation": PermutationTask,
+}
+
+
+# -------------------------------------------------------------------------- model
+class ModelConfig(_Section):
+    """Elman RNN h_t = φ(W_hh h_{t−1} + W_xh x_t + b) with a linear readout (rnnlab.rnn)."""
+
+    hidden_size: int = Field(64, ge=1)
+    """H: number of hidden units."""
+    activation: ActivationName = "tanh"
+    """φ, the elementwise nonlinearity."""
+    init: InitName = "orthogonal"
+    """Initialisation of the recurrent matrix W_hh (scaled by gain)."""
+    gain: float = Field(1.0, gt=0)
+    """Scale of W_hh: std·√H for gaussian, the factor on Q or I, the top eigenvalue for np_rnn."""
+
+
+# -------------------------------------------------------------------------- train
+class TrainConfig(_Section):
+    """The one training loop (rnnlab.train)."""
+
+    steps: int = Field(300, ge=0)
+    """Number of optimizer updates; each draws a fresh batch."""
+    batch_size: int = Field(64, ge=1)
+    """B: sequences per batch."""
+    optimizer: OptimizerName = "adam"
+    """sgd, adam or rmsprop."""
+    lr: float = Field(1e-3, gt=0)
+    """Learning rate."""
+    momentum: float = Field(0.0, ge=0, lt=1)
+    """Momentum for sgd and rmsprop (ignored by adam)."""
+    clip_norm: float | None = Field(None, gt=0)
+    """Clip the global gradient norm to this value (Pascanu et al. 2013); null: never clip."""
+    eval_size: int = Field(512, ge=1)
+    """Size of the fixed held-out evaluation set."""
+    dtype: Literal["float32", "float64"] = "float32"
+    """Floating-point precision of model and data."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when present, else CPU."""
+
+
+# -------------------------------------------------------------------------- probe
+class ProbeConfig(_Section):
+    """When gradients are measured (rnnlab.probes)."""
+
+    every: int = Field(10, ge=1)
+    """Measure the full gradient profile every N steps; always at step 0 and after the last."""
+
+
+# ---------------------------------------------------------------- run, experiment
+class RunConfig(_Section):
+    """One grid point: everything needed to train and measure one network."""
+
+    task: TaskConfig = Field(default_factory=AddingTask)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    seed: int = Field(0, ge=0)
+    """Seeds initialisation, training batches and the evaluation set."""
+
+    @property
+    def run_key(self) -> str:
+        """Stable identity of the resolved config (hash of its canonical JSON)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def params(self) -> dict[str, Any]:
+        """Every leaf by dotted key, e.g. {'task.seq_len': 100, 'model.gain': 1.0, 'seed': 0}."""
+        return flatten(self.model_dump(mode="json"))
+
+
+SweepAxes = dict[str, list[Any]]
+
+
+class Experiment(RunConfig):
+    """An experiment file: a base run config plus a sweep over some of its keys."""
+
+    name: str = Field("rnnlab", min_length=1)
+    """MLflow experiment name."""
+    description: str = ""
+    """The question this experiment answers (shown in the MLflow UI)."""
+    sweep: SweepAxes | list[SweepAxes] = Field(default_factory=dict)
+    """Dotted keys → lists of values; the grid is their Cartesian product. A list of such
+    mappings gives the union of their grids."""
+
+    def base(self) -> RunConfig:
+        return RunConfig(**{k: getattr(self, k) for k in RunConfig.model_fields})
+
+    def sweep_axes(self) -> list[SweepAxes]:
+        return self.sweep if isinstance(self.sweep, list) else [self.sweep]
+
+    def swept_keys(self) -> list[str]:
+        """Keys that take more than one value somewhere in the sweep, in file order."""
+        keys: dict[str, set[str]] = {}
+        for axes in self.sweep_axes():
+            for k, vs in axes.items():
+                keys.setdefault(k, set()).update(json.dumps(v, sort_keys=True) for v in vs)
+        many = {k for k, vs in keys.items() if len(vs) > 1}
+        if len(self.sweep_axes()) > 1:  # a union of grids varies whatever differs between them
+            many |= set(keys)
+        return [k for k in keys if k in many]
+
+
+# ------------------------------------------------------------------------- errors
+class ConfigError(ValueError):
+    """Bad experiment input. ``str(err)`` is the user-facing message, one problem per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# ------------------------------------------------------------------------ loading
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[Experiment, list[RunConfig]]:
+    """Read, validate and expand an experiment file.
+
+    Args:
+        path: the YAML file.
+        overrides: ``dotted.key=value`` strings (values parsed as YAML) applied after the
+            file. Overriding a swept key pins it (removes that axis); ``sweep.KEY=[...]``
+            sets a sweep axis.
+    Returns:
+        The experiment and its grid of run configs (deduplicated by run_key, in grid order).
+    Raises:
+        ConfigError: with every problem found, before anything is run or written.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read experiment file ({e.strerror})"]) from None
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_numbers(yaml.compose(text))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: YAML syntax error: {e.problem}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: an experiment file must be a mapping of keys, got {_kind(raw)}"])
+    raw, from_override = _apply_overrides(raw, overrides, path)
+
+    def where(loc: tuple) -> str:
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in from_override:
+                return f"override {from_override[loc[:n]]!r}"
+            if loc[:n] in lines:
+                return f"{path}:{lines[loc[:n]]}"
+        return str(path)
+
+    try:
+        experiment = Experiment.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError([f"{where(loc)}: {msg}" for loc, msg in _explain(e)]) from None
+    grid = _expand(experiment, raw, where)
+    return experiment, grid
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def leaf_keys() -> list[str]:
+    """Every dotted key a sweep may vary (the union of all tasks' options)."""
+    keys = ["seed"]
+    task_keys = dict.fromkeys(f"task.{f}" for cls in TASK_CONFIGS.values() for f in cls.model_fields)
+    keys += list(task_keys)
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig), ("probe", ProbeConfig)):
+        keys += [f"{section}.{f}" for f in cls.model_fields]
+    return keys
+
+
+def run_name(run: RunConfig, swept: list[str] = ()) -> str:
+    """Readable run name, e.g. ``adding-T100-tanh-orthogonal1.0-s0`` (+ other swept keys)."""
+    m = run.model
+    name = f"{run.task.name}-T{run.task.seq_len}-{m.activation}-{m.init}{m.gain:g}-s{run.seed}"
+    shown = {"task.name", "task.seq_len", "model.activation", "model.init", "model.gain", "seed"}
+    params = run.params()
+    for key in swept:
+        if key not in shown and key in params:
+            name += f"-{key.rsplit('.', 1)[-1]}{params[key]}"
+    return name
+
+
+# ---------------------------------------------------------------------- internals
+def _kind(v: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _line_numbers(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map each key path in the YAML document to its 1-based line number."""
+    out: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for knode, vnode in node.value:
+            key = (*prefix, knode.value)
+            out[key] = knode.start_mark.line + 1
+            out.update(_line_numbers(vnode, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[(*prefix, i)] = item.start_mark.line + 1
+            out.update(_line_numbers(item, (*prefix, i)))
+    return out
+
+
+def _apply_overrides(raw: dict, overrides, path) -> tuple[dict, dict[tuple, str]]:
+    raw = json.loads(json.dumps(raw, default=str))  # deep copy
+    sources: dict[tuple, str] = {}
+    problems = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            problems.append(f"override {item!r}: expected dotted.key=value, e.g. train.steps=50")
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        parts = key.split(".")
+        if parts[0] == "sweep" and len(parts) > 1:
+            axis = ".".join(parts[1:])
+            sweeps = raw.get("sweep") or {}
+            for axes in sweeps if isinstance(sweeps, list) else [sweeps]:
+                if isinstance(axes, dict):
+                    axes[axis] = value
+            if not sweeps:
+                sweeps = {axis: value}
+            raw["sweep"] = sweeps
+            sources[("sweep", axis)] = item
+            continue
+        node = raw
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+        sources[tuple(parts)] = item
+        sweeps = raw.get("sweep")
+        for axes in sweeps if isinstance(sweeps, list) else [sweeps]:
+            if isinstance(axes, dict):
+                axes.pop(key, None)  # a pinned key is no longer swept
+    if problems:
+        raise ConfigError(problems)
+    return raw, sources
+
+
+def _explain(err: ValidationError) -> list[tuple[tuple, str]]:
+    """Turn pydantic errors into (yaml path, readable message) pairs."""
+    out = []
+    for e in err.errors():
+        loc, section = tuple(e["loc"]), None
+        if len(loc) > 1 and loc[0] == "task" and loc[1] in TASK_CONFIGS:
+            section = TASK_CONFIGS[loc[1]]
+            loc = (loc[0], *loc[2:])  # drop the union tag pydantic inserts
+        if len(loc) > 1 and loc[0] == "sweep" and not isinstance(loc[1], int) and "[" in loc[1]:
+            loc = (loc[0], *loc[2:])  # drop the dict-or-list union member name
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            allowed = list(_section(loc[:-1], section).model_fields)
+            guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+            msg = f"{dotted}: unknown key{hint}; allowed keys: {', '.join(allowed)}"
+        elif kind == "literal_error":
+            choices = e["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+            msg = f"{dotted}: {e['input']!r} is not allowed; expected one of: {choices}"
+        elif kind == "union_tag_invalid":
+            msg = f"{dotted}.name: unknown task {e['ctx']['tag']!r}; expected one of: {', '.join(TASK_CONFIGS)}"
+        else:
+            msg = f"{dotted}: {e['msg'][0].lower()}{e['msg'][1:]} (got {e['input']!r})"
+        out.append((loc, msg))
+    # A bad sweep triggers one error per union member; keep each message once.
+    return list(dict.fromkeys(out))
+
+
+def _section(loc: tuple, task_section: type[_Section] | None) -> type[_Section]:
+    if not loc:
+        return Experiment
+    if loc[0] == "task":
+        return task_section or AddingTask
+    return {"model": ModelConfig, "train": TrainConfig, "probe": ProbeConfig}.get(loc[0], Experiment)
+
+
+def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:
+    """Cartesian product of each sweep mapping, union over mappings; every point validated."""
+    valid = set(leaf_keys())
+    problems: list[str] = []
+    points: list[tuple[dict, dict, tuple]] = []
+    base = {k: v for k, v in raw.items() if k in RunConfig.model_fields}
+    for i, axes in enumerate(experiment.sweep_axes()):
+        prefix = ("sweep", i) if isinstance(experiment.sweep, list) else ("sweep",)
+        for key, values in axes.items():
+            loc = (*prefix, key)
+            if key not in valid:
+                guess = difflib.get_close_matches(key, sorted(valid), n=1)
+                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+                problems.append(f"{where(loc)}: sweep over unknown key {key!r}{hint}; sweepable keys: {', '.join(leaf_keys())}")
+            elif not values:
+                problems.append(f"{where(loc)}: sweep.{key}: empty list; give at least one value")
+        if problems:
+            continue
+        keys = list(axes)
+        for combo in itertools.product(*(axes[k] for k in keys)):
+            point = json.loads(json.dumps(base))
+            for key, value in zip(keys, combo, strict=True):
+                node = point
+                *parents, leaf = key.split(".")
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[leaf] = value
+            points.append((dict(zip(keys, combo, strict=True)), point, prefix))
+    if problems:
+        raise ConfigError(problems)
+    grid: dict[str, RunConfig] = {}
+    for values, point, prefix in points:
+        try:
+            run = RunConfig.model_validate(point)
+        except ValidationError as e:
+            for loc, msg in _explain(e):
+                dotted = ".".join(map(str, loc))
+                swept = next((k for k in values if dotted.startswith(k) or k.startswith(dotted)), None)
+                at = where((*prefix, swept)) if swept else where(loc)
+                setting = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                problems.append(f"{at}: grid point ({setting}): {msg}")
+            continue
+        grid.setdefault(run.run_key, run)
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))
+    return list(grid.values())
+

@@ -1,0 +1,77 @@
+"""Gradient probes: what a training step measures about gradient flow.
+
+The central measurement is the per-timestep gradient profile (Pascanu et al. 2013, §2):
+
+    n_t = (1/B) Σ_b ‖∂L_b/∂h_t‖₂,   t = 1..L,   L_b = the loss of sequence b
+
+read as a function of the distance k = L − t from the end. For the training loss
+L = (1/B) Σ_b L_b, sequence b's slice of ∂L/∂h_t is (1/B) ∂L_b/∂h_t, so the profile comes
+from the very backward pass that trains the network: no extra computation.
+
+Summaries of a profile:
+  * ``grad_h/slope``: least-squares slope of ln n against k, in nats per step. Negative:
+    vanishing (n shrinks going back in time); positive: exploding. A linear RNN with
+    W_hh = g·Q (Q orthogonal) and the loss on the last step has slope exactly ln g.
+  * ``grad_h/log10_ratio``: log10(n_1 / n_L), decades gained (> 0) or lost (< 0) over the sequence.
+  * ``grad_h/fit_points``: how many n_t entered the fit. Zeros (float underflow of strongly
+    vanishing profiles) and non-finite values are excluded from the fit, counted, and kept in
+    the stored profile.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def gradient_profile(hidden_grad_norms: torch.Tensor, loss_scale: float) -> torch.Tensor:
+    """n_t from the per-sequence norms of the *batch-mean* loss's gradient.
+
+    Args:
+        hidden_grad_norms: (L, B) ‖∂L/∂h_t‖₂ per sequence, L = (1/B)Σ_b L_b.
+        loss_scale: B, undoing the 1/B of the mean so each entry is ‖∂L_b/∂h_t‖₂.
+    Returns:
+        (L,) float64 tensor on the CPU, index t−1 ↔ time step t.
+    """
+    return (hidden_grad_norms.detach().double() * loss_scale).mean(dim=1).cpu()
+
+
+def profile_summary(n: torch.Tensor) -> dict[str, float]:
+    """Slope, log10 ratio and fit size of a profile n (L,), index t−1 ↔ step t."""
+    L = n.shape[0]
+    k = torch.arange(L - 1, -1, -1, dtype=torch.float64)  # distance from the end, L−t
+    ok = torch.isfinite(n) & (n > 0)
+    slope = math.nan
+    if int(ok.sum()) >= 2:
+        kk, ln = k[ok], n[ok].log()
+        kc = kk - kk.mean()
+        slope = float((kc * (ln - ln.mean())).sum() / (kc * kc).sum())
+    with torch.no_grad():
+        ratio = float(torch.log10(n[0] / n[-1])) if L > 0 else math.nan
+    return {"grad_h/slope": slope, "grad_h/log10_ratio": ratio, "grad_h/fit_points": float(ok.sum())}
+
+
+def spectrum(weight_hh: torch.Tensor) -> dict[str, float]:
+    """Spectral radius max|λ(W_hh)| and largest singular value σ_max(W_hh), in float64.
+
+    Pascanu et al. (2013): σ_max < 1/γ (γ bounds |φ′|: 1 for tanh, 1/4 for sigmoid) is
+    sufficient for vanishing gradients; ρ > 1 is necessary for exploding ones.
+    """
+    w = weight_hh.detach().double().cpu()
+    if not torch.isfinite(w).all():
+        return {"weights/W_hh_radius": math.nan, "weights/W_hh_sigma_max": math.nan}
+    return {
+        "weights/W_hh_radius": float(torch.linalg.eigvals(w).abs().max()),
+        "weights/W_hh_sigma_max": float(torch.linalg.matrix_norm(w, ord=2)),
+    }
+
+
+def parameter_grad_norms(model: nn.Module) -> dict[str, torch.Tensor]:
+    """‖∂L/∂θ‖₂ for every parameter θ, as ``grad/<name>`` (tensors: one sync for all later)."""
+    return {
+        f"grad/{name.removeprefix('rnn.')}": torch.linalg.vector_norm(p.grad)
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }

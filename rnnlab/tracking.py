@@ -1,0 +1,227 @@
+"""The tracking boundary: measurements in, MLflow runs out.
+
+Training yields :class:`rnnlab.train.Measurement`; a tracker stores them. ``MlflowTracker``
+is the production one (embedded SQLite store by default, any MLflow tracking URI works);
+``MemoryTracker`` records into dicts for unit tests. Nothing else in rnnlab imports MLflow.
+
+MLflow schema (see README, "MLflow schema"):
+  experiment  = the experiment file's ``name``; its description is the experiment note.
+  parent run  = one per ``rnnlab sweep`` invocation (tag rnnlab.role=sweep).
+  child run   = one per grid point, named like ``adding-T100-tanh-orthogonal1-s0``;
+                params = every leaf of the resolved config by dotted key;
+                tags   = rnnlab.run_key, rnnlab.status (finished | diverged | failed),
+                         rnnlab.version, mlflow.source.git.commit;
+                metrics at training step s (see rnnlab.train), plus ``grad_h/init`` and
+                ``grad_h/final``: the first and last gradient profiles with MLflow step = the
+                distance k = L − t, so the UI charts the decay curve;
+                artifacts: config.yaml, profiles.parquet (every profile: step, t, k, n_t).
+SQLite cannot store ±inf: MLflow stores them as ±1.8e308. profiles.parquet keeps them exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from rnnlab import __version__
+from rnnlab.config import Experiment, RunConfig
+from rnnlab.train import Measurement
+
+RESULTS = Path("results")
+MAX_BATCH = 1000  # MLflow's per-request metric limit
+
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def default_tracking_uri() -> str:
+    """--tracking-uri > $MLFLOW_TRACKING_URI > the embedded store results/mlflow.db."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(RESULTS / 'mlflow.db').absolute()}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def profile_frame(profiles: list[tuple[int, np.ndarray]]) -> pd.DataFrame:
+    """Tidy table of recorded profiles: one row per (training step, time step t)."""
+    frames = []
+    for step, n in profiles:
+        L = len(n)
+        t = np.arange(1, L + 1)
+        frames.append(pd.DataFrame({"step": step, "t": t, "k": L - t, "n_t": n}))
+    cols = {"step": "int64", "t": "int64", "k": "int64", "n_t": "float64"}
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(cols)).astype(cols)
+
+
+@dataclass
+class _Run:
+    run_id: str
+    run: RunConfig
+    metrics: list[Metric] = field(default_factory=list)
+    profiles: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+
+class MlflowTracker:
+    """Writes a sweep into an MLflow tracking store, in batches."""
+
+    def __init__(self, tracking_uri: str | None = None):
+        self.uri = tracking_uri or default_tracking_uri()
+        if (db := sqlite_path(self.uri)) is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(self.uri)
+        self.commit = git_commit()
+        self.seconds = 0.0  # time spent in tracking calls: the tracking overhead
+        self._runs: dict[int, _Run] = {}
+        self.experiment_id: str | None = None
+        self.parent_id: str | None = None
+
+    def _timed(fn):  # noqa: N805 — decorator accumulating wall time spent tracking
+        def wrapper(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return wrapper
+
+    def _tags(self) -> dict[str, str]:
+        tags = {"rnnlab.version": __version__}
+        if self.commit:
+            tags["mlflow.source.git.commit"] = self.commit
+        return tags
+
+    @_timed
+    def start_sweep(self, experiment: Experiment, n_runs: int, parent: bool = True) -> None:
+        """Get or create the experiment; open the sweep's parent run (unless ``parent=False``)."""
+        exp = self.client.get_experiment_by_name(experiment.name)
+        if exp is None:
+            location = None
+            if sqlite_path(self.uri) is not None:  # keep artifacts beside the store, not in ./mlruns
+                location = (sqlite_path(self.uri).parent / "artifacts" / experiment.name).absolute().as_uri()
+            self.experiment_id = self.client.create_experiment(experiment.name, artifact_location=location)
+        else:
+            self.experiment_id = exp.experiment_id
+        if experiment.description:
+            self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", experiment.description)
+        if not parent:
+            return
+        tags = self._tags() | {"rnnlab.role": "sweep", "rnnlab.grid_size": str(n_runs)}
+        run = self.client.create_run(self.experiment_id, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+                                     tags=tags)
+        self.parent_id = run.info.run_id
+        spec = experiment.model_dump(mode="json")
+        self.client.log_batch(self.parent_id, params=[Param("sweep", yaml.safe_dump(spec["sweep"])[:6000])])
+        self.client.log_text(self.parent_id, yaml.safe_dump(spec, sort_keys=False), "experiment.yaml")
+
+    @_timed
+    def start_run(self, handle: int, run: RunConfig, name: str) -> None:
+        tags = self._tags() | {"rnnlab.run_key": run.run_key, "rnnlab.status": "running"}
+        if self.parent_id:
+            tags["mlflow.parentRunId"] = self.parent_id
+        info = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info
+        params = [Param(k, str(v)) for k, v in run.params().items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(info.run_id, params=params[i : i + 100])
+        self._runs[handle] = _Run(info.run_id, run)
+
+    @_timed
+    def log(self, handle: int, m: Measurement) -> None:
+        r = self._runs[handle]
+        ts = int(time.time() * 1000)
+        r.metrics += [Metric(k, float(v), ts, m.step) for k, v in m.metrics.items()]
+        if m.profile is not None:
+            r.profiles.append((m.step, m.profile))
+        if len(r.metrics) >= MAX_BATCH:
+            self._flush(r)
+
+    def _flush(self, r: _Run) -> None:
+        for i in range(0, len(r.metrics), MAX_BATCH):
+            self.client.log_batch(r.run_id, metrics=r.metrics[i : i + MAX_BATCH])
+        r.metrics = []
+
+    @_timed
+    def end_run(self, handle: int, status: str, error: str | None = None) -> str:
+        """Flush, store profiles and config, and close the run. ``status``: finished | diverged | failed | killed."""
+        r = self._runs.pop(handle)
+        ts = int(time.time() * 1000)
+        if r.profiles:  # the decay curves, charted by the UI over the distance k
+            for key, (_, n) in (("grad_h/init", r.profiles[0]), ("grad_h/final", r.profiles[-1])):
+                r.metrics += [Metric(key, float(v), ts, k) for k, v in enumerate(n[::-1])]
+        self._flush(r)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            profile_frame(r.profiles).to_parquet(tmp / "profiles.parquet", index=False)
+            (tmp / "config.yaml").write_text(yaml.safe_dump(r.run.model_dump(mode="json"), sort_keys=False))
+            if error:
+                (tmp / "error.txt").write_text(error)
+            self.client.log_artifacts(r.run_id, str(tmp))
+        self.client.set_tag(r.run_id, "rnnlab.status", status)
+        mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED", "killed": "KILLED"}.get(status, "FAILED")
+        self.client.set_terminated(r.run_id, mlflow_status)
+        return r.run_id
+
+    @_timed
+    def end_sweep(self, status: str, summary: dict[str, Any]) -> None:
+        if self.parent_id:
+            self.client.log_batch(self.parent_id, metrics=[
+                Metric(f"sweep/{k}", float(v), int(time.time() * 1000), 0) for k, v in summary.items()])
+            self.client.set_terminated(self.parent_id, "FINISHED" if status == "finished" else status.upper())
+
+    def runs_url(self, host: str = "http://127.0.0.1:5000") -> str:
+        return f"{host}/#/experiments/{self.experiment_id}/runs"
+
+
+class MemoryTracker:
+    """In-memory recorder with MlflowTracker's interface, for tests."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.runs: dict[int, dict[str, Any]] = {}
+        self.sweeps: list[dict[str, Any]] = []
+
+    def start_sweep(self, experiment: Experiment, n_runs: int, parent: bool = True) -> None:
+        self.sweeps.append({"name": experiment.name, "n_runs": n_runs})
+
+    def start_run(self, handle: int, run: RunConfig, name: str) -> None:
+        self.runs[handle] = {"name": name, "params": run.params(), "metrics": {}, "profiles": [],
+                             "status": "running"}
+
+    def log(self, handle: int, m: Measurement) -> None:
+        r = self.runs[handle]
+        for k, v in m.metrics.items():
+            r["metrics"].setdefault(k, []).append((m.step, v))
+        if m.profile is not None:
+            r["profiles"].append((m.step, m.profile))
+
+    def end_run(self, handle: int, status: str, error: str | None = None) -> str:
+        self.runs[handle] |= {"status": status, "error": error}
+        return str(handle)
+
+    def end_sweep(self, status: str, summary: dict[str, Any]) -> None:
+        self.sweeps[-1] |= {"status": status, **summary}
+
+
+
+
