@@ -430,10 +430,12 @@ def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:
         except ValidationError as e:
             for loc, msg in _explain(e):
                 dotted = ".".join(map(str, loc))
-                swept = next((k for k in values if dotted.startswith(k) or k.startswith(dotted)), None)
-                at = where((*prefix, swept)) if swept else where(loc)
-                setting = ", ".join(f"{k}={v!r}" for k, v in values.items())
-                problems.append(f"{at}: grid point ({setting}): {msg}")
+                if dotted in values:  # one message per bad sweep value, not per grid point
+                    detail = msg.removeprefix(f"{dotted}: ")
+                    problems.append(f"{where((*prefix, dotted))}: sweep value {dotted}={values[dotted]!r}: {detail}")
+                else:
+                    setting = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                    problems.append(f"{where(loc)}: grid point ({setting}): {msg}")
             continue
         grid.setdefault(run.run_key, run)
     if problems:

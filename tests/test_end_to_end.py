@@ -1,0 +1,111 @@
+"""End to end: the CLI trains a tiny sweep into a real (temporary) MLflow store, read back."""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, cli, write
+from mlflow.tracking import MlflowClient
+
+from rnnlab.config import load_experiment
+
+pytestmark = pytest.mark.slow
+
+TINY = """\
+name: tiny
+description: A tiny sweep for the tests.
+task: {name: adding, seq_len: 8}
+model: {hidden_size: 8}
+train: {steps: 4, batch_size: 4, eval_size: 8}
+probe: {every: 2}
+sweep:
+  task.seq_len: [6, 9]
+  model.activation: [tanh, relu]
+"""
+
+
+def child_runs(client, name):
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if r.data.tags.get("rnnlab.role") == "sweep"]
+    return exp, parents, children
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tiny_sweep_lands_in_mlflow(tmp_path, store, workers):
+    path = write(tmp_path / "tiny.yaml", TINY)
+    proc = cli("sweep", path, "--workers", workers, "--tracking-uri", store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 finished, 0 diverged, 0 failed of 4" in proc.stdout
+    assert "/#/experiments/" in proc.stdout
+
+    client = MlflowClient(store)
+    exp, parents, children = child_runs(client, "tiny")
+    assert exp.tags["mlflow.note.content"] == "A tiny sweep for the tests."
+    assert len(parents) == 1 and len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    _, grid = load_experiment(path)
+    assert {c.data.tags["rnnlab.run_key"] for c in children} == {r.run_key for r in grid}
+    names = {c.info.run_name for c in children}
+    assert names == {f"adding-T{T}-{a}-orthogonal1-s0" for T in (6, 9) for a in ("tanh", "relu")}
+
+    for c in children:
+        assert c.info.status == "FINISHED" and c.data.tags["rnnlab.status"] == "finished"
+        params = c.data.params
+        T = int(params["task.seq_len"])
+        assert params["model.activation"] in ("tanh", "relu") and params["train.steps"] == "4"
+        assert {"task.name", "model.init", "model.gain", "train.lr", "seed", "probe.every"} <= set(params)
+        assert {"train/loss", "eval/loss", "eval/loss_ratio", "grad/norm", "grad/clipped", "grad/weight_hh",
+                "weights/W_hh_radius", "weights/W_hh_sigma_max", "grad_h/slope", "grad_h/log10_ratio",
+                "grad_h/init", "grad_h/final"} <= set(c.data.metrics)
+        history = client.get_metric_history(c.info.run_id, "train/loss")
+        assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
+        assert [m.step for m in client.get_metric_history(c.info.run_id, "grad_h/slope")] == [0, 2, 4]
+        init = sorted(client.get_metric_history(c.info.run_id, "grad_h/init"), key=lambda m: m.step)
+        assert [m.step for m in init] == list(range(T))  # one point per distance k
+
+        artifacts = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert artifacts == {"config.yaml", "profiles.parquet"}
+        local = Path(client.download_artifacts(c.info.run_id, "", str(tmp_path / c.info.run_id)))
+        profiles = pd.read_parquet(local / "profiles.parquet")
+        assert list(profiles.columns) == ["step", "t", "k", "n_t"] and len(profiles) == 3 * T
+        assert sorted(profiles["step"].unique()) == [0, 2, 4]
+        first = profiles[profiles.step == 0].sort_values("k")
+        assert [m.value for m in init] == pytest.approx(first["n_t"].tolist(), rel=1e-12)
+        assert (first["t"] + first["k"] == T).all()
+        config = yaml.safe_load((local / "config.yaml").read_text())
+        assert config["task"]["seq_len"] == T and config["model"]["activation"] == params["model.activation"]
+
+
+def test_diverged_run_is_tagged_and_keeps_infinite_values(tmp_path, store):
+    path = write(tmp_path / "boom.yaml", "name: boom\ntask: {seq_len: 300}\n"
+                 "model: {activation: linear, init: gaussian, gain: 2.0, hidden_size: 8}\n"
+                 "train: {steps: 3, batch_size: 4, eval_size: 4}\n")
+    proc = cli("run", path, "--tracking-uri", store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 finished, 1 diverged" in proc.stdout
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("boom").experiment_id])
+    assert run.data.tags["rnnlab.status"] == "diverged"
+    local = Path(client.download_artifacts(run.info.run_id, "profiles.parquet", str(tmp_path)))
+    n = pd.read_parquet(local)["n_t"]
+    assert not all(math.isfinite(v) for v in n)  # overflow recorded, not dropped
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_experiment_validates_and_runs_two_steps(path, tmp_path, store):
+    proc = cli("validate", path)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+    text = path.read_text()
+    assert text.startswith("#") and "Command:" in text and "Runtime:" in text and "Expected:" in text
+    proc = cli("sweep", path, "train.steps=2", "train.eval_size=8", "--tracking-uri", store, cwd=tmp_path,
+               timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    _, grid = load_experiment(path)
+    client = MlflowClient(store)
+    exp, _, children = child_runs(client, yaml.safe_load(text)["name"])
+    assert len(children) == len(grid)
+    assert all(c.data.tags["rnnlab.status"] in ("finished", "diverged") for c in children)

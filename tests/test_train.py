@@ -1,0 +1,105 @@
+"""The training loop: determinism, the measurements it yields, clipping, divergence."""
+
+import math
+
+import pytest
+import torch
+
+from rnnlab.config import Experiment, RunConfig
+from rnnlab.sweep import run_sweep
+from rnnlab.tasks import make_task
+from rnnlab.tracking import MemoryTracker
+from rnnlab.train import build, stream, train
+
+
+def cfg(**sections) -> RunConfig:
+    base = {"task": {"seq_len": 12}, "model": {"hidden_size": 16}, "train": {"steps": 6, "batch_size": 8,
+            "eval_size": 16}, "probe": {"every": 3}}
+    for k, v in sections.items():
+        base[k] = base.get(k, {}) | v if isinstance(v, dict) else v
+    return RunConfig.model_validate(base)
+
+
+def test_same_config_and_seed_give_identical_metrics():
+    run = cfg(train={"optimizer": "rmsprop", "momentum": 0.5})
+    a, b = list(train(run)), list(train(run))
+    assert [m.metrics for m in a] == [m.metrics for m in b]
+    assert all((x.profile is None) == (y.profile is None) for x, y in zip(a, b, strict=True))
+    other = list(train(cfg(seed=1, train={"optimizer": "rmsprop", "momentum": 0.5})))
+    assert other[0].metrics["train/loss"] != a[0].metrics["train/loss"]
+
+
+@pytest.mark.parametrize("task", [{"name": "copy", "seq_len": 5}, {"name": "temporal_order", "seq_len": 10},
+                                  {"name": "permutation", "seq_len": 6}, {"name": "adding", "seq_len": 4}])
+def test_measurement_schedule_and_names(task):
+    ms = list(train(cfg(task=task)))
+    assert [m.step for m in ms] == list(range(7))
+    probed = [m.step for m in ms if m.profile is not None]
+    assert probed == [0, 3, 6]  # every 3 steps, first and last
+    every = {"train/loss", "grad/norm", "grad/clipped"}
+    probe = {"eval/loss", "eval/loss_ratio", "grad/weight_hh", "grad/weight_ih", "grad/bias",
+             "grad/readout.weight", "grad/readout.bias", "weights/W_hh_radius", "weights/W_hh_sigma_max",
+             "grad_h/slope", "grad_h/log10_ratio", "grad_h/fit_points"}
+    classification = task["name"] != "adding"
+    for m in ms:
+        expected = every | (probe if m.profile is not None else set())
+        if classification:
+            expected |= {"train/accuracy"} | ({"eval/accuracy"} if m.profile is not None else set())
+        assert set(m.metrics) == expected
+    length = task["seq_len"] + (20 if task["name"] == "copy" else 0)  # copy: L = T + 2N, N = 10
+    assert ms[0].profile.shape == (length,)
+    baseline = make_task(**cfg(task=task).task.model_dump()).baseline
+    assert ms[0].metrics["eval/loss_ratio"] == pytest.approx(ms[0].metrics["eval/loss"] / baseline)
+
+
+def test_training_learns_short_adding_problem():
+    run = cfg(task={"seq_len": 5}, train={"steps": 400, "batch_size": 32, "lr": 0.01, "eval_size": 256},
+              probe={"every": 100})
+    ms = list(train(run))
+    assert ms[0].metrics["eval/loss_ratio"] > 1 and ms[-1].metrics["eval/loss_ratio"] < 0.2
+
+
+def test_grad_norm_is_before_clipping_and_clipping_fires():
+    run = cfg(train={"clip_norm": 1e-3, "optimizer": "sgd", "lr": 0.1})
+    ms = list(train(run))
+    assert all(m.metrics["grad/clipped"] == 1.0 for m in ms)
+    # grad/norm at step 0 is the unclipped norm of the first batch's gradient, recomputed here
+    task, model = build(run)
+    x, y = task.sample(8, stream(run.seed, "train"))
+    task.loss(model(x), y).mean().backward()
+    norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    assert norm > 1e-3 and ms[0].metrics["grad/norm"] == pytest.approx(norm, rel=1e-5)
+    unclipped = list(train(cfg(train={"clip_norm": 1e6})))
+    assert all(m.metrics["grad/clipped"] == 0.0 for m in unclipped)
+
+
+def test_exploding_network_diverges_as_data_not_a_crash():
+    run = cfg(task={"seq_len": 300}, model={"activation": "linear", "init": "gaussian", "gain": 2.0},
+              train={"steps": 5})
+    ms = list(train(run))
+    assert ms[-1].diverged and len(ms) == 1  # 2^300 overflows float32 at step 0
+    assert not math.isfinite(ms[-1].metrics["train/loss"])
+    tracker = MemoryTracker()
+    exp = Experiment.model_validate(run.model_dump() | {"name": "boom"})
+    summary = run_sweep(exp, [run], tracker)
+    assert summary.diverged == 1 and summary.ok and tracker.runs[0]["status"] == "diverged"
+
+
+def test_failure_in_one_run_is_recorded_and_the_sweep_goes_on(monkeypatch):
+    import rnnlab.sweep as sweep
+
+    real = sweep.train
+
+    def flaky(run):
+        if run.seed == 1:
+            raise RuntimeError("injected failure")
+        return real(run)
+
+    monkeypatch.setattr(sweep, "train", flaky)
+    runs = [cfg(seed=s) for s in range(3)]
+    tracker = MemoryTracker()
+    summary = run_sweep(Experiment(name="f"), runs, tracker)
+    assert (summary.finished, summary.failed) == (2, 1) and not summary.ok
+    assert "injected failure" in tracker.runs[1]["error"]
+    assert [tracker.runs[i]["status"] for i in range(3)] == ["finished", "failed", "finished"]
+    assert len(tracker.runs[2]["metrics"]["train/loss"]) == 7
