@@ -1,5 +1,6 @@
 # rnnlab — the command index. `make help` lists every target.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
@@ -9,6 +10,8 @@ STAMP  := $(VENV)/.installed
 EXP    ?= experiments/vanishing.yaml
 ARGS   ?=
 PORT   ?= 5000
+# pip warns once per package about this machine's local index mirrors; hide only that line
+PIP_NOISE := is ignored: it is neither a file nor a directory
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -16,8 +19,8 @@ help: ## list the targets
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	touch $@
 
 install: $(STAMP) ## create .venv and install rnnlab with pinned deps (redone only when pyproject/constraints change)

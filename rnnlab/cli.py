@@ -33,31 +33,48 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("\ninterrupted: runs in progress were marked KILLED; rerun the command to redo them.",
-              file=sys.stderr)
+        print(
+            "\ninterrupted: runs in progress were marked KILLED; rerun the command to redo them.",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rnnlab", description="Measure how gradients flow back through vanilla RNNs.")
+    p = argparse.ArgumentParser(
+        prog="rnnlab", description="Measure how gradients flow back through vanilla RNNs."
+    )
     p.add_argument("--version", action="version", version=f"rnnlab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def experiment_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("file", type=Path, help="experiment YAML, e.g. experiments/vanishing.yaml")
-        sp.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides applied after the file, e.g. train.steps=50 task.seq_len=40")
+        sp.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="dotted overrides applied after the file, e.g. train.steps=50 task.seq_len=40",
+        )
 
     def uri_arg(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                        "else sqlite:///results/mlflow.db)")
+        sp.add_argument(
+            "--tracking-uri",
+            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+            "else sqlite:///results/mlflow.db)",
+        )
 
     s = sub.add_parser("sweep", help="train every grid point of an experiment and log it to MLflow")
     experiment_args(s)
     uri_arg(s)
-    s.add_argument("--dry-run", action="store_true", help="print the grid and run count; write nothing")
-    s.add_argument("--workers", type=int, default=None,
-                   help="local worker processes (default: 1, or the number of CPUs for grids larger than that)")
+    s.add_argument(
+        "--dry-run", action="store_true", help="print the grid and run count; write nothing"
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (default: min(CPUs, grid size))",
+    )
     s.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("run", help="train the file's base config once (its sweep is ignored)")
@@ -104,17 +121,24 @@ def cmd_run(args) -> int:
     return _execute(experiment, [experiment.base()], args.tracking_uri, workers=1, parent=False)
 
 
-def _execute(experiment: Experiment, grid: list[RunConfig], uri: str | None, workers: int, parent: bool) -> int:
+def _execute(
+    experiment: Experiment, grid: list[RunConfig], uri: str | None, workers: int, parent: bool
+) -> int:
     from rnnlab.sweep import run_sweep
     from rnnlab.tracking import MlflowTracker
 
     tracker = MlflowTracker(uri)
-    print(f"{experiment.name}: {len(grid)} run(s), {workers} worker(s) → {tracker.uri}", file=sys.stderr)
+    print(
+        f"{experiment.name}: {len(grid)} run(s), {workers} worker(s) → {tracker.uri}",
+        file=sys.stderr,
+    )
     summary = run_sweep(experiment, grid, tracker, workers=workers, parent=parent)
     overhead = 100 * summary.tracking_seconds / max(summary.seconds, 1e-9)
-    print(f"\n{experiment.name}: {summary.finished} finished, {summary.diverged} diverged, "
-          f"{summary.failed} failed of {summary.total} in {summary.seconds:.1f} s "
-          f"(tracking {summary.tracking_seconds:.1f} s, {overhead:.0f}%)")
+    print(
+        f"\n{experiment.name}: {summary.finished} finished, {summary.diverged} diverged, "
+        f"{summary.failed} failed of {summary.total} in {summary.seconds:.1f} s "
+        f"(tracking {summary.tracking_seconds:.1f} s, {overhead:.0f}%)"
+    )
     for line in summary.failures:
         print(f"  failed: {line}")
     print(f"results: {tracker.uri} (experiment {experiment.name!r})")
@@ -132,10 +156,23 @@ def cmd_ui(args) -> int:
         return EXIT_BAD_INPUT
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    cmd = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
-           "--workers", "1"]
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop); runs tables live at "
-          f"http://{args.host}:{args.port}/#/experiments/<id>/runs", file=sys.stderr)
+    cmd = [
+        mlflow,
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
+    print(
+        f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop); runs tables live at "
+        f"http://{args.host}:{args.port}/#/experiments/<id>/runs",
+        file=sys.stderr,
+    )
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:

@@ -55,7 +55,7 @@ class AddingTask(_Task):
 
     name: Literal["adding"] = "adding"
     variant: Literal["uniform", "halves"] = "uniform"
-    """uniform: two markers anywhere (Le et al. 2015); halves: one per half (Arjovsky et al. 2016)."""
+    """uniform: markers anywhere (Le et al. 2015); halves: one per half (Arjovsky et al. 2016)."""
 
 
 class CopyTask(_Task):
@@ -214,7 +214,9 @@ class ConfigError(ValueError):
 
 
 # ------------------------------------------------------------------------ loading
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[Experiment, list[RunConfig]]:
+def load_experiment(
+    path: str | Path, overrides: list[str] = ()
+) -> tuple[Experiment, list[RunConfig]]:
     """Read, validate and expand an experiment file.
 
     Args:
@@ -242,7 +244,9 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[Experi
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError([f"{path}: an experiment file must be a mapping of keys, got {_kind(raw)}"])
+        raise ConfigError(
+            [f"{path}: an experiment file must be a mapping of keys, got {_kind(raw)}"]
+        )
     raw, from_override = _apply_overrides(raw, overrides, path)
 
     def where(loc: tuple) -> str:
@@ -275,7 +279,9 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 def leaf_keys() -> list[str]:
     """Every dotted key a sweep may vary (the union of all tasks' options)."""
     keys = ["seed"]
-    task_keys = dict.fromkeys(f"task.{f}" for cls in TASK_CONFIGS.values() for f in cls.model_fields)
+    task_keys = dict.fromkeys(
+        f"task.{f}" for cls in TASK_CONFIGS.values() for f in cls.model_fields
+    )
     keys += list(task_keys)
     for section, cls in (("model", ModelConfig), ("train", TrainConfig), ("probe", ProbeConfig)):
         keys += [f"{section}.{f}" for f in cls.model_fields]
@@ -296,7 +302,9 @@ def run_name(run: RunConfig, swept: list[str] = ()) -> str:
 
 # ---------------------------------------------------------------------- internals
 def _kind(v: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(v), type(v).__name__
+    )
 
 
 def _line_numbers(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
@@ -377,7 +385,8 @@ def _explain(err: ValidationError) -> list[tuple[tuple, str]]:
             choices = e["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
             msg = f"{dotted}: {e['input']!r} is not allowed; expected one of: {choices}"
         elif kind == "union_tag_invalid":
-            msg = f"{dotted}.name: unknown task {e['ctx']['tag']!r}; expected one of: {', '.join(TASK_CONFIGS)}"
+            names = ", ".join(TASK_CONFIGS)
+            msg = f"{dotted}.name: unknown task {e['ctx']['tag']!r}; expected one of: {names}"
         else:
             msg = f"{dotted}: {e['msg'][0].lower()}{e['msg'][1:]} (got {e['input']!r})"
         out.append((loc, msg))
@@ -390,7 +399,9 @@ def _section(loc: tuple, task_section: type[_Section] | None) -> type[_Section]:
         return Experiment
     if loc[0] == "task":
         return task_section or AddingTask
-    return {"model": ModelConfig, "train": TrainConfig, "probe": ProbeConfig}.get(loc[0], Experiment)
+    return {"model": ModelConfig, "train": TrainConfig, "probe": ProbeConfig}.get(
+        loc[0], Experiment
+    )
 
 
 def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:
@@ -406,7 +417,10 @@ def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:
             if key not in valid:
                 guess = difflib.get_close_matches(key, sorted(valid), n=1)
                 hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-                problems.append(f"{where(loc)}: sweep over unknown key {key!r}{hint}; sweepable keys: {', '.join(leaf_keys())}")
+                problems.append(
+                    f"{where(loc)}: sweep over unknown key {key!r}{hint}; "
+                    f"sweepable keys: {', '.join(leaf_keys())}"
+                )
             elif not values:
                 problems.append(f"{where(loc)}: sweep.{key}: empty list; give at least one value")
         if problems:
@@ -432,7 +446,10 @@ def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:
                 dotted = ".".join(map(str, loc))
                 if dotted in values:  # one message per bad sweep value, not per grid point
                     detail = msg.removeprefix(f"{dotted}: ")
-                    problems.append(f"{where((*prefix, dotted))}: sweep value {dotted}={values[dotted]!r}: {detail}")
+                    problems.append(
+                        f"{where((*prefix, dotted))}: "
+                        f"sweep value {dotted}={values[dotted]!r}: {detail}"
+                    )
                 else:
                     setting = ", ".join(f"{k}={v!r}" for k, v in values.items())
                     problems.append(f"{where(loc)}: grid point ({setting}): {msg}")
@@ -441,4 +458,3 @@ def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     return list(grid.values())
-

@@ -50,7 +50,11 @@ def profile_summary(n: torch.Tensor) -> dict[str, float]:
         slope = float((kc * (ln - ln.mean())).sum() / (kc * kc).sum())
     with torch.no_grad():
         ratio = float(torch.log10(n[0] / n[-1])) if L > 0 else math.nan
-    return {"grad_h/slope": slope, "grad_h/log10_ratio": ratio, "grad_h/fit_points": float(ok.sum())}
+    return {
+        "grad_h/slope": slope,
+        "grad_h/log10_ratio": ratio,
+        "grad_h/fit_points": float(ok.sum()),
+    }
 
 
 def spectrum(weight_hh: torch.Tensor) -> dict[str, float]:

@@ -96,7 +96,9 @@ class VanillaRNN(nn.Module):
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of: {', '.join(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; expected one of: {', '.join(ACTIVATIONS)}"
+            )
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
         self.activation, self.init, self.gain = activation, init, gain
@@ -146,9 +148,19 @@ class VanillaRNN(nn.Module):
 class RNNModel(nn.Module):
     """VanillaRNN plus a linear readout applied at the task's read-out steps."""
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, readout: slice, *,
-                 activation: str = "tanh", init: str = "orthogonal", gain: float = 1.0,
-                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        readout: slice,
+        *,
+        activation: str = "tanh",
+        init: str = "orthogonal",
+        gain: float = 1.0,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         self.rnn = VanillaRNN(input_size, hidden_size, activation, init, gain, g, dtype)

@@ -40,24 +40,36 @@ class Summary:
         return self.failed == 0 and self.killed == 0
 
     def counts(self) -> dict[str, float]:
-        return {"finished": self.finished, "diverged": self.diverged, "failed": self.failed,
-                "killed": self.killed, "wall_seconds": self.seconds}
+        return {
+            "finished": self.finished,
+            "diverged": self.diverged,
+            "failed": self.failed,
+            "killed": self.killed,
+            "wall_seconds": self.seconds,
+        }
 
 
 def _work(run: RunConfig) -> int:
     return (run.train.steps + 1) * run.task.seq_len
 
 
-def run_sweep(experiment: Experiment, grid: list[RunConfig], tracker, workers: int = 1,
-              parent: bool = True) -> Summary:
+def run_sweep(
+    experiment: Experiment, grid: list[RunConfig], tracker, workers: int = 1, parent: bool = True
+) -> Summary:
     """Train every grid point into ``tracker``. Ctrl-C marks running runs killed and re-raises."""
     t0 = time.perf_counter()
     summary = Summary(total=len(grid))
     names = [run_name(r, experiment.swept_keys()) for r in grid]
     tracker.start_sweep(experiment, len(grid), parent=parent)
-    bar = tqdm(total=sum(_work(r) for r in grid), unit="step·T", unit_scale=True, dynamic_ncols=True,
-               bar_format="{l_bar}{bar}| {postfix} [{elapsed}<{remaining}]", file=sys.stderr,
-               disable=None)
+    bar = tqdm(
+        total=sum(_work(r) for r in grid),
+        unit="step·T",
+        unit_scale=True,
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {postfix} [{elapsed}<{remaining}]",
+        file=sys.stderr,
+        disable=None,
+    )
     started: set[int] = set()
 
     def on_measurement(i: int, m: Measurement) -> None:
@@ -76,7 +88,9 @@ def run_sweep(experiment: Experiment, grid: list[RunConfig], tracker, workers: i
         if error:
             summary.failures.append(f"{names[i]}: {error.strip().splitlines()[-1]}")
         done = summary.finished + summary.diverged + summary.failed
-        bar.set_postfix_str(f"runs {done}/{len(grid)}, {summary.diverged} diverged, {summary.failed} failed")
+        bar.set_postfix_str(
+            f"runs {done}/{len(grid)}, {summary.diverged} diverged, {summary.failed} failed"
+        )
         if bar.disable:  # no terminal: one line per run instead of a bar
             print(f"[{done}/{len(grid)}] {names[i]}: {status}", file=sys.stderr, flush=True)
 
@@ -135,8 +149,10 @@ def _processes(grid, workers, on_measurement, on_end) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         q = manager.Queue()
-        futures = {pool.submit(_train_into, q, i, run.model_dump_json(), threads): i
-                   for i, run in enumerate(grid)}
+        futures = {
+            pool.submit(_train_into, q, i, run.model_dump_json(), threads): i
+            for i, run in enumerate(grid)
+        }
         pending = set(range(len(grid)))
         for kind, i, payload in _drain(q, futures, pending):
             if kind == "m":

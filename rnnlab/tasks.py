@@ -31,7 +31,9 @@ class Task:
     baseline: float  # loss of the best input-ignoring predictor
     classification: bool
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw a batch on the CPU. Returns x (L, B, D) float32 and the target y."""
         raise NotImplementedError
 
@@ -175,7 +177,7 @@ class TemporalOrder(Task):
 
 
 class Permutation(Task):
-    """Random permutation problem: first-symbol recall (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013).
+    """Random permutation: first-symbol recall (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013).
 
     The first symbol is 0 or 1 (the class); the other T − 1 are distractors drawn uniformly
     from 2..n_symbols−1. The class is read at the last step. L = T, D = n_symbols, O = 2.

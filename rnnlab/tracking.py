@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from rnnlab import __version__
@@ -47,7 +47,9 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 
 def default_tracking_uri() -> str:
     """--tracking-uri > $MLFLOW_TRACKING_URI > the embedded store results/mlflow.db."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(RESULTS / 'mlflow.db').absolute()}"
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(RESULTS / 'mlflow.db').absolute()}"
+    )
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -56,8 +58,13 @@ def sqlite_path(uri: str) -> Path | None:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -71,7 +78,11 @@ def profile_frame(profiles: list[tuple[int, np.ndarray]]) -> pd.DataFrame:
         t = np.arange(1, L + 1)
         frames.append(pd.DataFrame({"step": step, "t": t, "k": L - t, "n_t": n}))
     cols = {"step": "int64", "t": "int64", "k": "int64", "n_t": "float64"}
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(cols)).astype(cols)
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(cols)).astype(cols)
+    )
 
 
 @dataclass
@@ -96,7 +107,7 @@ class MlflowTracker:
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
 
-    def _timed(fn):  # noqa: N805 — decorator accumulating wall time spent tracking
+    def _timed(fn):
         def wrapper(self, *args, **kwargs):
             t0 = time.perf_counter()
             try:
@@ -118,22 +129,37 @@ class MlflowTracker:
         exp = self.client.get_experiment_by_name(experiment.name)
         if exp is None:
             location = None
-            if sqlite_path(self.uri) is not None:  # keep artifacts beside the store, not in ./mlruns
-                location = (sqlite_path(self.uri).parent / "artifacts" / experiment.name).absolute().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment.name, artifact_location=location)
+            if (
+                sqlite_path(self.uri) is not None
+            ):  # keep artifacts beside the store, not in ./mlruns
+                location = (
+                    (sqlite_path(self.uri).parent / "artifacts" / experiment.name)
+                    .absolute()
+                    .as_uri()
+                )
+            self.experiment_id = self.client.create_experiment(
+                experiment.name, artifact_location=location
+            )
         else:
             self.experiment_id = exp.experiment_id
         if experiment.description:
-            self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", experiment.description)
+            self.client.set_experiment_tag(
+                self.experiment_id, "mlflow.note.content", experiment.description
+            )
         if not parent:
             return
         tags = self._tags() | {"rnnlab.role": "sweep", "rnnlab.grid_size": str(n_runs)}
-        run = self.client.create_run(self.experiment_id, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-                                     tags=tags)
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags
+        )
         self.parent_id = run.info.run_id
         spec = experiment.model_dump(mode="json")
-        self.client.log_batch(self.parent_id, params=[Param("sweep", yaml.safe_dump(spec["sweep"])[:6000])])
-        self.client.log_text(self.parent_id, yaml.safe_dump(spec, sort_keys=False), "experiment.yaml")
+        self.client.log_batch(
+            self.parent_id, params=[Param("sweep", yaml.safe_dump(spec["sweep"])[:6000])]
+        )
+        self.client.log_text(
+            self.parent_id, yaml.safe_dump(spec, sort_keys=False), "experiment.yaml"
+        )
 
     @_timed
     def start_run(self, handle: int, run: RunConfig, name: str) -> None:
@@ -163,7 +189,7 @@ class MlflowTracker:
 
     @_timed
     def end_run(self, handle: int, status: str, error: str | None = None) -> str:
-        """Flush, store profiles and config, and close the run. ``status``: finished | diverged | failed | killed."""
+        """Flush, store profiles and config, close the run (finished|diverged|failed|killed)."""
         r = self._runs.pop(handle)
         ts = int(time.time() * 1000)
         if r.profiles:  # the decay curves, charted by the UI over the distance k
@@ -173,21 +199,32 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             profile_frame(r.profiles).to_parquet(tmp / "profiles.parquet", index=False)
-            (tmp / "config.yaml").write_text(yaml.safe_dump(r.run.model_dump(mode="json"), sort_keys=False))
+            (tmp / "config.yaml").write_text(
+                yaml.safe_dump(r.run.model_dump(mode="json"), sort_keys=False)
+            )
             if error:
                 (tmp / "error.txt").write_text(error)
             self.client.log_artifacts(r.run_id, str(tmp))
         self.client.set_tag(r.run_id, "rnnlab.status", status)
-        mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED", "killed": "KILLED"}.get(status, "FAILED")
+        mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED", "killed": "KILLED"}.get(
+            status, "FAILED"
+        )
         self.client.set_terminated(r.run_id, mlflow_status)
         return r.run_id
 
     @_timed
     def end_sweep(self, status: str, summary: dict[str, Any]) -> None:
         if self.parent_id:
-            self.client.log_batch(self.parent_id, metrics=[
-                Metric(f"sweep/{k}", float(v), int(time.time() * 1000), 0) for k, v in summary.items()])
-            self.client.set_terminated(self.parent_id, "FINISHED" if status == "finished" else status.upper())
+            self.client.log_batch(
+                self.parent_id,
+                metrics=[
+                    Metric(f"sweep/{k}", float(v), int(time.time() * 1000), 0)
+                    for k, v in summary.items()
+                ],
+            )
+            self.client.set_terminated(
+                self.parent_id, "FINISHED" if status == "finished" else status.upper()
+            )
 
     def runs_url(self, host: str = "http://127.0.0.1:5000") -> str:
         return f"{host}/#/experiments/{self.experiment_id}/runs"
@@ -205,8 +242,13 @@ class MemoryTracker:
         self.sweeps.append({"name": experiment.name, "n_runs": n_runs})
 
     def start_run(self, handle: int, run: RunConfig, name: str) -> None:
-        self.runs[handle] = {"name": name, "params": run.params(), "metrics": {}, "profiles": [],
-                             "status": "running"}
+        self.runs[handle] = {
+            "name": name,
+            "params": run.params(),
+            "metrics": {},
+            "profiles": [],
+            "status": "running",
+        }
 
     def log(self, handle: int, m: Measurement) -> None:
         r = self.runs[handle]
@@ -221,7 +263,3 @@ class MemoryTracker:
 
     def end_sweep(self, status: str, summary: dict[str, Any]) -> None:
         self.sweeps[-1] |= {"status": status, **summary}
-
-
-
-

@@ -68,9 +68,17 @@ def build(run: RunConfig, device: torch.device | None = None) -> tuple[Task, RNN
     """The task and the freshly initialised model of a run config."""
     task = make_task(**run.task.model_dump())
     m = run.model
-    model = RNNModel(task.input_size, m.hidden_size, task.output_size, task.readout,
-                     activation=m.activation, init=m.init, gain=m.gain,
-                     generator=stream(run.seed, "init"), dtype=getattr(torch, run.train.dtype))
+    model = RNNModel(
+        task.input_size,
+        m.hidden_size,
+        task.output_size,
+        task.readout,
+        activation=m.activation,
+        init=m.init,
+        gain=m.gain,
+        generator=stream(run.seed, "init"),
+        dtype=getattr(torch, run.train.dtype),
+    )
     return task, model.to(device or resolve_device(run.train.device))
 
 
@@ -83,7 +91,9 @@ def train(run: RunConfig) -> Iterator[Measurement]:
     params = list(model.parameters())
     optimizer = OPTIMIZERS[cfg.optimizer](params, cfg)
     batches, evals = stream(run.seed, "train"), stream(run.seed, "eval")
-    eval_set = [_to(task.sample(n, evals), device, dtype) for n in _chunks(cfg.eval_size, cfg.batch_size)]
+    eval_set = [
+        _to(task.sample(n, evals), device, dtype) for n in _chunks(cfg.eval_size, cfg.batch_size)
+    ]
 
     for step in range(cfg.steps + 1):
         probing = step % run.probe.every == 0 or step == cfg.steps
@@ -104,8 +114,13 @@ def train(run: RunConfig) -> Iterator[Measurement]:
         values["grad/clipped"] = torch.tensor(float(clipping))
         if probing:
             values |= probes.parameter_grad_norms(model)
-        metrics = dict(zip(values, torch.stack([v.double().cpu() for v in values.values()]).tolist(),
-                           strict=True))
+        metrics = dict(
+            zip(
+                values,
+                torch.stack([v.double().cpu() for v in values.values()]).tolist(),
+                strict=True,
+            )
+        )
 
         profile = None
         if probing:
@@ -114,7 +129,9 @@ def train(run: RunConfig) -> Iterator[Measurement]:
             metrics |= probes.profile_summary(n)
             metrics |= probes.spectrum(model.rnn.weight_hh)
             metrics |= evaluate(task, model, eval_set)
-        diverged = not (math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["grad/norm"]))
+        diverged = not (
+            math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["grad/norm"])
+        )
         yield Measurement(step, metrics, profile, diverged)
         if diverged:
             return

@@ -11,8 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
     """Run `python -m rnnlab ARGS` as a user would; returns the CompletedProcess."""
     environ = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
-    return subprocess.run([sys.executable, "-m", "rnnlab", *map(str, args)], cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=environ)
+    return subprocess.run(
+        [sys.executable, "-m", "rnnlab", *map(str, args)],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environ,
+    )
 
 
 @pytest.fixture

@@ -9,18 +9,40 @@ GOOD = "name: t\ntask: {name: adding, seq_len: 20}\ntrain: {steps: 3}\n"
 
 BAD = {
     "yaml syntax": ("name: t\nmodel: {activation: [tanh\n", ["YAML syntax error", ":3:"]),
-    "unknown key": ("name: t\ntrain:\n  stepz: 5\n", [":3:", "train.stepz", "did you mean 'steps'"]),
+    "unknown key": (
+        "name: t\ntrain:\n  stepz: 5\n",
+        [":3:", "train.stepz", "did you mean 'steps'"],
+    ),
     "wrong type": ("name: t\ntrain: {steps: many}\n", [":2:", "train.steps", "valid integer"]),
-    "unknown activation": ("name: t\nmodel: {activation: tanhh}\n",
-                           ["model.activation", "tanh, relu, sigmoid, linear, leaky_relu, hardtanh"]),
-    "unknown init": ("name: t\nmodel: {init: xavier}\n", ["model.init", "default, gaussian, orthogonal"]),
-    "unknown optimizer": ("name: t\ntrain: {optimizer: lbfgs}\n", ["train.optimizer", "sgd, adam, rmsprop"]),
-    "unknown task": ("name: t\ntask: {name: adder}\n", ["task.name", "adding, copy, temporal_order, permutation"]),
-    "seq_len < 2": ("name: t\ntask: {seq_len: 1}\n", ["task.seq_len", "greater than or equal to 2"]),
+    "unknown activation": (
+        "name: t\nmodel: {activation: tanhh}\n",
+        ["model.activation", "tanh, relu, sigmoid, linear, leaky_relu, hardtanh"],
+    ),
+    "unknown init": (
+        "name: t\nmodel: {init: xavier}\n",
+        ["model.init", "default, gaussian, orthogonal"],
+    ),
+    "unknown optimizer": (
+        "name: t\ntrain: {optimizer: lbfgs}\n",
+        ["train.optimizer", "sgd, adam, rmsprop"],
+    ),
+    "unknown task": (
+        "name: t\ntask: {name: adder}\n",
+        ["task.name", "adding, copy, temporal_order, permutation"],
+    ),
+    "seq_len < 2": (
+        "name: t\ntask: {seq_len: 1}\n",
+        ["task.seq_len", "greater than or equal to 2"],
+    ),
     "lr <= 0": ("name: t\ntrain: {lr: 0}\n", ["train.lr", "greater than 0"]),
-    "option of another task": ("name: t\ntask: {name: copy, variant: halves}\n", ["task.variant", "unknown key"]),
-    "sweep over missing key": ("name: t\nsweep:\n  model.hiden_size: [8]\n",
-                               [":3:", "model.hiden_size", "did you mean 'model.hidden_size'"]),
+    "option of another task": (
+        "name: t\ntask: {name: copy, variant: halves}\n",
+        ["task.variant", "unknown key"],
+    ),
+    "sweep over missing key": (
+        "name: t\nsweep:\n  model.hiden_size: [8]\n",
+        [":3:", "model.hiden_size", "did you mean 'model.hidden_size'"],
+    ),
     "empty sweep list": ("name: t\nsweep:\n  seed: []\n", [":3:", "sweep.seed", "empty list"]),
     "bad sweep value": ("name: t\nsweep:\n  task.seq_len: [10, 1]\n", [":3:", "task.seq_len=1"]),
     "not a mapping": ("- a\n- b\n", ["must be a mapping"]),
@@ -53,40 +75,58 @@ def test_bad_override_and_missing_file(tmp_path):
 
 def test_defaults_fill_everything_and_overrides_are_yaml_typed(tmp_path):
     path = write(tmp_path / "e.yaml", "name: t\n")
-    exp, grid = load_experiment(path, ["train.clip_norm=1.5", "model.hidden_size=32", "train.lr=1e-2"])
+    exp, grid = load_experiment(
+        path, ["train.clip_norm=1.5", "model.hidden_size=32", "train.lr=1e-2"]
+    )
     assert len(grid) == 1 and grid[0] == exp.base()
     run = grid[0]
     assert run.train.clip_norm == 1.5 and run.model.hidden_size == 32 and run.train.lr == 0.01
-    assert run.task.name == "adding" and run.task.variant == "uniform" and run.model.activation == "tanh"
+    assert (
+        run.task.name == "adding"
+        and run.task.variant == "uniform"
+        and run.model.activation == "tanh"
+    )
     assert set(run.params()) <= set(leaf_keys())
 
 
 def test_grid_is_cartesian_product_and_override_pins_an_axis(tmp_path):
-    path = write(tmp_path / "e.yaml", GOOD + "sweep:\n  task.seq_len: [10, 20, 30]\n"
-                 "  model.activation: [tanh, relu]\n  seed: [0, 1]\n")
+    path = write(
+        tmp_path / "e.yaml",
+        GOOD + "sweep:\n  task.seq_len: [10, 20, 30]\n"
+        "  model.activation: [tanh, relu]\n  seed: [0, 1]\n",
+    )
     exp, grid = load_experiment(path)
     assert len(grid) == 12
     assert {(r.task.seq_len, r.model.activation, r.seed) for r in grid} == {
-        (T, a, s) for T in (10, 20, 30) for a in ("tanh", "relu") for s in (0, 1)}
+        (T, a, s) for T in (10, 20, 30) for a in ("tanh", "relu") for s in (0, 1)
+    }
     assert exp.swept_keys() == ["task.seq_len", "model.activation", "seed"]
     _, pinned = load_experiment(path, ["task.seq_len=40", "sweep.seed=[5]"])
     assert {(r.task.seq_len, r.seed) for r in pinned} == {(40, 5)} and len(pinned) == 2
 
 
 def test_sweep_list_is_union_of_grids(tmp_path):
-    path = write(tmp_path / "e.yaml", GOOD + "sweep:\n"
-                 "  - {model.activation: [relu], model.init: [identity], seed: [0, 1]}\n"
-                 "  - {model.activation: [tanh], model.init: [orthogonal], seed: [0, 1]}\n"
-                 "  - {model.activation: [tanh], model.init: [orthogonal], seed: [1]}\n")
+    path = write(
+        tmp_path / "e.yaml",
+        GOOD + "sweep:\n"
+        "  - {model.activation: [relu], model.init: [identity], seed: [0, 1]}\n"
+        "  - {model.activation: [tanh], model.init: [orthogonal], seed: [0, 1]}\n"
+        "  - {model.activation: [tanh], model.init: [orthogonal], seed: [1]}\n",
+    )
     exp, grid = load_experiment(path)
     assert len(grid) == 4  # the duplicate (tanh, orthogonal, 1) counted once
-    assert {(r.model.activation, r.model.init) for r in grid} == {("relu", "identity"), ("tanh", "orthogonal")}
+    assert {(r.model.activation, r.model.init) for r in grid} == {
+        ("relu", "identity"),
+        ("tanh", "orthogonal"),
+    }
     assert "model.activation" in exp.swept_keys()
 
 
 def test_run_key_is_stable_and_sensitive():
     a = RunConfig.model_validate({"task": {"seq_len": 50}, "seed": 1})
-    b = RunConfig.model_validate({"seed": 1, "task": {"name": "adding", "seq_len": 50, "variant": "uniform"}})
+    b = RunConfig.model_validate(
+        {"seed": 1, "task": {"name": "adding", "seq_len": 50, "variant": "uniform"}}
+    )
     assert a.run_key == b.run_key and len(a.run_key) == 16
     assert a.run_key != RunConfig.model_validate({"task": {"seq_len": 50}, "seed": 2}).run_key
     assert run_name(a) == "adding-T50-tanh-orthogonal1-s1"

@@ -57,13 +57,30 @@ def test_tiny_sweep_lands_in_mlflow(tmp_path, store, workers):
         params = c.data.params
         T = int(params["task.seq_len"])
         assert params["model.activation"] in ("tanh", "relu") and params["train.steps"] == "4"
-        assert {"task.name", "model.init", "model.gain", "train.lr", "seed", "probe.every"} <= set(params)
-        assert {"train/loss", "eval/loss", "eval/loss_ratio", "grad/norm", "grad/clipped", "grad/weight_hh",
-                "weights/W_hh_radius", "weights/W_hh_sigma_max", "grad_h/slope", "grad_h/log10_ratio",
-                "grad_h/init", "grad_h/final"} <= set(c.data.metrics)
+        assert {"task.name", "model.init", "model.gain", "train.lr", "seed", "probe.every"} <= set(
+            params
+        )
+        assert {
+            "train/loss",
+            "eval/loss",
+            "eval/loss_ratio",
+            "grad/norm",
+            "grad/clipped",
+            "grad/weight_hh",
+            "weights/W_hh_radius",
+            "weights/W_hh_sigma_max",
+            "grad_h/slope",
+            "grad_h/log10_ratio",
+            "grad_h/init",
+            "grad_h/final",
+        } <= set(c.data.metrics)
         history = client.get_metric_history(c.info.run_id, "train/loss")
         assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
-        assert [m.step for m in client.get_metric_history(c.info.run_id, "grad_h/slope")] == [0, 2, 4]
+        assert [m.step for m in client.get_metric_history(c.info.run_id, "grad_h/slope")] == [
+            0,
+            2,
+            4,
+        ]
         init = sorted(client.get_metric_history(c.info.run_id, "grad_h/init"), key=lambda m: m.step)
         assert [m.step for m in init] == list(range(T))  # one point per distance k
 
@@ -77,13 +94,19 @@ def test_tiny_sweep_lands_in_mlflow(tmp_path, store, workers):
         assert [m.value for m in init] == pytest.approx(first["n_t"].tolist(), rel=1e-12)
         assert (first["t"] + first["k"] == T).all()
         config = yaml.safe_load((local / "config.yaml").read_text())
-        assert config["task"]["seq_len"] == T and config["model"]["activation"] == params["model.activation"]
+        assert (
+            config["task"]["seq_len"] == T
+            and config["model"]["activation"] == params["model.activation"]
+        )
 
 
 def test_diverged_run_is_tagged_and_keeps_infinite_values(tmp_path, store):
-    path = write(tmp_path / "boom.yaml", "name: boom\ntask: {seq_len: 300}\n"
-                 "model: {activation: linear, init: gaussian, gain: 2.0, hidden_size: 8}\n"
-                 "train: {steps: 3, batch_size: 4, eval_size: 4}\n")
+    path = write(
+        tmp_path / "boom.yaml",
+        "name: boom\ntask: {seq_len: 300}\n"
+        "model: {activation: linear, init: gaussian, gain: 2.0, hidden_size: 8}\n"
+        "train: {steps: 3, batch_size: 4, eval_size: 4}\n",
+    )
     proc = cli("run", path, "--tracking-uri", store, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "0 finished, 1 diverged" in proc.stdout
@@ -95,17 +118,29 @@ def test_diverged_run_is_tagged_and_keeps_infinite_values(tmp_path, store):
     assert not all(math.isfinite(v) for v in n)  # overflow recorded, not dropped
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_experiment_validates_and_runs_two_steps(path, tmp_path, store):
     proc = cli("validate", path)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
     text = path.read_text()
-    assert text.startswith("#") and "Command:" in text and "Runtime:" in text and "Expected:" in text
-    proc = cli("sweep", path, "train.steps=2", "train.eval_size=8", "--tracking-uri", store, cwd=tmp_path,
-               timeout=600)
+    assert (
+        text.startswith("#") and "Command:" in text and "Runtime:" in text and "Expected:" in text
+    )
+    proc = cli(
+        "sweep",
+        path,
+        "train.steps=2",
+        "train.eval_size=8",
+        "--tracking-uri",
+        store,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     _, grid = load_experiment(path)
     client = MlflowClient(store)
-    exp, _, children = child_runs(client, yaml.safe_load(text)["name"])
+    _, _, children = child_runs(client, yaml.safe_load(text)["name"])
     assert len(children) == len(grid)
     assert all(c.data.tags["rnnlab.status"] in ("finished", "diverged") for c in children)

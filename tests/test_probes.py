@@ -12,8 +12,17 @@ from rnnlab.tasks import make_task
 
 
 def model_for(task, activation, init="gaussian", gain=1.2, H=16, seed=0):
-    return RNNModel(task.input_size, H, task.output_size, task.readout, activation=activation, init=init,
-                    gain=gain, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return RNNModel(
+        task.input_size,
+        H,
+        task.output_size,
+        task.readout,
+        activation=activation,
+        init=init,
+        gain=gain,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=torch.float64,
+    )
 
 
 def measured_profile(model, task, x, y):
@@ -34,10 +43,18 @@ def test_profile_matches_manual_bptt_float64(activation):
     W_ih, W_hh = model.rnn.weight_ih.detach().numpy(), model.rnn.weight_hh.detach().numpy()
     b = model.rnn.bias.detach().numpy()
     w_out, b_out = model.readout.weight.detach().numpy()[0], model.readout.bias.detach().numpy()[0]
-    phi = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0), "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-           "linear": lambda z: z}[activation]
-    dphi = {"tanh": lambda z: 1 - np.tanh(z) ** 2, "relu": lambda z: (z > 0).astype(float),
-            "sigmoid": lambda z: phi(z) * (1 - phi(z)), "linear": np.ones_like}[activation]
+    phi = {
+        "tanh": np.tanh,
+        "relu": lambda z: np.maximum(z, 0),
+        "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+        "linear": lambda z: z,
+    }[activation]
+    dphi = {
+        "tanh": lambda z: 1 - np.tanh(z) ** 2,
+        "relu": lambda z: (z > 0).astype(float),
+        "sigmoid": lambda z: phi(z) * (1 - phi(z)),
+        "linear": np.ones_like,
+    }[activation]
     X, Y = x.numpy(), y.numpy()[0, :, 0]
     expected = np.zeros(25)
     for bi in range(8):
@@ -93,7 +110,9 @@ def test_summary_keeps_underflow_and_overflow_as_data():
     n = torch.tensor([0.0, 0.0, 1e-30, 1e-20, 1e-10, 1.0], dtype=torch.float64)
     s = probes.profile_summary(n)
     assert s["grad_h/fit_points"] == 4
-    assert s["grad_h/slope"] == pytest.approx(-10 * math.log(10), rel=1e-9)  # ln n falls 10 decades per step back
+    assert s["grad_h/slope"] == pytest.approx(
+        -10 * math.log(10), rel=1e-9
+    )  # ln n falls 10 decades per step back
     assert s["grad_h/log10_ratio"] == -math.inf
     s = probes.profile_summary(torch.tensor([math.inf, math.nan, 2.0, 1.0], dtype=torch.float64))
     assert s["grad_h/slope"] == pytest.approx(math.log(2)) and s["grad_h/log10_ratio"] == math.inf

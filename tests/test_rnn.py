@@ -17,8 +17,14 @@ def test_registries_match_config_names():
 
 
 def rnn(init, gain, H=128, seed=0):
-    return VanillaRNN(3, H, init=init, gain=gain, generator=torch.Generator().manual_seed(seed),
-                      dtype=torch.float64)
+    return VanillaRNN(
+        3,
+        H,
+        init=init,
+        gain=gain,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=torch.float64,
+    )
 
 
 @pytest.mark.parametrize("gain", [0.5, 1.0, 1.7])
@@ -61,9 +67,14 @@ def test_forward_matches_plain_loop(activation):
     with torch.no_grad():
         m.bias.normal_()
     x = torch.randn(11, 4, 3, dtype=torch.float64)
-    reference = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "linear": lambda z: z,
-                 "leaky_relu": lambda z: torch.where(z > 0, z, 0.01 * z),
-                 "hardtanh": lambda z: z.clamp(-1, 1)}[activation]
+    reference = {
+        "tanh": torch.tanh,
+        "relu": torch.relu,
+        "sigmoid": torch.sigmoid,
+        "linear": lambda z: z,
+        "leaky_relu": lambda z: torch.where(z > 0, z, 0.01 * z),
+        "hardtanh": lambda z: z.clamp(-1, 1),
+    }[activation]
     h = torch.zeros(4, 8, dtype=torch.float64)
     expected = []
     for t in range(11):

@@ -91,7 +91,9 @@ def test_permutation_first_symbol_recall():
     assert torch.equal(y[0], ids[0]) and torch.all(ids[0] < 2) and torch.all(ids[1:] >= 2)
     p1 = y.double().mean()
     ce = -(p1 * p1.log() + (1 - p1) * (1 - p1).log())
-    assert float(ce) == pytest.approx(math.log(2), rel=1e-3) and task.baseline == pytest.approx(math.log(2))
+    assert float(ce) == pytest.approx(math.log(2), rel=1e-3) and task.baseline == pytest.approx(
+        math.log(2)
+    )
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

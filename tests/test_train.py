@@ -13,8 +13,12 @@ from rnnlab.train import build, stream, train
 
 
 def cfg(**sections) -> RunConfig:
-    base = {"task": {"seq_len": 12}, "model": {"hidden_size": 16}, "train": {"steps": 6, "batch_size": 8,
-            "eval_size": 16}, "probe": {"every": 3}}
+    base = {
+        "task": {"seq_len": 12},
+        "model": {"hidden_size": 16},
+        "train": {"steps": 6, "batch_size": 8, "eval_size": 16},
+        "probe": {"every": 3},
+    }
     for k, v in sections.items():
         base[k] = base.get(k, {}) | v if isinstance(v, dict) else v
     return RunConfig.model_validate(base)
@@ -29,17 +33,35 @@ def test_same_config_and_seed_give_identical_metrics():
     assert other[0].metrics["train/loss"] != a[0].metrics["train/loss"]
 
 
-@pytest.mark.parametrize("task", [{"name": "copy", "seq_len": 5}, {"name": "temporal_order", "seq_len": 10},
-                                  {"name": "permutation", "seq_len": 6}, {"name": "adding", "seq_len": 4}])
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"name": "copy", "seq_len": 5},
+        {"name": "temporal_order", "seq_len": 10},
+        {"name": "permutation", "seq_len": 6},
+        {"name": "adding", "seq_len": 4},
+    ],
+)
 def test_measurement_schedule_and_names(task):
     ms = list(train(cfg(task=task)))
     assert [m.step for m in ms] == list(range(7))
     probed = [m.step for m in ms if m.profile is not None]
     assert probed == [0, 3, 6]  # every 3 steps, first and last
     every = {"train/loss", "grad/norm", "grad/clipped"}
-    probe = {"eval/loss", "eval/loss_ratio", "grad/weight_hh", "grad/weight_ih", "grad/bias",
-             "grad/readout.weight", "grad/readout.bias", "weights/W_hh_radius", "weights/W_hh_sigma_max",
-             "grad_h/slope", "grad_h/log10_ratio", "grad_h/fit_points"}
+    probe = {
+        "eval/loss",
+        "eval/loss_ratio",
+        "grad/weight_hh",
+        "grad/weight_ih",
+        "grad/bias",
+        "grad/readout.weight",
+        "grad/readout.bias",
+        "weights/W_hh_radius",
+        "weights/W_hh_sigma_max",
+        "grad_h/slope",
+        "grad_h/log10_ratio",
+        "grad_h/fit_points",
+    }
     classification = task["name"] != "adding"
     for m in ms:
         expected = every | (probe if m.profile is not None else set())
@@ -53,8 +75,11 @@ def test_measurement_schedule_and_names(task):
 
 
 def test_training_learns_short_adding_problem():
-    run = cfg(task={"seq_len": 5}, train={"steps": 400, "batch_size": 32, "lr": 0.01, "eval_size": 256},
-              probe={"every": 100})
+    run = cfg(
+        task={"seq_len": 5},
+        train={"steps": 400, "batch_size": 32, "lr": 0.01, "eval_size": 256},
+        probe={"every": 100},
+    )
     ms = list(train(run))
     assert ms[0].metrics["eval/loss_ratio"] > 1 and ms[-1].metrics["eval/loss_ratio"] < 0.2
 
@@ -74,8 +99,11 @@ def test_grad_norm_is_before_clipping_and_clipping_fires():
 
 
 def test_exploding_network_diverges_as_data_not_a_crash():
-    run = cfg(task={"seq_len": 300}, model={"activation": "linear", "init": "gaussian", "gain": 2.0},
-              train={"steps": 5})
+    run = cfg(
+        task={"seq_len": 300},
+        model={"activation": "linear", "init": "gaussian", "gain": 2.0},
+        train={"steps": 5},
+    )
     ms = list(train(run))
     assert ms[-1].diverged and len(ms) == 1  # 2^300 overflows float32 at step 0
     assert not math.isfinite(ms[-1].metrics["train/loss"])
