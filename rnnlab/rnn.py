@@ -7,6 +7,9 @@ Glossary (code → paper): ``weight_hh`` = W_hh (H×H), ``weight_ih`` = W_xh (H�
 
 After ``loss.backward()``, ``rnn.hidden_grad_norms`` is the (T, B) tensor of ‖∂L/∂h_t‖₂ for
 each sequence (recording is on by default; ``rnn.record_hidden_grads = False`` turns it off).
+Forward and backward are an explicit BPTT (``_ElmanBPTT``) that yields those gradients as a
+by-product at no extra cost; ``rnnlab.bench.autograd_reference`` is the plain autograd loop it
+is tested against.
 
 To add an activation or an init: register it in ``ACTIVATIONS`` / ``INITS`` below and add its
 name to ``ActivationName`` / ``InitName`` in ``rnnlab.config``.
@@ -16,18 +19,56 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-    "sigmoid": torch.sigmoid,
-    "linear": lambda z: z,
-    "leaky_relu": lambda z: F.leaky_relu(z, 0.01),
-    "hardtanh": F.hardtanh,
+
+@dataclass(frozen=True)
+class Activation:
+    """φ three ways: out of place, in place, and its backward through the output h = φ(z)."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    fn_: Callable[[torch.Tensor], torch.Tensor]
+    backward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None
+    """(∂L/∂h, h, out) → out = ∂L/∂h ⊙ φ′(z), PyTorch's own derivative kernels; None when φ′ ≡ 1."""
+
+
+def _identity_fn(z: torch.Tensor) -> torch.Tensor:
+    return z
+
+
+_aten = torch.ops.aten
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation(
+        torch.tanh,
+        torch.tanh_,
+        lambda g, h, out: _aten.tanh_backward.grad_input(g, h, grad_input=out),
+    ),
+    "relu": Activation(  # h > 0 exactly when z > 0, so the output serves as the threshold input
+        torch.relu,
+        torch.relu_,
+        lambda g, h, out: _aten.threshold_backward.grad_input(g, h, 0, grad_input=out),
+    ),
+    "sigmoid": Activation(
+        torch.sigmoid,
+        torch.sigmoid_,
+        lambda g, h, out: _aten.sigmoid_backward.grad_input(g, h, grad_input=out),
+    ),
+    "linear": Activation(_identity_fn, _identity_fn, None),
+    "leaky_relu": Activation(
+        lambda z: F.leaky_relu(z, 0.01),
+        lambda z: F.leaky_relu_(z, 0.01),
+        lambda g, h, out: _aten.leaky_relu_backward.grad_input(g, h, 0.01, True, grad_input=out),
+    ),
+    "hardtanh": Activation(  # |h| < 1 exactly when −1 < z < 1
+        F.hardtanh,
+        F.hardtanh_,
+        lambda g, h, out: _aten.hardtanh_backward.grad_input(g, h, -1.0, 1.0, grad_input=out),
+    ),
 }
 
 
@@ -102,7 +143,6 @@ class VanillaRNN(nn.Module):
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
         self.activation, self.init, self.gain = activation, init, gain
-        self.phi = ACTIVATIONS[activation]
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         H, D = hidden_size, input_size
         self.weight_ih = nn.Parameter(torch.empty(H, D, dtype=dtype))
@@ -112,37 +152,73 @@ class VanillaRNN(nn.Module):
             self.weight_ih.uniform_(-1 / math.sqrt(H), 1 / math.sqrt(H), generator=g)  # as nn.RNN
             INITS[init](self.weight_hh, gain, g)
         self.record_hidden_grads = True
-        self._hidden_grads: list[torch.Tensor | None] = []
+        self.hidden_grad_norms: torch.Tensor | None = None
+        """‖∂L/∂h_t‖₂ per step and sequence, (T, B), set by the last backward pass."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.hidden_grad_norms = None
+        recorder = self if self.record_hidden_grads else None
+        return _ElmanBPTT.apply(
+            x, self.weight_ih, self.weight_hh, self.bias, self.activation, recorder
+        )
+
+
+class _ElmanBPTT(torch.autograd.Function):
+    """The Elman recurrence with explicit backpropagation through time.
+
+    Forward: the input projection for all steps is one (T·B × D)(D × H) multiply written into
+    the output buffer, then each step adds W_hh h_{t−1} and applies φ in place (two calls per
+    step). Backward walks the steps once (two calls per step):
+
+        δ_T = ∂ℓ/∂h_T,   ∂L/∂z_t = δ_t ⊙ φ′(z_t),   δ_{t−1} = ∂ℓ/∂h_{t−1} + (∂L/∂z_t) W_hh
+
+    where ∂ℓ/∂h_t is the gradient reaching h_t directly (from the readout) and δ_t = ∂L/∂h_t is
+    the total. The δ_t are the per-timestep gradients rnnlab measures: their norms cost one
+    call after the loop. Weight gradients are then single large multiplies over all steps:
+    ∂L/∂W_hh = Σ_t (∂L/∂z_t)ᵀ h_{t−1}, ∂L/∂W_xh = Σ_t (∂L/∂z_t)ᵀ x_t, ∂L/∂b = Σ_t ∂L/∂z_t.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight_ih, weight_hh, bias, activation: str, recorder):
         T, B, D = x.shape
-        # Input projection for all steps as one matrix multiply: (T·B, D) @ (D, H).
-        u = torch.addmm(self.bias, x.reshape(T * B, D), self.weight_ih.T).view(T, B, -1)
-        record = self.record_hidden_grads and torch.is_grad_enabled()
-        self._hidden_grads = [None] * T if record else []
-        hs = []
-        h = self.phi(u[0])
-        w_hh_t = self.weight_hh.T
-        for t, u_t in enumerate(u.unbind(0)):
-            if t:
-                h = self.phi(torch.addmm(u_t, h, w_hh_t))
-            if record:
-                h.register_hook(self._store(t))
-            hs.append(h)
-        return torch.stack(hs)
+        act = ACTIVATIONS[activation]
+        hs = torch.addmm(bias, x.reshape(T * B, D), weight_ih.T).view(T, B, -1)  # z_t without W_hh
+        steps = hs.unbind(0)  # views; no indexing inside the loop
+        act.fn_(steps[0])  # h_0 = 0
+        w = weight_hh.T
+        for t in range(1, T):
+            act.fn_(steps[t].addmm_(steps[t - 1], w))
+        ctx.save_for_backward(x, weight_ih, weight_hh, hs)
+        ctx.activation, ctx.recorder = act, recorder
+        return hs
 
-    def _store(self, t: int):
-        def hook(grad: torch.Tensor) -> None:
-            self._hidden_grads[t] = grad
-
-        return hook
-
-    @property
-    def hidden_grad_norms(self) -> torch.Tensor | None:
-        """‖∂L/∂h_t‖₂ per step and sequence, (T, B), from the last backward pass; None if off."""
-        if not self._hidden_grads or any(g is None for g in self._hidden_grads):
-            return None
-        return torch.linalg.vector_norm(torch.stack(self._hidden_grads), dim=-1)
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_hs):
+        x, weight_ih, weight_hh, hs = ctx.saved_tensors
+        act, recorder = ctx.activation, ctx.recorder
+        T, B, H = hs.shape
+        # One (T, B, H) buffer: slot t becomes δ_t = ∂L/∂h_t, whose norm is taken there, then
+        # ∂L/∂z_t = δ_t ⊙ φ′(z_t) in place.
+        # It starts as ∂ℓ/∂h_t, the gradient reaching each h_t directly (one bulk copy).
+        dz = grad_hs.clone(memory_format=torch.contiguous_format)
+        norms = hs.new_empty(T, B) if recorder is not None else None
+        h_steps, z_steps = hs.unbind(0), dz.unbind(0)
+        for t in range(T - 1, -1, -1):  # slot t holds δ_t here
+            if norms is not None:
+                torch.linalg.vector_norm(z_steps[t], dim=-1, out=norms[t])
+            if act.backward is not None:
+                act.backward(z_steps[t], h_steps[t], z_steps[t])
+            if t:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + (∂L/∂z_t) W_hh
+                z_steps[t - 1].addmm_(z_steps[t], weight_hh)
+        if recorder is not None:
+            recorder.hidden_grad_norms = norms
+        flat = dz.view(T * B, H)
+        grad_w_hh = dz[1:].reshape(-1, H).T @ hs[:-1].reshape(-1, H)
+        grad_w_ih = (x.reshape(T * B, -1).T @ flat).T  # this order is ~6x faster for small D
+        grad_b = flat.sum(0)
+        grad_x = (flat @ weight_ih).view(x.shape) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_w_ih, grad_w_hh, grad_b, None, None
 
 
 class RNNModel(nn.Module):

@@ -1,0 +1,242 @@
+"""``make bench``: the cost of exact per-timestep gradients, against torch.nn.RNN.
+
+For each shape (T, B, H) it times a full training step — forward, backward, Adam — of
+
+  (a) ``torch.nn.RNN`` (PyTorch's fused path; per-step gradients are not available),
+  (b) the naive autograd loop with ``retain_grad`` on every h_t (``autograd_reference``),
+  (c) rnnlab's ``VanillaRNN`` with the full profile ‖∂L/∂h_t‖ recorded,
+
+each followed by the same linear readout on the last step and MSE loss. Contenders are run
+interleaved (a, b, c, a, b, c, …) so drifts in machine load hit all alike; the medians are
+reported as ratios to (a). Also: (c)'s achieved GFLOP/s against a large-matmul peak measured
+in the same run, and the peak memory of one step of (a) and (c) (CUDA: the allocator's peak;
+CPU: the profiler's allocation timeline). The table is printed and written to
+``results/bench.json``.
+
+    python -m rnnlab.bench [--quick] [--device cpu|cuda] [--out results/bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rnnlab.rnn import ACTIVATIONS, VanillaRNN
+
+SHAPES = [(100, 64, 64), (1000, 32, 128), (1000, 64, 256), (5000, 16, 64)]
+QUICK_SHAPES = [(100, 64, 64), (300, 32, 128)]
+D = 2  # input size of the adding problem
+
+
+def autograd_reference(x, weight_ih, weight_hh, bias, activation: str) -> list[torch.Tensor]:
+    """The plain autograd loop: h_t = φ(W_xh x_t + W_hh h_{t−1} + b), ``retain_grad`` on each h_t.
+
+    After backward, ``hs[t].grad`` is ∂L/∂h_t. The independent reference for tests, and
+    contender (b) of the benchmark. Per-step inputs come from one ``unbind``: indexing a
+    tensor inside the loop would make the backward pass O(T²).
+    """
+    phi = ACTIVATIONS[activation].fn
+    hs, h = [], None
+    for x_t in x.unbind(0):
+        z = torch.addmm(bias, x_t, weight_ih.T)
+        if h is not None:
+            z = z + h @ weight_hh.T
+        h = phi(z)
+        h.retain_grad()
+        hs.append(h)
+    return hs
+
+
+class _Naive(nn.Module):
+    def __init__(self, rnn: VanillaRNN):
+        super().__init__()
+        self.weight_ih, self.weight_hh, self.bias = (
+            nn.Parameter(p.detach().clone()) for p in (rnn.weight_ih, rnn.weight_hh, rnn.bias)
+        )
+
+    def forward(self, x):
+        return autograd_reference(x, self.weight_ih, self.weight_hh, self.bias, "tanh")[-1]
+
+
+def _contenders(T, B, H, device):
+    g = torch.Generator().manual_seed(0)
+    ours = VanillaRNN(D, H, "tanh", "orthogonal", 1.0, g).to(device)
+    fused = nn.RNN(D, H, nonlinearity="tanh").to(device)
+    naive = _Naive(ours).to(device)
+    readouts = {name: nn.Linear(H, 1).to(device) for name in "abc"}
+
+    def step_fn(name, model, last):
+        params = list(model.parameters()) + list(readouts[name].parameters())
+        opt = torch.optim.Adam(params, lr=1e-4)
+
+        def step(x, y):
+            opt.zero_grad(set_to_none=True)
+            loss = (readouts[name](last(model, x)) - y).pow(2).mean()
+            loss.backward()
+            if name == "c":  # the full profile, as the trainer reads it
+                assert model.hidden_grad_norms is not None
+            opt.step()
+
+        return step
+
+    return {
+        "a": step_fn("a", fused, lambda m, x: m(x)[0][-1]),
+        "b": step_fn("b", naive, lambda m, x: m(x)),
+        "c": step_fn("c", ours, lambda m, x: m(x)[-1]),
+    }
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_shape(T, B, H, device, repeats: int) -> dict:
+    x = torch.rand(T, B, D, device=device)
+    y = torch.rand(B, 1, device=device)
+    steps = _contenders(T, B, H, device)
+    times = {k: [] for k in steps}
+    for _ in range(2):  # warm-up
+        for f in steps.values():
+            f(x, y)
+    for _ in range(repeats):
+        for k, f in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            f(x, y)
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    flops = 6 * T * B * H * H + 4 * T * B * D * H  # forward, δ recursion, ∂W_hh, ∂W_xh
+    row = {
+        "T": T,
+        "B": B,
+        "H": H,
+        "device": device.type,
+        **{f"{k}_ms": 1e3 * v for k, v in med.items()},
+        "b/a": med["b"] / med["a"],
+        "c/a": med["c"] / med["a"],
+        "c_gflops": flops / med["c"] / 1e9,
+    }
+    return row
+
+
+def matmul_peak(device, n: int = 2048) -> float:
+    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(5):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def peak_memory_mb(kind: str, T: int, B: int, H: int, device) -> float:
+    """Peak memory allocated during one training step of contender ``kind`` (after a warm-up
+    step, so optimizer state and parameters are excluded): the CUDA allocator's peak, or on the
+    CPU the peak of the profiler's allocation timeline."""
+    step = _contenders(T, B, H, device)[kind]
+    x, y = torch.rand(T, B, D, device=device), torch.rand(B, 1, device=device)
+    step(x, y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step(x, y)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(
+        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
+    ) as prof:
+        step(x, y)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated for CUDA; the CPU path stays
+        path = Path(tmp) / "timeline.json"
+        prof.export_memory_timeline(str(path), device="cpu")
+        _, sizes = json.loads(path.read_text())
+    return max(sum(s) for s in sizes) / 2**20
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="rnnlab.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick", action="store_true", help="two small shapes, few repeats (a smoke run)"
+    )
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, default=Path("results/bench.json"))
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    peak = matmul_peak(device)
+    print(
+        f"device {device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"matmul peak {peak:.1f} GFLOP/s",
+        file=sys.stderr,
+    )
+    rows = []
+    cols = [
+        "T",
+        "B",
+        "H",
+        "a_ms",
+        "b_ms",
+        "c_ms",
+        "b/a",
+        "c/a",
+        "c_gflops",
+        "%peak",
+        "mem_a_mb",
+        "mem_c_mb",
+        "mem_c/a",
+    ]
+    print(" ".join(f"{c:>9}" for c in cols))
+    for T, B, H in shapes:
+        budget = 2e7 if args.quick else 2e8  # fewer repeats for the bigger shapes
+        repeats = max(3, min(25, int(budget / (T * B * H))))
+        row = time_shape(T, B, H, device, repeats)
+        row["repeats"] = repeats
+        row["%peak"] = 100 * row["c_gflops"] / peak
+        row["mem_a_mb"] = peak_memory_mb("a", T, B, H, device)
+        row["mem_c_mb"] = peak_memory_mb("c", T, B, H, device)
+        row["mem_c/a"] = row["mem_c_mb"] / row["mem_a_mb"]
+        rows.append(row)
+        print(
+            " ".join(f"{row[c]:9d}" if isinstance(row[c], int) else f"{row[c]:9.2f}" for c in cols),
+            flush=True,
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "device": device.type,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+                "matmul_peak_gflops": peak,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"times are medians per training step in ms; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

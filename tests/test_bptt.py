@@ -1,0 +1,86 @@
+"""The fused BPTT path against an independent autograd loop (retain_grad on every h_t)."""
+
+import pytest
+import torch
+
+from rnnlab.bench import autograd_reference
+from rnnlab.rnn import ACTIVATIONS, VanillaRNN, _ElmanBPTT
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    scale = b.norm()
+    return float((a - b).norm() / scale) if scale > 0 else float(a.norm())
+
+
+def both_paths(activation, T, dtype, every_step, B=5, D=3, H=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rnn = VanillaRNN(D, H, activation, "gaussian", 1.2, g, dtype)
+    with torch.no_grad():
+        rnn.bias.normal_(0, 0.3, generator=g)
+    x = torch.randn(T, B, D, dtype=dtype, generator=g)
+    weights = torch.randn(T, B, H, dtype=dtype, generator=g)
+    if not every_step:
+        weights[:-1] = 0  # the loss reads the last step only
+
+    def loss_of(hs):  # a smooth loss: squared readout plus a linear term
+        return ((hs * weights).sum(-1) ** 2).sum() + (hs * weights).sum()
+
+    xa = x.clone().requires_grad_()
+    loss_of(rnn(xa)).backward()
+    fused = [rnn.weight_ih.grad, rnn.weight_hh.grad, rnn.bias.grad, xa.grad, rnn.hidden_grad_norms]
+
+    params = [p.detach().clone().requires_grad_() for p in (rnn.weight_ih, rnn.weight_hh, rnn.bias)]
+    xb = x.clone().requires_grad_()
+    hs = autograd_reference(xb, *params, activation)
+    loss_of(torch.stack(hs)).backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]  # T = 1: no W_hh use
+    reference = [*grads, xb.grad, torch.stack([h.grad for h in hs]).norm(dim=-1)]
+    return fused, reference
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("every_step", [False, True], ids=["last", "every"])
+@pytest.mark.parametrize("T", [1, 2, 57, 500])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_gradients_and_profile_equal_autograd(activation, T, every_step, dtype):
+    fused, reference = both_paths(activation, T, dtype, every_step)
+    names = ["weight_ih", "weight_hh", "bias", "x", "hidden_grad_norms"]
+    assert fused[4].shape == (T, 5)
+    for name, a, b in zip(names, fused, reference, strict=True):
+        assert a.dtype == dtype and a.shape == b.shape, name
+        assert rel_err(a, b) <= TOL[dtype], f"{name}: {rel_err(a, b):.2e}"
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_gradcheck(activation):
+    g = torch.Generator().manual_seed(1)
+    rnn = VanillaRNN(2, 4, activation, "gaussian", 0.9, g, torch.float64)
+    x = torch.randn(6, 3, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    params = [p.detach().clone().requires_grad_() for p in (rnn.weight_ih, rnn.weight_hh, rnn.bias)]
+    assert torch.autograd.gradcheck(lambda *a: _ElmanBPTT.apply(*a, activation, None), (x, *params))
+
+
+def test_recording_can_be_switched_off_and_is_reset_each_forward():
+    rnn = VanillaRNN(2, 4)
+    x = torch.randn(5, 3, 2)
+    rnn(x).sum().backward()
+    assert rnn.hidden_grad_norms.shape == (5, 3)
+    rnn.record_hidden_grads = False
+    rnn(x).sum().backward()
+    assert rnn.hidden_grad_norms is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_cuda_matches_cpu(activation):
+    g = torch.Generator().manual_seed(0)
+    rnn = VanillaRNN(3, 16, activation, "gaussian", 1.2, g, torch.float64)
+    x = torch.randn(57, 5, 3, dtype=torch.float64, generator=g)
+    rnn(x).square().sum().backward()
+    cpu = [rnn.weight_hh.grad.clone(), rnn.hidden_grad_norms]
+    rnn.zero_grad()
+    rnn.cuda()(x.cuda()).square().sum().backward()
+    for a, b in zip([rnn.weight_hh.grad, rnn.hidden_grad_norms], cpu, strict=True):
+        assert a.is_cuda and rel_err(a.cpu(), b) < 1e-10
