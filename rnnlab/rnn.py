@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from rnnlab import _ext
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -168,14 +170,16 @@ class _ElmanBPTT(torch.autograd.Function):
 
     Forward: the input projection for all steps is one (T·B × D)(D × H) multiply written into
     the output buffer, then each step adds W_hh h_{t−1} and applies φ in place (two calls per
-    step). Backward walks the steps once (two calls per step):
+    step). Backward walks the steps once (three calls per step: a norm, φ′, a multiply):
 
         δ_T = ∂ℓ/∂h_T,   ∂L/∂z_t = δ_t ⊙ φ′(z_t),   δ_{t−1} = ∂ℓ/∂h_{t−1} + (∂L/∂z_t) W_hh
 
     where ∂ℓ/∂h_t is the gradient reaching h_t directly (from the readout) and δ_t = ∂L/∂h_t is
-    the total. The δ_t are the per-timestep gradients rnnlab measures: their norms cost one
-    call after the loop. Weight gradients are then single large multiplies over all steps:
-    ∂L/∂W_hh = Σ_t (∂L/∂z_t)ᵀ h_{t−1}, ∂L/∂W_xh = Σ_t (∂L/∂z_t)ᵀ x_t, ∂L/∂b = Σ_t ∂L/∂z_t.
+    the total: the per-timestep gradient rnnlab measures (Pascanu et al. 2013, eq. 3–5). Its
+    norm is taken as it passes. Weight gradients are then single large multiplies over all
+    steps: ∂L/∂W_hh = Σ_t (∂L/∂z_t)ᵀ h_{t−1}, ∂L/∂W_xh = Σ_t (∂L/∂z_t)ᵀ x_t, ∂L/∂b = Σ_t ∂L/∂z_t.
+    φ′ uses PyTorch's own derivative kernels (``aten::tanh_backward`` …), so the numbers equal
+    autograd's. Peak memory: the saved outputs plus one (T, B, H) buffer, as torch.nn.RNN.
     """
 
     @staticmethod
@@ -183,13 +187,13 @@ class _ElmanBPTT(torch.autograd.Function):
         T, B, D = x.shape
         act = ACTIVATIONS[activation]
         hs = torch.addmm(bias, x.reshape(T * B, D), weight_ih.T).view(T, B, -1)  # z_t without W_hh
-        steps = hs.unbind(0)  # views; no indexing inside the loop
-        act.fn_(steps[0])  # h_0 = 0
-        w = weight_hh.T
-        for t in range(1, T):
-            act.fn_(steps[t].addmm_(steps[t - 1], w))
+        ext = _ext.loops()
+        if ext is not None:
+            ext.forward_loop(hs, weight_hh.T, activation)
+        else:
+            _forward_loop(hs, weight_hh.T, act)
         ctx.save_for_backward(x, weight_ih, weight_hh, hs)
-        ctx.activation, ctx.recorder = act, recorder
+        ctx.activation, ctx.activation_name, ctx.recorder = act, activation, recorder
         return hs
 
     @staticmethod
@@ -203,14 +207,11 @@ class _ElmanBPTT(torch.autograd.Function):
         # It starts as ∂ℓ/∂h_t, the gradient reaching each h_t directly (one bulk copy).
         dz = grad_hs.clone(memory_format=torch.contiguous_format)
         norms = hs.new_empty(T, B) if recorder is not None else None
-        h_steps, z_steps = hs.unbind(0), dz.unbind(0)
-        for t in range(T - 1, -1, -1):  # slot t holds δ_t here
-            if norms is not None:
-                torch.linalg.vector_norm(z_steps[t], dim=-1, out=norms[t])
-            if act.backward is not None:
-                act.backward(z_steps[t], h_steps[t], z_steps[t])
-            if t:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + (∂L/∂z_t) W_hh
-                z_steps[t - 1].addmm_(z_steps[t], weight_hh)
+        ext = _ext.loops()
+        if ext is not None:
+            ext.backward_loop(dz, hs, weight_hh, norms, ctx.activation_name)
+        else:
+            _backward_loop(dz, hs, weight_hh, norms, act)
         if recorder is not None:
             recorder.hidden_grad_norms = norms
         flat = dz.view(T * B, H)
@@ -219,6 +220,26 @@ class _ElmanBPTT(torch.autograd.Function):
         grad_b = flat.sum(0)
         grad_x = (flat @ weight_ih).view(x.shape) if ctx.needs_input_grad[0] else None
         return grad_x, grad_w_ih, grad_w_hh, grad_b, None, None
+
+
+def _forward_loop(hs: torch.Tensor, w_t: torch.Tensor, act: Activation) -> None:
+    """hs (T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ. (C++: csrc/elman.cpp)"""
+    steps = hs.unbind(0)  # views; no indexing inside the loop
+    act.fn_(steps[0])  # h_0 = 0
+    for t in range(1, len(steps)):
+        act.fn_(steps[t].addmm_(steps[t - 1], w_t))
+
+
+def _backward_loop(dz, hs, w, norms: torch.Tensor | None, act: Activation) -> None:
+    """dz (T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, B) gets ‖δ_t‖₂."""
+    h_steps, z_steps = hs.unbind(0), dz.unbind(0)
+    for t in range(len(z_steps) - 1, -1, -1):  # slot t holds δ_t here
+        if norms is not None:
+            torch.linalg.vector_norm(z_steps[t], dim=-1, out=norms[t])
+        if act.backward is not None:
+            act.backward(z_steps[t], h_steps[t], z_steps[t])
+        if t:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + (∂L/∂z_t) W_hh
+            z_steps[t - 1].addmm_(z_steps[t], w)
 
 
 class RNNModel(nn.Module):

@@ -8,7 +8,8 @@ profile n_t (see ``rnnlab.probes``), parameter gradient norms, the W_hh spectrum
 held-out evaluation.
 
 Metrics (every step): ``train/loss``, ``train/accuracy`` (classification tasks), ``grad/norm``
-(global gradient norm before clipping), ``grad/clipped`` (1 if clipping fired).
+(global gradient norm before clipping), and with ``train.clip_norm`` set, ``grad/clipped`` (1 if
+clipping fired).
 Probe steps add: ``eval/loss``, ``eval/accuracy``, ``eval/loss_ratio`` (eval loss / the task's
 baseline), ``grad/<parameter>``, ``weights/W_hh_radius``, ``weights/W_hh_sigma_max``,
 ``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``.
@@ -111,7 +112,8 @@ def train(run: RunConfig) -> Iterator[Measurement]:
         if acc is not None:
             values["train/accuracy"] = acc.mean()
         clipping = cfg.clip_norm is not None and bool(norm > cfg.clip_norm)
-        values["grad/clipped"] = torch.tensor(float(clipping))
+        if cfg.clip_norm is not None:
+            values["grad/clipped"] = torch.tensor(float(clipping))
         if probing:
             values |= probes.parameter_grad_norms(model)
         metrics = dict(

@@ -3,10 +3,21 @@
 import pytest
 import torch
 
+from rnnlab import _ext
 from rnnlab.bench import autograd_reference
 from rnnlab.rnn import ACTIVATIONS, VanillaRNN, _ElmanBPTT
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+@pytest.fixture(params=["cpp", "python"], autouse=True)
+def loops(request, monkeypatch):
+    """Every test runs on both implementations of the loops: compiled and pure Python."""
+    if request.param == "python":
+        monkeypatch.setattr(_ext, "loops", lambda: None)
+    else:  # make install builds it; a missing build is a failure, not a skip
+        assert _ext.loops() is not None, "C++ loops unavailable: run `python -m rnnlab._ext`"
+    return request.param
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -35,7 +46,9 @@ def both_paths(activation, T, dtype, every_step, B=5, D=3, H=16, seed=0):
     xb = x.clone().requires_grad_()
     hs = autograd_reference(xb, *params, activation)
     loss_of(torch.stack(hs)).backward()
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]  # T = 1: no W_hh use
+    grads = [
+        p.grad if p.grad is not None else torch.zeros_like(p) for p in params
+    ]  # T = 1: no W_hh use
     reference = [*grads, xb.grad, torch.stack([h.grad for h in hs]).norm(dim=-1)]
     return fused, reference
 

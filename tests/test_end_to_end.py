@@ -65,7 +65,6 @@ def test_tiny_sweep_lands_in_mlflow(tmp_path, store, workers):
             "eval/loss",
             "eval/loss_ratio",
             "grad/norm",
-            "grad/clipped",
             "grad/weight_hh",
             "weights/W_hh_radius",
             "weights/W_hh_sigma_max",

@@ -47,7 +47,7 @@ def test_measurement_schedule_and_names(task):
     assert [m.step for m in ms] == list(range(7))
     probed = [m.step for m in ms if m.profile is not None]
     assert probed == [0, 3, 6]  # every 3 steps, first and last
-    every = {"train/loss", "grad/norm", "grad/clipped"}
+    every = {"train/loss", "grad/norm"}  # grad/clipped only when clip_norm is set
     probe = {
         "eval/loss",
         "eval/loss_ratio",

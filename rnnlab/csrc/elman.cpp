@@ -1,0 +1,77 @@
+// The two BPTT loops of rnnlab.rnn._ElmanBPTT in C++: the same ATen calls as the Python
+// loops there, without the interpreter between them. Built and loaded by rnnlab/_ext.py.
+#include <torch/extension.h>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+enum class Act { Tanh, Relu, Sigmoid, Linear, LeakyRelu, Hardtanh };
+constexpr double kLeakySlope = 0.01;  // as rnnlab.rnn.ACTIVATIONS["leaky_relu"]
+
+Act parse(const std::string& name) {
+  if (name == "tanh") return Act::Tanh;
+  if (name == "relu") return Act::Relu;
+  if (name == "sigmoid") return Act::Sigmoid;
+  if (name == "linear") return Act::Linear;
+  if (name == "leaky_relu") return Act::LeakyRelu;
+  if (name == "hardtanh") return Act::Hardtanh;
+  TORCH_CHECK(false, "rnnlab: unknown activation ", name);
+}
+
+// h <- φ(h), in place.
+void apply(at::Tensor& h, Act a) {
+  switch (a) {
+    case Act::Tanh: h.tanh_(); break;
+    case Act::Relu: h.relu_(); break;
+    case Act::Sigmoid: h.sigmoid_(); break;
+    case Act::Linear: break;
+    case Act::LeakyRelu: at::leaky_relu_(h, kLeakySlope); break;
+    case Act::Hardtanh: at::hardtanh_(h, -1, 1); break;
+  }
+}
+
+// g <- g ⊙ φ′(z), with φ′ written through the output h = φ(z) (PyTorch's derivative kernels).
+void apply_backward(at::Tensor& g, const at::Tensor& h, Act a) {
+  switch (a) {
+    case Act::Tanh: at::tanh_backward_out(g, g, h); break;
+    case Act::Relu: at::threshold_backward_out(g, g, h, 0); break;
+    case Act::Sigmoid: at::sigmoid_backward_out(g, g, h); break;
+    case Act::Linear: break;
+    case Act::LeakyRelu: at::leaky_relu_backward_out(g, g, h, kLeakySlope, true); break;
+    case Act::Hardtanh: at::hardtanh_backward_out(g, g, h, -1, 1); break;
+  }
+}
+
+}  // namespace
+
+// hs (T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ.
+void forward_loop(at::Tensor hs, const at::Tensor& w_t, const std::string& activation) {
+  const Act a = parse(activation);
+  std::vector<at::Tensor> s = hs.unbind(0);
+  apply(s[0], a);
+  for (size_t t = 1; t < s.size(); ++t) {
+    s[t].addmm_(s[t - 1], w_t);
+    apply(s[t], a);
+  }
+}
+
+// dz (T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, B), if given, gets ‖δ_t‖₂.
+void backward_loop(at::Tensor dz, const at::Tensor& hs, const at::Tensor& w,
+                   c10::optional<at::Tensor> norms, const std::string& activation) {
+  const Act a = parse(activation);
+  std::vector<at::Tensor> z = dz.unbind(0), h = hs.unbind(0), n;
+  if (norms) n = norms->unbind(0);
+  const std::vector<int64_t> last_dim{-1};
+  for (int64_t t = static_cast<int64_t>(z.size()) - 1; t >= 0; --t) {
+    if (norms) at::linalg_vector_norm_out(n[t], z[t], 2, last_dim, false, c10::nullopt);
+    apply_backward(z[t], h[t], a);
+    if (t > 0) z[t - 1].addmm_(z[t], w);
+  }
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward_loop", &forward_loop, "Elman forward recurrence, in place");
+  m.def("backward_loop", &backward_loop, "Elman BPTT recursion, in place");
+}
