@@ -32,7 +32,8 @@ def _build_dir(name: str) -> Path:
     import torch
 
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    flavour = f"py{sys.version_info.major}{sys.version_info.minor}_{'cu' if torch.version.cuda else 'cpu'}"
+    device = "cu" if torch.version.cuda else "cpu"
+    flavour = f"py{sys.version_info.major}{sys.version_info.minor}_{device}"
     return Path(root) / flavour / name
 
 

@@ -223,7 +223,7 @@ class _ElmanBPTT(torch.autograd.Function):
 
 
 def _forward_loop(hs: torch.Tensor, w_t: torch.Tensor, act: Activation) -> None:
-    """hs (T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ. (C++: csrc/elman.cpp)"""
+    """hs (T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ (C++: csrc/)."""
     steps = hs.unbind(0)  # views; no indexing inside the loop
     act.fn_(steps[0])  # h_0 = 0
     for t in range(1, len(steps)):
