@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(
-            "\ninterrupted: runs in progress were marked KILLED; rerun the command to redo them.",
+            "\ninterrupted: runs in progress were closed as KILLED with their metrics so far.\n"
+            "resume: run the same command again; finished runs are kept and skipped.",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
@@ -68,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     uri_arg(s)
     s.add_argument(
         "--dry-run", action="store_true", help="print the grid and run count; write nothing"
+    )
+    s.add_argument(
+        "--rerun",
+        action="store_true",
+        help="train every grid point again, replacing finished runs (default: resume)",
     )
     s.add_argument(
         "--workers",
@@ -113,37 +119,54 @@ def cmd_sweep(args) -> int:
         print(f"{len(grid)} run(s) in experiment {experiment.name!r}; nothing was run (--dry-run)")
         return EXIT_OK
     workers = args.workers or (min(os.cpu_count() or 1, len(grid)) if len(grid) > 1 else 1)
-    return _execute(experiment, grid, args.tracking_uri, workers, parent=True)
+    return _execute(experiment, grid, args, workers, parent=True)
 
 
 def cmd_run(args) -> int:
     experiment, _ = load_experiment(args.file, args.overrides)
-    return _execute(experiment, [experiment.base()], args.tracking_uri, workers=1, parent=False)
+    return _execute(experiment, [experiment.base()], args, workers=1, parent=False)
 
 
 def _execute(
-    experiment: Experiment, grid: list[RunConfig], uri: str | None, workers: int, parent: bool
+    experiment: Experiment, grid: list[RunConfig], args, workers: int, parent: bool
 ) -> int:
     from rnnlab.sweep import run_sweep
     from rnnlab.tracking import MlflowTracker
 
-    tracker = MlflowTracker(uri)
+    tracker = MlflowTracker(args.tracking_uri)
+    tracker.check()  # an unreachable or unwritable store is bad input: exit 2, nothing run
     print(
-        f"{experiment.name}: {len(grid)} run(s), {workers} worker(s) → {tracker.uri}",
+        f"{experiment.name}: {len(grid)} grid point(s), {workers} worker(s) → {tracker.uri}",
         file=sys.stderr,
     )
-    summary = run_sweep(experiment, grid, tracker, workers=workers, parent=parent)
-    overhead = 100 * summary.tracking_seconds / max(summary.seconds, 1e-9)
-    print(
-        f"\n{experiment.name}: {summary.finished} finished, {summary.diverged} diverged, "
-        f"{summary.failed} failed of {summary.total} in {summary.seconds:.1f} s "
-        f"(tracking {summary.tracking_seconds:.1f} s, {overhead:.0f}%)"
-    )
-    for line in summary.failures:
+    rerun = getattr(args, "rerun", False)
+    summary = run_sweep(experiment, grid, tracker, workers=workers, parent=parent, rerun=rerun)
+    s = summary
+    if s.stale:
+        print(f"{s.stale} run(s) left RUNNING by a dead process were marked KILLED and redone")
+    if s.busy:
+        print(f"{s.busy} grid point(s) are RUNNING in another live process and were left to it")
+    trained = s.finished + s.diverged + s.failed + s.killed
+    if trained == 0:
+        print(
+            f"\n{experiment.name}: nothing to do — all {s.skipped} grid point(s) already have a "
+            "finished or diverged run (use --rerun to train them again)"
+        )
+    else:
+        overhead = 100 * s.tracking_seconds / max(s.seconds, 1e-9)
+        resumed = f", {s.skipped} already done" if s.skipped else ""
+        print(
+            f"\n{experiment.name}: {s.finished} finished, {s.diverged} diverged, {s.failed} failed "
+            f"of {trained} trained{resumed} in {s.seconds:.1f} s "
+            f"(tracking {s.tracking_seconds:.1f} s, {overhead:.0f}%)"
+        )
+    for line in s.failures:
         print(f"  failed: {line}")
+    if s.failed:
+        print("  tracebacks: each failed run's error.txt artifact; rerun the command to retry them")
     print(f"results: {tracker.uri} (experiment {experiment.name!r})")
     print(f"browse:  make ui, then {tracker.runs_url()}")
-    return EXIT_OK if summary.ok else EXIT_FAILED
+    return EXIT_OK if s.ok else EXIT_FAILED
 
 
 def cmd_ui(args) -> int:

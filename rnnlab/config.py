@@ -134,6 +134,8 @@ class TrainConfig(_Section):
     """Momentum for sgd and rmsprop (ignored by adam)."""
     clip_norm: float | None = Field(None, gt=0)
     """Clip the global gradient norm to this value (Pascanu et al. 2013); null: never clip."""
+    divergence_threshold: float | None = Field(None, gt=0)
+    """End the run as diverged when the gradient norm exceeds this; null: only on inf/nan."""
     eval_size: int = Field(512, ge=1)
     """Size of the fixed held-out evaluation set."""
     dtype: Literal["float32", "float64"] = "float32"

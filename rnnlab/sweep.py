@@ -4,6 +4,16 @@ Executors: inline (``workers=1``: train in this process) and local processes (``
 N spawned processes train, this process is the single writer to the tracker, so an embedded
 SQLite store never sees concurrent writers). Progress is shown over the total work
 (Σ steps × sequence length) with an ETA; the returned :class:`Summary` counts outcomes.
+
+Resume: a grid point whose ``run_key`` already has a finished or diverged run in the
+experiment is skipped. A run left RUNNING by a process that is gone is marked KILLED, and its
+point is trained again, as are points whose run failed or was killed. ``rerun=True`` trains
+everything and soft-deletes the finished runs it replaces, so a run_key never has two.
+
+Interrupts: SIGINT and SIGTERM only set a flag, checked between measurements (never inside a
+tracker call): runs in progress end as KILLED with their metrics so far, runs not started are
+not created, and ``KeyboardInterrupt`` is raised once everything is closed. A second signal
+aborts at once.
 """
 
 from __future__ import annotations
@@ -11,17 +21,22 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
 from rnnlab.config import Experiment, RunConfig, run_name
 from rnnlab.train import Measurement, train
+
+DONE = ("finished", "diverged")
 
 
 @dataclass
@@ -31,6 +46,9 @@ class Summary:
     diverged: int = 0
     failed: int = 0
     killed: int = 0
+    skipped: int = 0  # already done by an earlier invocation
+    busy: int = 0  # RUNNING in another live process
+    stale: int = 0  # left RUNNING by a dead process, marked KILLED
     seconds: float = 0.0
     tracking_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -45,64 +63,102 @@ class Summary:
             "diverged": self.diverged,
             "failed": self.failed,
             "killed": self.killed,
+            "skipped": self.skipped,
             "wall_seconds": self.seconds,
         }
 
 
-def _work(run: RunConfig) -> int:
-    return (run.train.steps + 1) * run.task.seq_len
+def plan(grid: list[RunConfig], tracker, rerun: bool, summary: Summary) -> list[int]:
+    """Indices of the grid points to train, after reconciling with the runs already stored."""
+    prior: dict[str, list] = {}
+    for r in tracker.prior_runs():
+        prior.setdefault(r.run_key, []).append(r)
+    todo = []
+    for i, run in enumerate(grid):
+        runs = prior.get(run.run_key, [])
+        for r in runs:
+            if r.mlflow_status == "RUNNING" and not r.alive():
+                tracker.mark_killed(r.run_id)
+                summary.stale += 1
+        if rerun:
+            for r in runs:
+                if r.status in DONE:
+                    tracker.supersede(r.run_id)
+            todo.append(i)
+        elif any(r.status in DONE for r in runs):
+            summary.skipped += 1
+        elif any(r.mlflow_status == "RUNNING" and r.alive() for r in runs):
+            summary.busy += 1
+        else:
+            todo.append(i)
+    return todo
 
 
 def run_sweep(
-    experiment: Experiment, grid: list[RunConfig], tracker, workers: int = 1, parent: bool = True
+    experiment: Experiment,
+    grid: list[RunConfig],
+    tracker,
+    workers: int = 1,
+    parent: bool = True,
+    rerun: bool = False,
 ) -> Summary:
-    """Train every grid point into ``tracker``. Ctrl-C marks running runs killed and re-raises."""
+    """Train the grid points not yet done into ``tracker`` (see the module docstring)."""
     t0 = time.perf_counter()
     summary = Summary(total=len(grid))
     names = [run_name(r, experiment.swept_keys()) for r in grid]
-    tracker.start_sweep(experiment, len(grid), parent=parent)
+    tracker.open_experiment(experiment)
+    todo = plan(grid, tracker, rerun, summary)
+    if not todo:
+        summary.seconds = time.perf_counter() - t0
+        summary.tracking_seconds = tracker.seconds
+        return summary
+    if parent:
+        tracker.start_sweep(experiment, len(todo))
     bar = tqdm(
-        total=sum(_work(r) for r in grid),
+        total=sum((grid[i].train.steps + 1) * grid[i].task.seq_len for i in todo),
         unit="step·T",
         unit_scale=True,
         dynamic_ncols=True,
-        bar_format="{l_bar}{bar}| {postfix} [{elapsed}<{remaining}]",
         file=sys.stderr,
         disable=None,
+        bar_format="{l_bar}{bar}| {postfix} [{elapsed}<{remaining}]",
     )
-    started: set[int] = set()
+    started: dict[int, int] = {}  # grid index → last step logged
 
     def on_measurement(i: int, m: Measurement) -> None:
         if i not in started:
             tracker.start_run(i, grid[i], names[i])
-            started.add(i)
+        started[i] = m.step
         tracker.log(i, m)
         bar.update(grid[i].task.seq_len)
 
     def on_end(i: int, status: str, error: str | None = None) -> None:
         if i not in started:
             tracker.start_run(i, grid[i], names[i])
-        started.discard(i)
-        tracker.end_run(i, status, error)
+        step = started.pop(i, None)
+        tracker.end_run(i, status, error, step=step)
         setattr(summary, status, getattr(summary, status) + 1)
         if error:
             summary.failures.append(f"{names[i]}: {error.strip().splitlines()[-1]}")
         done = summary.finished + summary.diverged + summary.failed
         bar.set_postfix_str(
-            f"runs {done}/{len(grid)}, {summary.diverged} diverged, {summary.failed} failed"
+            f"runs {done}/{len(todo)}, {summary.diverged} diverged, {summary.failed} failed"
         )
         if bar.disable:  # no terminal: one line per run instead of a bar
-            print(f"[{done}/{len(grid)}] {names[i]}: {status}", file=sys.stderr, flush=True)
+            print(f"[{done}/{len(todo)}] {names[i]}: {status}", file=sys.stderr, flush=True)
 
     status = "finished"
     try:
-        if workers <= 1:
-            _inline(grid, on_measurement, on_end)
-        else:
-            _processes(grid, workers, on_measurement, on_end)
+        with _interruptible() as interrupted:
+            if workers <= 1:
+                _inline(grid, todo, on_measurement, on_end, interrupted)
+            else:
+                _processes(grid, todo, workers, on_measurement, on_end, interrupted)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         status = "killed"
-        for i in sorted(started):
+        for i in list(started):  # only after a second signal can a run still be open here
             on_end(i, "killed")
         raise
     finally:
@@ -111,72 +167,120 @@ def run_sweep(
         summary.tracking_seconds = tracker.seconds
         if status == "finished" and not summary.ok:
             status = "failed"
-        tracker.end_sweep(status, summary.counts())
+        if parent:
+            tracker.end_sweep(status, summary.counts())
     return summary
 
 
-def _inline(grid, on_measurement, on_end) -> None:
-    for i, run in enumerate(grid):
-        status, error = "finished", None
-        try:
-            for m in train(run):
-                on_measurement(i, m)
-                if m.diverged:
-                    status = "diverged"
-        except Exception:
-            status, error = "failed", traceback.format_exc()
+@contextmanager
+def _interruptible():
+    """SIGINT/SIGTERM set the yielded event; a second one raises KeyboardInterrupt at once."""
+    event = threading.Event()
+
+    def handler(signum, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def _run_one(run: RunConfig, emit, stop=None) -> tuple[str, str | None]:
+    """Train one point, passing measurements to ``emit``; returns (status, traceback)."""
+    try:
+        for m in train(run):
+            emit(m)
+            if m.diverged:
+                return "diverged", None
+            if stop is not None and stop.is_set():
+                return "killed", None
+    except Exception:
+        return "failed", traceback.format_exc()
+    return "finished", None
+
+
+def _inline(grid, todo, on_measurement, on_end, interrupted) -> None:
+    for i in todo:
+        if interrupted.is_set():
+            return
+        status, error = _run_one(grid[i], lambda m, i=i: on_measurement(i, m), interrupted)
         on_end(i, status, error)
 
 
-def _train_into(q, i: int, run_json: str, threads: int) -> None:
-    """Worker process: train one grid point, sending every measurement to the writer."""
+_STOP = None  # the stop event, in worker processes
+
+
+def _init_worker(stop, threads: int) -> None:
     import torch
 
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; workers stop via _STOP
     torch.set_num_threads(threads)
-    status, error = "finished", None
-    try:
-        for m in train(RunConfig.model_validate_json(run_json)):
-            q.put(("m", i, m))
-            if m.diverged:
-                status = "diverged"
-    except Exception:
-        status, error = "failed", traceback.format_exc()
+
+
+def _train_into(q, i: int, run_json: str) -> None:
+    """Worker process: train one grid point, sending every measurement to the single writer."""
+    if _STOP.is_set():
+        q.put(("skip", i, None))
+        return
+    status, error = _run_one(
+        RunConfig.model_validate_json(run_json), lambda m: q.put(("m", i, m)), _STOP
+    )
     q.put(("end", i, (status, error)))
 
 
-def _processes(grid, workers, on_measurement, on_end) -> None:
+def _processes(grid, todo, workers, on_measurement, on_end, interrupted) -> None:
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    stop = ctx.Event()
+    with (
+        ctx.Manager() as manager,
+        ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(stop, threads)
+        ) as pool,
+    ):
         q = manager.Queue()
-        futures = {
-            pool.submit(_train_into, q, i, run.model_dump_json(), threads): i
-            for i, run in enumerate(grid)
-        }
-        pending = set(range(len(grid)))
-        for kind, i, payload in _drain(q, futures, pending):
+        futures = {pool.submit(_train_into, q, i, grid[i].model_dump_json()): i for i in todo}
+        pending = set(todo)
+        for kind, i, payload in _drain(q, futures, pending, interrupted):
+            if interrupted.is_set() and not stop.is_set():
+                stop.set()  # running workers end their run as killed at their next step
+                for fut in futures:
+                    fut.cancel()
             if kind == "m":
                 on_measurement(i, payload)
-            else:
+            elif kind in ("end", "skip"):
                 pending.discard(i)
-                on_end(i, *payload)
+                if kind == "end":
+                    on_end(i, *payload)
 
 
-def _drain(q, futures, pending) -> Iterator[tuple]:
-    """Messages from the workers until every grid point has ended (or its worker died)."""
+def _drain(q, futures, pending, interrupted) -> Iterator[tuple]:
+    """Messages from the workers until every pending point has ended (or its worker died)."""
     while pending:
         try:
-            yield q.get(timeout=0.5)
+            yield q.get(timeout=0.2)
             continue
         except queue.Empty:
-            pass
-        for fut, i in futures.items():  # a worker that died without saying "end"
-            if i in pending and fut.done() and fut.exception() is not None:
-                try:  # drain what it sent before dying
+            if interrupted.is_set():
+                yield ("tick", None, None)  # lets the caller stop the workers
+        for fut, i in futures.items():
+            if i not in pending or not fut.done():
+                continue
+            if fut.cancelled():  # never started
+                yield ("skip", i, None)
+            elif fut.exception() is not None:  # the worker died without saying "end"
+                try:
                     while True:
                         yield q.get_nowait()
                 except queue.Empty:
                     pass
                 if i in pending:
-                    exc = fut.exception()
-                    yield ("end", i, ("failed", "".join(traceback.format_exception(exc))))
+                    error = "".join(traceback.format_exception(fut.exception()))
+                    yield ("end", i, ("failed", error))

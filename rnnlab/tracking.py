@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -36,7 +37,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from rnnlab import __version__
-from rnnlab.config import Experiment, RunConfig
+from rnnlab.config import ConfigError, Experiment, RunConfig
 from rnnlab.train import Measurement
 
 RESULTS = Path("results")
@@ -85,6 +86,32 @@ def profile_frame(profiles: list[tuple[int, np.ndarray]]) -> pd.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class PriorRun:
+    """A grid-point run already in the store, as resume sees it."""
+
+    run_id: str
+    run_key: str
+    status: str  # rnnlab.status: running | finished | diverged | failed | killed
+    mlflow_status: str  # RUNNING | FINISHED | FAILED | KILLED
+    host: str | None
+    pid: str | None
+
+    def alive(self) -> bool:
+        """Is the process that opened this RUNNING run still running (on this host)?"""
+        if self.host != socket.gethostname() or not (self.pid or "").isdigit():
+            return (
+                self.host is not None and self.host != socket.gethostname()
+            )  # cannot tell: assume so
+        try:
+            os.kill(int(self.pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
 @dataclass
 class _Run:
     run_id: str
@@ -98,9 +125,7 @@ class MlflowTracker:
 
     def __init__(self, tracking_uri: str | None = None):
         self.uri = tracking_uri or default_tracking_uri()
-        if (db := sqlite_path(self.uri)) is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(self.uri)
+        self._client: MlflowClient | None = None
         self.commit = git_commit()
         self.seconds = 0.0  # time spent in tracking calls: the tracking overhead
         self._runs: dict[int, _Run] = {}
@@ -123,20 +148,43 @@ class MlflowTracker:
             tags["mlflow.source.git.commit"] = self.commit
         return tags
 
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:  # created on first use: an SQLite store is created with it
+            self._client = MlflowClient(self.uri)
+        return self._client
+
+    def check(self) -> None:
+        """Fail fast (ConfigError, exit 2) when the store cannot be reached or written."""
+        quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+        saved = {k: os.environ.get(k) for k in quick}
+        try:
+            os.environ.update(quick)  # a dead server answers in seconds, not after minutes
+            if (db := sqlite_path(self.uri)) is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            self.client.search_experiments(max_results=1)
+        except Exception as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                [f"cannot use the MLflow tracking store {self.uri}: {detail[:300]}"]
+            ) from None
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
     @_timed
-    def start_sweep(self, experiment: Experiment, n_runs: int, parent: bool = True) -> None:
-        """Get or create the experiment; open the sweep's parent run (unless ``parent=False``)."""
+    def open_experiment(self, experiment: Experiment) -> None:
+        """Get or create the MLflow experiment; its note is the experiment's description."""
         exp = self.client.get_experiment_by_name(experiment.name)
         if exp is None:
             location = None
             if (
-                sqlite_path(self.uri) is not None
-            ):  # keep artifacts beside the store, not in ./mlruns
-                location = (
-                    (sqlite_path(self.uri).parent / "artifacts" / experiment.name)
-                    .absolute()
-                    .as_uri()
-                )
+                db := sqlite_path(self.uri)
+            ) is not None:  # artifacts beside the store, not ./mlruns
+                location = (db.parent / "artifacts" / experiment.name).absolute().as_uri()
             self.experiment_id = self.client.create_experiment(
                 experiment.name, artifact_location=location
             )
@@ -146,13 +194,49 @@ class MlflowTracker:
             self.client.set_experiment_tag(
                 self.experiment_id, "mlflow.note.content", experiment.description
             )
-        if not parent:
-            return
+
+    @_timed
+    def prior_runs(self) -> list[PriorRun]:
+        """Every live (not deleted) grid-point run already in the experiment."""
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], max_results=1000, page_token=token)
+            for r in page:
+                tags = r.data.tags
+                if "rnnlab.run_key" in tags:
+                    out.append(
+                        PriorRun(
+                            r.info.run_id,
+                            tags["rnnlab.run_key"],
+                            tags.get("rnnlab.status", ""),
+                            r.info.status,
+                            tags.get("rnnlab.host"),
+                            tags.get("rnnlab.pid"),
+                        )
+                    )
+            token = page.token
+            if not token:
+                return out
+
+    @_timed
+    def mark_killed(self, run_id: str) -> None:
+        """Close a run whose process died without closing it."""
+        self.client.set_tag(run_id, "rnnlab.status", "killed")
+        self.client.set_terminated(run_id, "KILLED")
+
+    @_timed
+    def supersede(self, run_id: str) -> None:
+        """Soft-delete a finished run that --rerun replaces (`mlflow runs restore` undoes it)."""
+        self.client.delete_run(run_id)
+
+    @_timed
+    def start_sweep(self, experiment: Experiment, n_runs: int) -> None:
+        """Open the parent run of this sweep invocation; child runs nest under it."""
         tags = self._tags() | {"rnnlab.role": "sweep", "rnnlab.grid_size": str(n_runs)}
-        run = self.client.create_run(
-            self.experiment_id, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags
-        )
-        self.parent_id = run.info.run_id
+        name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.parent_id = self.client.create_run(
+            self.experiment_id, run_name=name, tags=tags
+        ).info.run_id
         spec = experiment.model_dump(mode="json")
         self.client.log_batch(
             self.parent_id, params=[Param("sweep", yaml.safe_dump(spec["sweep"])[:6000])]
@@ -163,7 +247,12 @@ class MlflowTracker:
 
     @_timed
     def start_run(self, handle: int, run: RunConfig, name: str) -> None:
-        tags = self._tags() | {"rnnlab.run_key": run.run_key, "rnnlab.status": "running"}
+        tags = self._tags() | {
+            "rnnlab.run_key": run.run_key,
+            "rnnlab.status": "running",
+            "rnnlab.host": socket.gethostname(),
+            "rnnlab.pid": str(os.getpid()),
+        }
         if self.parent_id:
             tags["mlflow.parentRunId"] = self.parent_id
         info = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info
@@ -188,7 +277,9 @@ class MlflowTracker:
         r.metrics = []
 
     @_timed
-    def end_run(self, handle: int, status: str, error: str | None = None) -> str:
+    def end_run(
+        self, handle: int, status: str, error: str | None = None, step: int | None = None
+    ) -> str:
         """Flush, store profiles and config, close the run (finished|diverged|failed|killed)."""
         r = self._runs.pop(handle)
         ts = int(time.time() * 1000)
@@ -206,6 +297,8 @@ class MlflowTracker:
                 (tmp / "error.txt").write_text(error)
             self.client.log_artifacts(r.run_id, str(tmp))
         self.client.set_tag(r.run_id, "rnnlab.status", status)
+        if status == "diverged" and step is not None:
+            self.client.set_tag(r.run_id, "rnnlab.diverged_step", str(step))
         mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED", "killed": "KILLED"}.get(
             status, "FAILED"
         )
@@ -235,20 +328,61 @@ class MemoryTracker:
 
     def __init__(self):
         self.seconds = 0.0
-        self.runs: dict[int, dict[str, Any]] = {}
+        self.runs: dict[int, dict[str, Any]] = {}  # grid index → its latest run
+        self.history: list[dict[str, Any]] = []  # every run ever started, like a store
         self.sweeps: list[dict[str, Any]] = []
 
-    def start_sweep(self, experiment: Experiment, n_runs: int, parent: bool = True) -> None:
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:  # created on first use: an SQLite store is created with it
+            self._client = MlflowClient(self.uri)
+        return self._client
+
+    def check(self) -> None:
+        pass
+
+    def open_experiment(self, experiment: Experiment) -> None:
+        self.name = experiment.name
+
+    def prior_runs(self) -> list[PriorRun]:
+        return [
+            PriorRun(
+                r["run_id"],
+                r["run_key"],
+                r["status"],
+                r["mlflow_status"],
+                socket.gethostname(),
+                str(os.getpid()) if r["status"] == "running" else None,
+            )
+            for r in self.history
+            if not r.get("deleted")
+        ]
+
+    def mark_killed(self, run_id: str) -> None:
+        self._by_id(run_id).update(status="killed", mlflow_status="KILLED")
+
+    def supersede(self, run_id: str) -> None:
+        self._by_id(run_id)["deleted"] = True
+
+    def _by_id(self, run_id: str) -> dict[str, Any]:
+        return next(r for r in self.history if r["run_id"] == run_id)
+
+    def start_sweep(self, experiment: Experiment, n_runs: int) -> None:
         self.sweeps.append({"name": experiment.name, "n_runs": n_runs})
 
     def start_run(self, handle: int, run: RunConfig, name: str) -> None:
-        self.runs[handle] = {
+        record = {
+            "run_id": str(len(self.history)),
+            "run_key": run.run_key,
             "name": name,
             "params": run.params(),
             "metrics": {},
             "profiles": [],
             "status": "running",
+            "mlflow_status": "RUNNING",
         }
+        self.history.append(record)
+        self.runs[handle] = record
 
     def log(self, handle: int, m: Measurement) -> None:
         r = self.runs[handle]
@@ -257,9 +391,23 @@ class MemoryTracker:
         if m.profile is not None:
             r["profiles"].append((m.step, m.profile))
 
-    def end_run(self, handle: int, status: str, error: str | None = None) -> str:
-        self.runs[handle] |= {"status": status, "error": error}
-        return str(handle)
+    def end_run(
+        self, handle: int, status: str, error: str | None = None, step: int | None = None
+    ) -> str:
+        mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED", "killed": "KILLED"}.get(
+            status, "FAILED"
+        )
+        self.runs[handle] |= {
+            "status": status,
+            "error": error,
+            "step": step,
+            "mlflow_status": mlflow_status,
+        }
+        return self.runs[handle]["run_id"]
 
     def end_sweep(self, status: str, summary: dict[str, Any]) -> None:
-        self.sweeps[-1] |= {"status": status, **summary}
+        if self.sweeps:
+            self.sweeps[-1] |= {"status": status, **summary}
+
+    def runs_url(self, host: str = "") -> str:
+        return "(in memory)"

@@ -14,8 +14,9 @@ Probe steps add: ``eval/loss``, ``eval/accuracy``, ``eval/loss_ratio`` (eval los
 baseline), ``grad/<parameter>``, ``weights/W_hh_radius``, ``weights/W_hh_sigma_max``,
 ``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``.
 
-A non-finite loss or gradient norm ends the run at that step as *diverged*: its measurement
-is yielded (inf and nan included, they are data) and no update is made with it.
+A non-finite loss or gradient norm, or a norm above ``train.divergence_threshold``, ends the run
+at that step as *diverged*: its measurement is yielded (inf and nan included, they are data)
+and no update is made with it.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def train(run: RunConfig) -> Iterator[Measurement]:
         diverged = not (
             math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["grad/norm"])
         )
+        if cfg.divergence_threshold is not None and metrics["grad/norm"] > cfg.divergence_threshold:
+            diverged = True
         yield Measurement(step, metrics, profile, diverged)
         if diverged:
             return

@@ -1,0 +1,285 @@
+"""Sweeps survive kills, crashes, divergence, contention and bad input, and lose nothing."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, cli, write
+from mlflow.tracking import MlflowClient
+
+from rnnlab.config import load_experiment
+
+pytestmark = pytest.mark.slow
+
+SMALL = """\
+name: rel
+task: {name: adding, seq_len: 6}
+model: {hidden_size: 8}
+train: {steps: 3, batch_size: 4, eval_size: 4}
+probe: {every: 2}
+sweep:
+  model.activation: [tanh, relu]
+  seed: [0, 1]
+"""
+
+# Runs long enough (a few seconds each) to be caught in the middle.
+SLOW = """\
+name: slow
+task: {name: adding, seq_len: 60}
+model: {hidden_size: 32}
+train: {steps: 400, batch_size: 32, eval_size: 32}
+probe: {every: 50}
+sweep:
+  seed: [0, 1, 2, 3, 4, 5]
+"""
+
+
+def grid_runs(store, name):
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return client, []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return client, [r for r in runs if "rnnlab.run_key" in r.data.tags]
+
+
+def finished_keys(runs):
+    keys = [
+        r.data.tags["rnnlab.run_key"]
+        for r in runs
+        if r.data.tags["rnnlab.status"] in ("finished", "diverged")
+    ]
+    assert len(keys) == len(set(keys)), "two finished runs for one run_key"
+    return set(keys)
+
+
+def test_rerun_of_a_complete_sweep_trains_nothing_and_rerun_flag_replaces(tmp_path, store):
+    path = write(tmp_path / "e.yaml", SMALL)
+    keys = {r.run_key for r in load_experiment(path)[1]}
+    assert cli("sweep", path, "--tracking-uri", store, cwd=tmp_path).returncode == 0
+    _, first = grid_runs(store, "rel")
+    proc = cli("sweep", path, "--tracking-uri", store, cwd=tmp_path)
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout and "--rerun" in proc.stdout
+    _, second = grid_runs(store, "rel")
+    assert {r.info.run_id for r in second} == {r.info.run_id for r in first}
+    proc = cli("sweep", path, "--rerun", "--tracking-uri", store, cwd=tmp_path)
+    assert proc.returncode == 0 and "4 finished" in proc.stdout
+    _, third = grid_runs(store, "rel")  # the replaced runs are soft-deleted
+    assert finished_keys(third) == keys and len(third) == 4
+    assert not {r.info.run_id for r in third} & {r.info.run_id for r in first}
+
+
+def test_failed_and_stale_runs_are_redone(tmp_path, store):
+    path = write(tmp_path / "e.yaml", SMALL)
+    proc = cli("sweep", path, "train.device=cuda", "--tracking-uri", store, cwd=tmp_path)
+    if proc.returncode == 0:
+        pytest.skip("this machine has CUDA: train.device=cuda does not fail here")
+    assert proc.returncode == 1 and "0 finished" in proc.stdout and "4 failed" in proc.stdout
+    client, failed = grid_runs(store, "rel")
+    assert all(
+        r.data.tags["rnnlab.status"] == "failed" and r.info.status == "FAILED" for r in failed
+    )
+    error = client.download_artifacts(failed[0].info.run_id, "error.txt", str(tmp_path))
+    with open(error) as f:
+        assert "CUDA is not available" in f.read()
+
+    # A run left RUNNING by a process that no longer exists: marked KILLED, its point redone.
+    _, grid = load_experiment(path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    exp_id = client.get_experiment_by_name("rel").experiment_id
+    stale = client.create_run(
+        exp_id,
+        tags={
+            "rnnlab.run_key": grid[0].run_key,
+            "rnnlab.status": "running",
+            "rnnlab.host": socket.gethostname(),
+            "rnnlab.pid": str(dead.pid),
+        },
+    )
+    proc = cli("sweep", path, "--tracking-uri", store, cwd=tmp_path)
+    assert proc.returncode == 0 and "marked KILLED" in proc.stdout, proc.stdout
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"
+    assert client.get_run(stale.info.run_id).data.tags["rnnlab.status"] == "killed"
+    _, runs = grid_runs(store, "rel")
+    assert finished_keys(runs) == {r.run_key for r in grid}
+
+
+def start(path, store, *extra):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnlab", "sweep", str(path), "--tracking-uri", store, *extra],
+        cwd=path.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting for the sweep")
+
+
+def test_sigkill_of_the_process_tree_then_resume_gives_the_complete_grid(tmp_path, store):
+    path = write(tmp_path / "slow.yaml", SLOW)
+    keys = {r.run_key for r in load_experiment(path)[1]}
+    proc = start(path, store, "--workers", "2")
+    try:
+        wait_for(lambda: len(finished_keys(grid_runs(store, "slow")[1])) >= 2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    _, runs = grid_runs(store, "slow")
+    done_before = finished_keys(runs)
+    assert 2 <= len(done_before) < len(keys)
+    assert any(r.info.status == "RUNNING" for r in runs)  # the kill left half-runs behind
+
+    resumed = cli("sweep", path, "--workers", "2", "--tracking-uri", store, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(done_before)} already done" in resumed.stdout
+    _, runs = grid_runs(store, "slow")
+    assert finished_keys(runs) == keys
+    assert not any(r.info.status == "RUNNING" for r in runs)  # the half-runs were closed as KILLED
+    client = MlflowClient(store)
+    for r in runs:
+        if r.data.tags["rnnlab.status"] == "finished":
+            assert len(client.get_metric_history(r.info.run_id, "train/loss")) == 401
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_interrupt_closes_running_runs_as_killed_with_their_metrics(tmp_path, store, workers, sig):
+    path = write(tmp_path / "slow.yaml", SLOW)
+    proc = start(path, store, "--workers", str(workers))
+    client = MlflowClient(store)
+
+    def some_run_started():
+        _, runs = grid_runs(store, "slow")
+        return any(r.info.status == "RUNNING" for r in runs)
+
+    wait_for(some_run_started)
+    time.sleep(1.0)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # Ctrl-C in a terminal signals the whole process group
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "resume: run the same command again" in err
+    _, runs = grid_runs(store, "slow")
+    killed = [r for r in runs if r.data.tags["rnnlab.status"] == "killed"]
+    assert killed and all(r.info.status == "KILLED" for r in killed)
+    assert not any(r.info.status == "RUNNING" for r in runs)
+    for r in killed:  # the metrics so far were flushed, not lost
+        history = client.get_metric_history(r.info.run_id, "train/loss")
+        assert 0 < len(history) < 401
+    parents = [
+        r for r in client.search_runs([runs[0].info.experiment_id]) if "rnnlab.role" in r.data.tags
+    ]
+    assert parents and parents[0].info.status == "KILLED"
+
+
+def test_divergence_threshold_ends_the_run_as_diverged_and_the_sweep_goes_on(tmp_path, store):
+    path = write(tmp_path / "e.yaml", SMALL)
+    proc = cli(
+        "sweep", path, "train.divergence_threshold=1e-9", "--tracking-uri", store, cwd=tmp_path
+    )
+    assert proc.returncode == 0 and "0 finished, 4 diverged" in proc.stdout
+    client, runs = grid_runs(store, "rel")
+    for r in runs:
+        assert (
+            r.data.tags["rnnlab.status"] == "diverged"
+            and r.data.tags["rnnlab.diverged_step"] == "0"
+        )
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "grad/norm")] == [0]
+
+
+def test_three_workers_lose_no_runs_and_no_metric_rows(tmp_path, store):
+    text = SMALL.replace("seed: [0, 1]", "seed: [0, 1, 2, 3, 4, 5]").replace(
+        "[tanh, relu]", "[tanh, relu]\n  task.seq_len: [5, 7]"
+    )
+    path = write(tmp_path / "e.yaml", text)
+    _, grid = load_experiment(path)
+    assert len(grid) == 24
+    proc = cli("sweep", path, "--workers", "3", "--tracking-uri", store, cwd=tmp_path)
+    assert proc.returncode == 0 and "24 finished" in proc.stdout, proc.stderr
+    client, runs = grid_runs(store, "rel")
+    assert finished_keys(runs) == {r.run_key for r in grid} and len(runs) == 24
+    for r in runs:
+        T = int(r.data.params["task.seq_len"])
+        rows = {
+            key: len(client.get_metric_history(r.info.run_id, key))
+            for key in (
+                "train/loss",
+                "grad/norm",
+                "eval/loss",
+                "grad_h/slope",
+                "grad_h/init",
+                "grad_h/final",
+            )
+        }
+        assert rows == {
+            "train/loss": 4,
+            "grad/norm": 4,
+            "eval/loss": 3,
+            "grad_h/slope": 3,
+            "grad_h/init": T,
+            "grad_h/final": T,
+        }
+
+
+def test_unreachable_or_unwritable_store_is_bad_input(tmp_path):
+    path = write(tmp_path / "e.yaml", SMALL)
+    with socket.socket() as s:  # a free loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for uri in (f"http://127.0.0.1:{port}", "sqlite:////proc/rnnlab/none.db"):
+        proc = cli("sweep", path, "--tracking-uri", uri, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 2 and "cannot use the MLflow tracking store" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.yaml"]
+
+
+def test_same_config_and_seed_give_identical_tracked_metrics(tmp_path):
+    path = write(tmp_path / "e.yaml", SMALL)
+    stores = [f"sqlite:///{tmp_path / f'{i}.db'}" for i in range(2)]
+    values = []
+    for store, workers in zip(stores, ("1", "2"), strict=True):
+        assert (
+            cli(
+                "sweep", path, "--workers", workers, "--tracking-uri", store, cwd=tmp_path
+            ).returncode
+            == 0
+        )
+        client, runs = grid_runs(store, "rel")
+        values.append(
+            {
+                r.data.tags["rnnlab.run_key"]: {
+                    k: [
+                        m.value
+                        for m in sorted(
+                            client.get_metric_history(r.info.run_id, k), key=lambda m: m.step
+                        )
+                    ]
+                    for k in r.data.metrics
+                }
+                for r in runs
+            }
+        )
+    assert values[0] == values[1] and len(values[0]) == 4
+
+
+def test_readme_has_a_when_things_go_wrong_section():
+    text = (ROOT / "README.md").read_text()
+    assert "## When things go wrong" in text and "--rerun" in text and "diverged" in text
