@@ -35,6 +35,9 @@ validate: $(STAMP) ## check an experiment file without running it
 ui: $(STAMP) ## MLflow UI on the results/ store at http://127.0.0.1:$(PORT)
 	$(BIN)/rnnlab ui --port $(PORT)
 
+report: $(STAMP) ## figures + report.md for every experiment in results/ → results/figures/<experiment>/
+	$(BIN)/rnnlab report $(ARGS)
+
 bench: $(STAMP) ## time exact-gradient training steps against torch.nn.RNN (writes results/bench.json)
 	$(BIN)/python -m rnnlab.bench $(ARGS)
 
@@ -53,4 +56,4 @@ clean: ## remove the environment and caches (keeps results/)
 clean-results: ## delete every tracked run, artifact and figure under results/
 	find results -mindepth 1 ! -name README.md -exec rm -rf {} +
 
-.PHONY: help install sweep validate ui bench test lint clean clean-results
+.PHONY: help install sweep validate ui report bench test lint clean clean-results

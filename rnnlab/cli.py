@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rnnlab import __version__
@@ -87,6 +88,24 @@ def _parser() -> argparse.ArgumentParser:
     experiment_args(r)
     uri_arg(r)
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser(
+        "report", help="figures and report.md per experiment, from the MLflow store"
+    )
+    rp.add_argument(
+        "--experiment",
+        action="append",
+        metavar="NAME",
+        help="experiment name (repeatable; default: every experiment in the store)",
+    )
+    uri_arg(rp)
+    rp.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/figures"),
+        help="output folder; one subfolder per experiment (default: results/figures)",
+    )
+    rp.set_defaults(func=cmd_report)
 
     v = sub.add_parser("validate", help="check an experiment file and print its grid size")
     experiment_args(v)
@@ -167,6 +186,31 @@ def _execute(
     print(f"results: {tracker.uri} (experiment {experiment.name!r})")
     print(f"browse:  make ui, then {tracker.runs_url()}")
     return EXIT_OK if s.ok else EXIT_FAILED
+
+
+def cmd_report(args) -> int:
+    from rnnlab.tracking import MlflowTracker
+
+    tracker = MlflowTracker(args.tracking_uri)
+    tracker.check()
+    from rnnlab import report
+
+    names = args.experiment or report.experiments(tracker.uri)
+    if not names:
+        raise ConfigError([f"no experiments in {tracker.uri}; run `make sweep` first"])
+    frames = [report.load(tracker.uri, name) for name in names]  # all bad names fail before drawing
+    for f in frames:
+        out = args.out / f.experiment
+        t0 = time.perf_counter()
+        path = report.report(f, out)
+        logged = report.log_to_parent(tracker.uri, f, out)
+        n = len(list(out.glob("*.png")))
+        where = " and to the sweep's parent run" if logged else ""
+        print(
+            f"{f.experiment}: {n} figures (PNG + PDF) in {out}{where} ({time.perf_counter() - t0:.1f} s)"
+        )
+        print(f"  report: {path}")
+    return EXIT_OK
 
 
 def cmd_ui(args) -> int:
