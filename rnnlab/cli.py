@@ -107,6 +107,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.set_defaults(func=cmd_report)
 
+    th = sub.add_parser("theory", help="mean-field prediction: q*, χ₁, gradient slope, depth scale")
+    th.add_argument(
+        "--activation", required=True, help="tanh, relu, sigmoid, linear, leaky_relu, hardtanh"
+    )
+    th.add_argument("--gain", type=float, required=True, help="σ_w: W_hh ~ N(0, gain²/H)")
+    th.add_argument("--input-var", type=float, default=0.0, help="q_in: input variance per unit")
+    th.add_argument("--bias-var", type=float, default=0.0, help="σ_b²: bias variance")
+    th.add_argument("--json", action="store_true", help="print one JSON object")
+    th.set_defaults(func=cmd_theory)
+
     v = sub.add_parser("validate", help="check an experiment file and print its grid size")
     experiment_args(v)
     v.set_defaults(func=cmd_validate)
@@ -210,6 +220,41 @@ def cmd_report(args) -> int:
             f"{f.experiment}: {n} figures (PNG + PDF) in {out}{where} ({time.perf_counter() - t0:.1f} s)"
         )
         print(f"  report: {path}")
+    return EXIT_OK
+
+
+def cmd_theory(args) -> int:
+    import json
+    import typing
+
+    from rnnlab import theory
+    from rnnlab.config import ActivationName
+
+    names = typing.get_args(ActivationName)
+    if args.activation not in names:
+        raise ConfigError([f"--activation: {args.activation!r} is not one of: {', '.join(names)}"])
+    checks = (
+        ("--gain", args.gain, args.gain > 0, "> 0"),
+        ("--input-var", args.input_var, args.input_var >= 0, "≥ 0"),
+        ("--bias-var", args.bias_var, args.bias_var >= 0, "≥ 0"),
+    )
+    bad = [f"{flag}: must be {rule} (got {value})" for flag, value, ok, rule in checks if not ok]
+    if bad:
+        raise ConfigError(bad)
+    mf = theory.mean_field(args.activation, args.gain, args.input_var, args.bias_var)
+    if args.json:
+        print(json.dumps(mf.as_dict()))
+        return EXIT_OK
+    crit = theory.critical_gain(args.activation, args.input_var, args.bias_var)
+    regime = "exploding" if mf.chi1 > 1 else "vanishing" if mf.chi1 < 1 else "critical"
+    print(
+        f"{args.activation}, σ_w = {args.gain:g}, q_in = {args.input_var:g}, σ_b² = {args.bias_var:g}"
+    )
+    print(f"  q*          = {mf.q_star:.6g}   (fixed-point pre-activation variance)")
+    print(f"  χ₁          = {mf.chi1:.6g}   (per-step factor on ‖∂L/∂h‖²)")
+    print(f"  slope       = {mf.slope:.6g} nats/step   (½ ln χ₁: {regime})")
+    print(f"  depth scale = {mf.depth_scale:.6g} steps   (ξ = −1/ln χ₁)")
+    print(f"  edge of chaos at σ_w = {crit:.6g}")
     return EXIT_OK
 
 

@@ -13,9 +13,10 @@ Summaries of a profile:
     vanishing (n shrinks going back in time); positive: exploding. A linear RNN with
     W_hh = g·Q (Q orthogonal) and the loss on the last step has slope exactly ln g.
   * ``grad_h/log10_ratio``: log10(n_1 / n_L), decades gained (> 0) or lost (< 0) over the sequence.
-  * ``grad_h/fit_points``: how many n_t entered the fit. Zeros (float underflow of strongly
-    vanishing profiles) and non-finite values are excluded from the fit, counted, and kept in
-    the stored profile.
+  * ``grad_h/fit_points``: how many n_t entered the fit; ``grad_h/underflow``: how many are
+    exactly 0 (float underflow of strongly vanishing profiles: 0.5^200 is below float32's
+    range). Zeros and non-finite values are excluded from the fit, counted, and kept in the
+    stored profile.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def profile_summary(n: torch.Tensor) -> dict[str, float]:
         "grad_h/slope": slope,
         "grad_h/log10_ratio": ratio,
         "grad_h/fit_points": float(ok.sum()),
+        "grad_h/underflow": float((n == 0).sum()),
     }
 
 

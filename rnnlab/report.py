@@ -43,6 +43,10 @@ HISTORY_KEYS = [
     "grad_h/slope",
     "weights/W_hh_radius",
     "weights/W_hh_sigma_max",
+    "theory/slope",
+    "theory/q_in",
+    "theory/bias_var",
+    "dyn/lyapunov_max",
 ]
 # One colour per activation, shared by every figure.
 _CB = sns.color_palette("colorblind")
@@ -470,6 +474,11 @@ def profile_heatmap_frame(f: Frames) -> pd.DataFrame:
         p = p[p["task.seq_len"] == p["task.seq_len"].max()]
     if "seed" in p.columns and not p.empty:
         p = p[p.seed == p.seed.min()]
+    if not p.empty:  # one run per hue value (other swept keys: the first run by name)
+        names = f.runs.set_index("run_id").name
+        hue = f.hue or "run_id"
+        keep = p.assign(_name=p.run_id.map(names)).groupby(hue)._name.min()
+        p = p[p.run_id.map(names).isin(set(keep))]
     return p.assign(log10_n=np.log10(p.n_t.astype(float).where(p.n_t > 0)))
 
 
@@ -489,7 +498,8 @@ def profile_heatmaps(f: Frames, out: Path) -> list[Path]:
         fig.colorbar(mesh, ax=ax, label=r"$\log_{10} n_{T-k}$", pad=0.02)
         ax.grid(False)
         ax.set_facecolor("white")  # underflow (n = 0) and missing steps stay white
-        ax.set_title(f"{key}", fontsize=9)
+        names = f.runs.set_index("run_id").name
+        ax.set_title(names.get(p[p[hue] == key].run_id.iloc[0], str(key)), fontsize=7)
         ax.set_xlabel("training step")
         ax.set_ylabel("distance k")
     T = int(p["task.seq_len"].max()) if "task.seq_len" in p.columns and not p.empty else None
@@ -497,6 +507,91 @@ def profile_heatmaps(f: Frames, out: Path) -> list[Path]:
         f"Gradient profile over training{f' at T = {T}' if T else ''} (white: underflow to 0)"
     )
     return _save(fig, out, "7_profile_over_training")
+
+
+def criticality_frame(f: Frames) -> pd.DataFrame:
+    """Per run at init: gain, measured slope, mean-field slope, λ_max (long: one row per quantity)."""
+    h = f.history[f.history.step == 0].pivot_table(index="run_id", columns="key", values="value")
+    need = ["grad_h/slope", "theory/slope", "dyn/lyapunov_max"]
+    if "model.gain" not in f.runs.columns or not set(need) <= set(h.columns):
+        return pd.DataFrame(
+            columns=["run_id", "model.gain", "model.activation", "quantity", "slope"]
+        )
+    wide = f.drawn[["run_id", "model.gain", "model.activation"]].merge(h.reset_index(), on="run_id")
+    names = {
+        "grad_h/slope": "measured slope",
+        "theory/slope": "mean field ½ ln χ₁",
+        "dyn/lyapunov_max": "λ_max (QR)",
+    }
+    long = wide.melt(
+        id_vars=["run_id", "model.gain", "model.activation", "theory/q_in", "theory/bias_var"],
+        value_vars=list(names),
+        var_name="quantity",
+        value_name="slope",
+    )
+    return long.assign(quantity=long.quantity.map(names))
+
+
+def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
+    """Measured slope at init against gain, the mean-field curve, λ_max, the critical gain."""
+    from rnnlab import theory
+
+    data = criticality_frame(f)
+    if data.empty or data["model.gain"].nunique() < 2:
+        return None  # needs a sweep over model.gain
+    acts = list(dict.fromkeys(data["model.activation"]))
+    fig, axes = plt.subplots(
+        1,
+        len(acts),
+        figsize=(WIDTH * 1.1 * len(acts), WIDTH * 0.9),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, act in zip(axes[0], acts, strict=True):
+        d = data[data["model.activation"] == act]
+        measured = d[d.quantity == "measured slope"]
+        lyap = d[d.quantity == "λ_max (QR)"]
+        ax.scatter(
+            measured["model.gain"],
+            measured.slope,
+            s=14,
+            color=PALETTE.get(act),
+            label="measured slope",
+            zorder=3,
+        )
+        ax.scatter(
+            lyap["model.gain"],
+            lyap.slope,
+            s=18,
+            marker="x",
+            color="0.25",
+            label="λ_max (QR)",
+            zorder=3,
+        )
+        q_in, b = float(d["theory/q_in"].median()), float(d["theory/bias_var"].median())
+        gains = np.geomspace(d["model.gain"].min() * 0.9, d["model.gain"].max() * 1.1, 200)
+        curve = [theory.mean_field(act, g, q_in, b).slope for g in gains]
+        ax.plot(gains, curve, color="black", lw=1.2, label="mean field ½ ln χ₁")
+        crit = theory.critical_gain(act, q_in, b)
+        if np.isfinite(crit):
+            ax.axvline(crit, color="red", lw=0.8, ls="--")
+            ax.annotate(
+                f"edge g = {crit:.3g}",
+                (crit, 0.02),
+                xycoords=("data", "axes fraction"),
+                color="red",
+                fontsize=7,
+                rotation=90,
+                ha="right",
+                va="bottom",
+            )
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_xlabel("gain g (σ_w)")
+        ax.set_ylabel("nats per step")
+        ax.set_title(act, fontsize=9)
+        ax.legend(fontsize=6, loc="upper left")
+    fig.suptitle("Gradient slope at init vs gain: measurement, mean-field theory and λ_max")
+    return _save(fig, out, "8_slope_vs_gain_theory")
 
 
 FIGURES = [
@@ -517,6 +612,11 @@ FIGURES = [
     ),
     (slope_vs_swept, "Measured decay rate of the gradient profile, one point per seed."),
     (profile_heatmaps, "The whole gradient profile over training (first seed, longest sequence)."),
+    (
+        slope_vs_gain_with_theory,
+        "Measured slope at init against gain beside the mean-field "
+        "prediction ½ ln χ₁ and the largest Lyapunov exponent; red: the edge of chaos (χ₁ = 1).",
+    ),
 ]
 
 
@@ -559,8 +659,10 @@ def report(f: Frames, out: Path) -> Path:
             "",
         ]
     for fn, caption in FIGURES:
-        png = fn(f, out)[0]
-        lines += [f"![{caption}]({png.name})", "", f"*{caption}*", ""]
+        paths = fn(f, out)
+        if paths is None:  # a figure this experiment's sweep cannot show (e.g. no gain axis)
+            continue
+        lines += [f"![{caption}]({paths[0].name})", "", f"*{caption}*", ""]
     lines += ["## Final metrics per grid point", "", _markdown(f.runs), ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))

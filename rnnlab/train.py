@@ -12,7 +12,11 @@ Metrics (every step): ``train/loss``, ``train/accuracy`` (classification tasks),
 clipping fired).
 Probe steps add: ``eval/loss``, ``eval/accuracy``, ``eval/loss_ratio`` (eval loss / the task's
 baseline), ``grad/<parameter>``, ``weights/W_hh_radius``, ``weights/W_hh_sigma_max``,
-``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``.
+``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``, ``grad_h/underflow``.
+Step 0 adds the mean-field predictions ``theory/slope``, ``theory/chi1``,
+``theory/depth_scale``, ``theory/q_star`` (and the inputs they used, ``theory/q_in``,
+``theory/bias_var``); steps 0 and last add ``dyn/lyapunov_max``
+(see ``rnnlab.theory``).
 
 A non-finite loss or gradient norm, or a norm above ``train.divergence_threshold``, ends the run
 at that step as *diverged*: its measurement is yielded (inf and nan included, they are data)
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rnnlab import probes
+from rnnlab import probes, theory
 from rnnlab.config import RunConfig, TrainConfig
 from rnnlab.rnn import RNNModel
 from rnnlab.tasks import Task, make_task
@@ -132,6 +136,11 @@ def train(run: RunConfig) -> Iterator[Measurement]:
             metrics |= probes.profile_summary(n)
             metrics |= probes.spectrum(model.rnn.weight_hh)
             metrics |= evaluate(task, model, eval_set)
+            if step in (0, cfg.steps):  # theory beside measurement: first and last probe
+                x_dyn = eval_set[0][0][:, :16]  # 16 held-out input trajectories
+                if step == 0:
+                    metrics |= theory.run_predictions(model, x_dyn)
+                metrics["dyn/lyapunov_max"] = theory.lyapunov_max(model, x_dyn)
         diverged = not (
             math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["grad/norm"])
         )

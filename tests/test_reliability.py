@@ -110,6 +110,9 @@ def test_failed_and_stale_runs_are_redone(tmp_path, store):
 
 
 def start(path, store, *extra):
+    # Create the store first: MLflow's schema migrations must not run in two processes at once
+    # (the test polls the store while the sweep writes it).
+    MlflowClient(store).search_experiments()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.Popen(
         [sys.executable, "-m", "rnnlab", "sweep", str(path), "--tracking-uri", store, *extra],

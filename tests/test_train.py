@@ -61,10 +61,22 @@ def test_measurement_schedule_and_names(task):
         "grad_h/slope",
         "grad_h/log10_ratio",
         "grad_h/fit_points",
+        "grad_h/underflow",
+    }
+    theory = {
+        "theory/slope",
+        "theory/chi1",
+        "theory/depth_scale",
+        "theory/q_star",
+        "theory/q_in",
+        "theory/bias_var",
     }
     classification = task["name"] != "adding"
     for m in ms:
         expected = every | (probe if m.profile is not None else set())
+        expected |= (theory if m.step == 0 else set()) | (
+            {"dyn/lyapunov_max"} if m.step in (0, 6) else set()
+        )
         if classification:
             expected |= {"train/accuracy"} | ({"eval/accuracy"} if m.profile is not None else set())
         assert set(m.metrics) == expected

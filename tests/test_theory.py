@@ -1,0 +1,138 @@
+"""Theory: mean-field predictions and Lyapunov exponents against measurement and exact integrals."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import cli
+from scipy import integrate
+
+from rnnlab import probes, theory
+from rnnlab.rnn import ACTIVATIONS, VanillaRNN
+
+
+def measured_slope(rnn, x, readout):
+    hs = rnn(x)
+    ((hs[-1] @ readout) ** 2).mean().backward()
+    return probes.profile_summary(probes.gradient_profile(rnn.hidden_grad_norms, x.shape[1]))[
+        "grad_h/slope"
+    ]
+
+
+@pytest.mark.parametrize("g", [0.8, 1.0, 1.25])
+def test_linear_scaled_orthogonal_measured_predicted_and_lyapunov_all_equal_ln_g(g):
+    gen = torch.Generator().manual_seed(0)
+    rnn = VanillaRNN(3, 32, "linear", "orthogonal", g, gen, torch.float64)
+    x = torch.randn(60, 4, 3, dtype=torch.float64, generator=gen)
+    measured = measured_slope(rnn, x, torch.randn(32, dtype=torch.float64, generator=gen))
+    sw = math.sqrt(float(rnn.weight_hh.detach().pow(2).sum() / 32))
+    predicted = theory.mean_field("linear", sw).slope
+    with torch.no_grad():
+        u = x @ rnn.weight_ih.T + rnn.bias
+    lyap = theory.lyapunov_spectrum(rnn.weight_hh, u, "linear", k=4)
+    for value in (measured, predicted, *lyap.tolist()):
+        assert value == pytest.approx(math.log(g), abs=1e-6)
+
+
+@pytest.mark.parametrize("g", [1.5, 2.0, 3.0])
+def test_tanh_gaussian_measured_slope_matches_mean_field(g):
+    """H = 512, T = 200, no input after a random initial kick (so activity sits at q*)."""
+    H, T, B = 512, 200, 4
+    gen = torch.Generator().manual_seed(0)
+    rnn = VanillaRNN(H, H, "tanh", "gaussian", g, gen, torch.float64)
+    with torch.no_grad():
+        rnn.weight_ih.copy_(torch.eye(H, dtype=torch.float64))
+    x = torch.zeros(T, B, H, dtype=torch.float64)
+    x[0] = torch.randn(B, H, dtype=torch.float64, generator=gen)
+    measured = measured_slope(rnn, x, torch.randn(H, dtype=torch.float64, generator=gen))
+    sw = math.sqrt(float(rnn.weight_hh.detach().pow(2).sum() / H))
+    assert measured == pytest.approx(theory.mean_field("tanh", sw).slope, abs=0.03)
+
+
+def test_critical_gains():
+    assert theory.critical_gain("relu") == pytest.approx(math.sqrt(2), rel=1e-9)
+    assert theory.critical_gain("linear") == pytest.approx(1.0, rel=1e-9)
+    assert theory.critical_gain("tanh") == pytest.approx(1.0, abs=1e-6)  # q* → 0 at the edge
+    mf = theory.mean_field("relu", math.sqrt(2))
+    assert mf.chi1 == pytest.approx(1.0) and mf.slope == pytest.approx(0.0, abs=1e-12)
+
+
+def test_qr_lyapunov_agrees_with_the_perturbation_estimate():
+    H, T, B = 128, 300, 4
+    gen = torch.Generator().manual_seed(3)
+    for activation, g in (("tanh", 2.0), ("tanh", 0.7), ("relu", 1.2)):
+        w = torch.randn(H, H, dtype=torch.float64, generator=gen) * g / math.sqrt(H)
+        u = 0.5 * torch.randn(T, B, H, dtype=torch.float64, generator=gen)
+        qr = float(theory.lyapunov_spectrum(w, u, activation, k=3)[0])
+        pert = theory.lyapunov_max_perturbation(w, u, activation)
+        assert qr == pytest.approx(pert, abs=0.02), activation
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("q", [0.05, 0.7, 4.0])
+def test_gaussian_expectations_against_adaptive_integration(activation, q):
+    """Closed forms and quadrature against scipy's adaptive quadrature, split at the kinks."""
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731 — plain-math references, not torch
+    phi, dphi = {
+        "tanh": (math.tanh, lambda v: 1 - math.tanh(v) ** 2),
+        "sigmoid": (sig, lambda v: sig(v) * (1 - sig(v))),
+        "relu": (lambda v: max(v, 0.0), lambda v: float(v > 0)),
+        "linear": (lambda v: v, lambda v: 1.0),
+        "leaky_relu": (lambda v: v if v > 0 else 0.01 * v, lambda v: 1.0 if v > 0 else 0.01),
+        "hardtanh": (lambda v: min(max(v, -1.0), 1.0), lambda v: float(abs(v) < 1)),
+    }[activation]
+
+    def expect(f):
+        s = math.sqrt(q)
+        edges = [-12.0, *sorted({0.0, 1 / s, -1 / s}), 12.0]  # split at every kink
+        pdf = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+        return sum(
+            integrate.quad(lambda z: f(s * z) * pdf(z), a, b, epsabs=1e-14, epsrel=1e-12)[0]
+            for a, b in itertools.pairwise(edges)
+        )
+
+    e_phi2, e_dphi2 = theory.second_moments(activation, q)
+    assert e_phi2 == pytest.approx(expect(lambda v: phi(v) ** 2), rel=1e-9, abs=1e-12)
+    assert e_dphi2 == pytest.approx(expect(lambda v: dphi(v) ** 2), rel=1e-9, abs=1e-12)
+
+
+def test_fixed_point_satisfies_its_equation():
+    for activation in ("tanh", "sigmoid", "hardtanh", "relu"):
+        mf = theory.mean_field(activation, 0.9, input_var=0.3, bias_var=0.05)
+        e_phi2, e_dphi2 = theory.second_moments(activation, mf.q_star)
+        assert mf.q_star == pytest.approx(0.81 * e_phi2 + 0.35, rel=1e-9)
+        assert mf.chi1 == pytest.approx(0.81 * e_dphi2, rel=1e-12)
+        assert mf.depth_scale == pytest.approx(-1 / math.log(mf.chi1))
+
+
+def test_cli_theory_json_and_bad_input():
+    proc = cli("theory", "--activation", "relu", "--gain", str(math.sqrt(2)), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out) == {"q_star", "chi1", "slope", "depth_scale"}
+    assert out["chi1"] == pytest.approx(1.0) and abs(out["slope"]) < 1e-12
+    proc = cli("theory", "--activation", "tanh", "--gain", "2")
+    assert proc.returncode == 0 and "edge of chaos at σ_w = 1" in proc.stdout
+    for bad in (
+        ["--activation", "tanhh", "--gain", "1"],
+        ["--activation", "tanh", "--gain", "-1"],
+        ["--activation", "tanh", "--gain", "1", "--input-var", "-0.1"],
+    ):
+        proc = cli("theory", *bad)
+        assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_underflow_is_counted_and_the_fit_uses_the_finite_part():
+    """A sigmoid network's profile underflows float32 within a few dozen steps: nothing breaks."""
+    gen = torch.Generator().manual_seed(0)
+    rnn = VanillaRNN(2, 32, "sigmoid", "orthogonal", 1.0, gen)
+    x = torch.rand(200, 4, 2, generator=gen)
+    hs = rnn(x)
+    hs[-1].sum().backward()
+    n = probes.gradient_profile(rnn.hidden_grad_norms, 4)
+    s = probes.profile_summary(n)
+    assert s["grad_h/underflow"] > 100 and s["grad_h/fit_points"] == 200 - s["grad_h/underflow"]
+    assert np.isfinite(s["grad_h/slope"]) and s["grad_h/slope"] < -1
