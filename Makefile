@@ -41,7 +41,14 @@ report: $(STAMP) ## figures + report.md for every experiment in results/ → res
 bench: $(STAMP) ## time exact-gradient training steps against torch.nn.RNN (writes results/bench.json)
 	$(BIN)/python -m rnnlab.bench $(ARGS)
 
-test: $(STAMP) ## lint + the whole test suite (what CI runs)
+browser-deps: ## install Debian's chromium for the browser tests when missing (needs root or sudo)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; \
+	  else echo "warning: cannot install chromium (no root, no sudo): browser tests will be skipped"; fi; }
+
+test: $(STAMP) browser-deps ## lint + the whole test suite (what CI runs)
 	$(BIN)/ruff check rnnlab tests
 	$(BIN)/python -m pytest
 
@@ -56,4 +63,4 @@ clean: ## remove the environment and caches (keeps results/)
 clean-results: ## delete every tracked run, artifact and figure under results/
 	find results -mindepth 1 ! -name README.md -exec rm -rf {} +
 
-.PHONY: help install sweep validate ui report bench test lint clean clean-results
+.PHONY: help install sweep validate ui report bench browser-deps test lint clean clean-results

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -280,12 +281,25 @@ def cmd_ui(args) -> int:
         "--workers",
         "1",
     ]
-    print(
-        f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop); runs tables live at "
-        f"http://{args.host}:{args.port}/#/experiments/<id>/runs",
-        file=sys.stderr,
-    )
+    from mlflow.tracking import MlflowClient
+
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {base} (Ctrl-C to stop); each experiment's runs table:")
+    for exp in MlflowClient(uri).search_experiments():
+        if exp.name != "Default":  # the runs table, not the GenAI overview a click opens
+            print(f"  {exp.name:<24} {base}/#/experiments/{exp.experiment_id}/runs")
+    sys.stdout.flush()
+    server = subprocess.Popen(cmd, env=env)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server too
     try:
-        return subprocess.call(cmd, env=env)
+        return server.wait()
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()

@@ -638,6 +638,26 @@ def _titles(g, f: Frames, key: str | None = "col") -> None:
         g.set_titles(f"{_label(key).split(' ')[-1]} = {{col_name}}")
 
 
+def run_profile_figure(profiles: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """One run's gradient profile at init and at the end (from its tidy profile table)."""
+    fig, ax = plt.subplots(figsize=(4.0, 2.6), layout="constrained")
+    first, last = profiles.step.min(), profiles.step.max()
+    for step, label, style in (
+        (first, f"init (step {first})", "-"),
+        (last, f"end (step {last})", "--"),
+    ):
+        p = profiles[(profiles.step == step) & (profiles.n_t > 0) & np.isfinite(profiles.n_t)]
+        ax.plot(p.k, p.n_t, style, lw=1.3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("distance k = T − t")
+    ax.set_ylabel(r"$n_{T-k} = \|\partial L/\partial h_t\|$")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 # -------------------------------------------------------------------------- report
 def report(f: Frames, out: Path) -> Path:
     """Every figure (PNG and PDF) plus report.md; returns the report's path."""

@@ -14,7 +14,8 @@ MLflow schema (see README, "MLflow schema"):
                 metrics at training step s (see rnnlab.train), plus ``grad_h/init`` and
                 ``grad_h/final``: the first and last gradient profiles with MLflow step = the
                 distance k = L − t, so the UI charts the decay curve;
-                artifacts: config.yaml, profiles.parquet (every profile: step, t, k, n_t).
+                artifacts: config.yaml, profiles.parquet (every profile: step, t, k, n_t),
+                profile.png (the first and last profile, shown inline by the UI).
 SQLite cannot store ±inf: MLflow stores them as ±1.8e308. profiles.parquet keeps them exact.
 """
 
@@ -129,6 +130,7 @@ class MlflowTracker:
         self.commit = git_commit()
         self.seconds = 0.0  # time spent in tracking calls: the tracking overhead
         self._runs: dict[int, _Run] = {}
+        self._names: dict[int, str] = {}
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
 
@@ -194,6 +196,10 @@ class MlflowTracker:
             self.client.set_experiment_tag(
                 self.experiment_id, "mlflow.note.content", experiment.description
             )
+        # MLflow 3's UI opens GenAI pages for other kinds; this one is model training.
+        self.client.set_experiment_tag(
+            self.experiment_id, "mlflow.experimentKind", "custom_model_development"
+        )
 
     @_timed
     def prior_runs(self) -> list[PriorRun]:
@@ -260,6 +266,7 @@ class MlflowTracker:
         for i in range(0, len(params), 100):
             self.client.log_batch(info.run_id, params=params[i : i + 100])
         self._runs[handle] = _Run(info.run_id, run)
+        self._names[handle] = name
 
     @_timed
     def log(self, handle: int, m: Measurement) -> None:
@@ -289,7 +296,12 @@ class MlflowTracker:
         self._flush(r)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            profile_frame(r.profiles).to_parquet(tmp / "profiles.parquet", index=False)
+            frame = profile_frame(r.profiles)
+            frame.to_parquet(tmp / "profiles.parquet", index=False)
+            if r.profiles:  # a small figure the UI's artifact view shows inline
+                from rnnlab.report import run_profile_figure
+
+                run_profile_figure(frame, tmp / "profile.png", title=self._names.get(handle, ""))
             (tmp / "config.yaml").write_text(
                 yaml.safe_dump(r.run.model_dump(mode="json"), sort_keys=False)
             )

@@ -84,7 +84,7 @@ def test_tiny_sweep_lands_in_mlflow(tmp_path, store, workers):
         assert [m.step for m in init] == list(range(T))  # one point per distance k
 
         artifacts = {a.path for a in client.list_artifacts(c.info.run_id)}
-        assert artifacts == {"config.yaml", "profiles.parquet"}
+        assert artifacts == {"config.yaml", "profiles.parquet", "profile.png"}
         local = Path(client.download_artifacts(c.info.run_id, "", str(tmp_path / c.info.run_id)))
         profiles = pd.read_parquet(local / "profiles.parquet")
         assert list(profiles.columns) == ["step", "t", "k", "n_t"] and len(profiles) == 3 * T

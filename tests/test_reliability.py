@@ -26,13 +26,14 @@ sweep:
   seed: [0, 1]
 """
 
-# Runs long enough (a few seconds each) to be caught in the middle.
-SLOW = """\
+# Runs long enough (several seconds each) that a signal lands in the middle of one.
+STEPS = 1200
+SLOW = f"""\
 name: slow
-task: {name: adding, seq_len: 60}
-model: {hidden_size: 32}
-train: {steps: 400, batch_size: 32, eval_size: 32}
-probe: {every: 50}
+task: {{name: adding, seq_len: 100}}
+model: {{hidden_size: 64}}
+train: {{steps: {STEPS}, batch_size: 32, eval_size: 32}}
+probe: {{every: 250}}
 sweep:
   seed: [0, 1, 2, 3, 4, 5]
 """
@@ -157,7 +158,7 @@ def test_sigkill_of_the_process_tree_then_resume_gives_the_complete_grid(tmp_pat
     client = MlflowClient(store)
     for r in runs:
         if r.data.tags["rnnlab.status"] == "finished":
-            assert len(client.get_metric_history(r.info.run_id, "train/loss")) == 401
+            assert len(client.get_metric_history(r.info.run_id, "train/loss")) == STEPS + 1
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -186,7 +187,7 @@ def test_interrupt_closes_running_runs_as_killed_with_their_metrics(tmp_path, st
     assert not any(r.info.status == "RUNNING" for r in runs)
     for r in killed:  # the metrics so far were flushed, not lost
         history = client.get_metric_history(r.info.run_id, "train/loss")
-        assert 0 < len(history) < 401
+        assert 0 < len(history) < STEPS + 1
     parents = [
         r for r in client.search_runs([runs[0].info.experiment_id]) if "rnnlab.role" in r.data.tags
     ]

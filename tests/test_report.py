@@ -45,6 +45,7 @@ def test_every_figure_is_a_valid_image_and_logged_to_the_parent_run(swept):
         "5_spectrum_over_training",
         "6_slope_vs_swept",
         "7_profile_over_training",
+        "8_slope_vs_gain_theory",  # the sweep varies model.gain, so the theory figure is drawn
     ]
     for png in pngs:
         with Image.open(png) as im:
@@ -55,7 +56,7 @@ def test_every_figure_is_a_valid_image_and_logged_to_the_parent_run(swept):
         pdf = png.with_suffix(".pdf")
         assert pdf.read_bytes()[:5] == b"%PDF-"
     text = (out / "report.md").read_text()
-    assert text.count("![") == 7 and "| adding-T9-linear-gaussian40-s0 | diverged |" in text
+    assert text.count("![") == 8 and "| adding-T9-linear-gaussian40-s0 | diverged |" in text
     from mlflow.tracking import MlflowClient
 
     f = report.load(store, "tinyreport")
@@ -98,7 +99,7 @@ def test_one_seed_one_length_still_draws(tmp_path, store):
     assert cli("sweep", path, "--tracking-uri", store, cwd=tmp_path).returncode == 0
     proc = cli("report", "--tracking-uri", store, "--out", tmp_path / "figs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert len(list((tmp_path / "figs" / "one").glob("*.png"))) == 7
+    assert len(list((tmp_path / "figs" / "one").glob("*.png"))) == 7  # no gain sweep: no figure 8
 
 
 def test_unknown_or_empty_experiment_is_bad_input(swept, tmp_path):
