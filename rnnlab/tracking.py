@@ -344,12 +344,6 @@ class MemoryTracker:
         self.history: list[dict[str, Any]] = []  # every run ever started, like a store
         self.sweeps: list[dict[str, Any]] = []
 
-    @property
-    def client(self) -> MlflowClient:
-        if self._client is None:  # created on first use: an SQLite store is created with it
-            self._client = MlflowClient(self.uri)
-        return self._client
-
     def check(self) -> None:
         pass
 
