@@ -10,6 +10,7 @@ STAMP  := $(VENV)/.installed
 EXP    ?= experiments/vanishing.yaml
 ARGS   ?=
 PORT   ?= 5000
+SERVER_PORT ?= 5001
 # pip warns once per package about this machine's local index mirrors; hide only that line
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
@@ -20,7 +21,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]' -c constraints.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	$(BIN)/python -m rnnlab._ext  # compile the C++ BPTT loops once (cached)
 	touch $@
 
@@ -37,6 +38,11 @@ ui: $(STAMP) ## MLflow UI on the results/ store at http://127.0.0.1:$(PORT)
 
 report: $(STAMP) ## figures + report.md for every experiment in results/ → results/figures/<experiment>/
 	$(BIN)/rnnlab report $(ARGS)
+
+server: $(STAMP) ## MLflow tracking server on the results/ store for Ray workers and the UI: http://127.0.0.1:$(SERVER_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(SERVER_PORT) \
+	  --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db --artifacts-destination $(CURDIR)/results/artifacts \
+	  --serve-artifacts --workers 1
 
 bench: $(STAMP) ## time exact-gradient training steps against torch.nn.RNN (writes results/bench.json)
 	$(BIN)/python -m rnnlab.bench $(ARGS)
@@ -63,4 +69,4 @@ clean: ## remove the environment and caches (keeps results/)
 clean-results: ## delete every tracked run, artifact and figure under results/
 	find results -mindepth 1 ! -name README.md -exec rm -rf {} +
 
-.PHONY: help install sweep validate ui report bench browser-deps test lint clean clean-results
+.PHONY: help install sweep validate ui report server bench browser-deps test lint clean clean-results

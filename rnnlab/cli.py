@@ -73,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the grid and run count; write nothing"
     )
     s.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this machine's processes (default); ray: one Ray task per grid point",
+    )
+    s.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join, e.g. 10.0.0.5:6379 (default: start a local Ray instance)",
+    )
+    s.add_argument(
         "--rerun",
         action="store_true",
         help="train every grid point again, replacing finished runs (default: resume)",
@@ -140,6 +151,8 @@ def cmd_validate(args) -> int:
 
 def cmd_sweep(args) -> int:
     experiment, grid = load_experiment(args.file, args.overrides)
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError(["--ray-address needs --executor ray"])
     if args.workers is not None and args.workers < 1:
         raise ConfigError([f"--workers: must be ≥ 1 (got {args.workers})"])
     if args.dry_run:
@@ -164,13 +177,25 @@ def _execute(
     from rnnlab.tracking import MlflowTracker
 
     tracker = MlflowTracker(args.tracking_uri)
+    if getattr(args, "executor", "local") == "ray":
+        _check_ray(args, tracker.uri)
     tracker.check()  # an unreachable or unwritable store is bad input: exit 2, nothing run
     print(
         f"{experiment.name}: {len(grid)} grid point(s), {workers} worker(s) → {tracker.uri}",
         file=sys.stderr,
     )
     rerun = getattr(args, "rerun", False)
-    summary = run_sweep(experiment, grid, tracker, workers=workers, parent=parent, rerun=rerun)
+    use_ray = getattr(args, "executor", "local") == "ray"
+    summary = run_sweep(
+        experiment,
+        grid,
+        tracker,
+        workers=workers,
+        parent=parent,
+        rerun=rerun,
+        use_ray=use_ray,
+        ray_address=getattr(args, "ray_address", None),
+    )
     s = summary
     if s.stale:
         print(f"{s.stale} run(s) left RUNNING by a dead process were marked KILLED and redone")
@@ -195,8 +220,25 @@ def _execute(
     if s.failed:
         print("  tracebacks: each failed run's error.txt artifact; rerun the command to retry them")
     print(f"results: {tracker.uri} (experiment {experiment.name!r})")
-    print(f"browse:  make ui, then {tracker.runs_url()}")
+    how = "open" if tracker.uri.startswith("http") else "make ui, then"
+    print(f"browse:  {how} {tracker.runs_url()}")
     return EXIT_OK if s.ok else EXIT_FAILED
+
+
+def _check_ray(args, uri: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            ["--executor ray needs Ray: pip install 'rnnlab[ray]' (make install includes it)"]
+        )
+    if args.ray_address and not uri.startswith(("http://", "https://")):
+        raise ConfigError(
+            [
+                f"--ray-address: a cluster needs a shared tracking server, not {uri}; start one "
+                "(make server) and pass --tracking-uri http://HOST:PORT"
+            ]
+        )
 
 
 def cmd_report(args) -> int:

@@ -177,6 +177,15 @@ class RunConfig(_Section):
 SweepAxes = dict[str, list[Any]]
 
 
+class ResourcesConfig(_Section):
+    """What one grid point asks of a Ray worker (``--executor ray``); not part of run_key."""
+
+    cpus: float = Field(1.0, gt=0)
+    """CPUs per grid point."""
+    gpus: float = Field(0.0, ge=0)
+    """GPUs per grid point; fractions share a GPU."""
+
+
 class Experiment(RunConfig):
     """An experiment file: a base run config plus a sweep over some of its keys."""
 
@@ -187,6 +196,8 @@ class Experiment(RunConfig):
     sweep: SweepAxes | list[SweepAxes] = Field(default_factory=dict)
     """Dotted keys → lists of values; the grid is their Cartesian product. A list of such
     mappings gives the union of their grids."""
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    """Per-grid-point resources for the Ray executor."""
 
     def base(self) -> RunConfig:
         return RunConfig(**{k: getattr(self, k) for k in RunConfig.model_fields})
@@ -401,9 +412,12 @@ def _section(loc: tuple, task_section: type[_Section] | None) -> type[_Section]:
         return Experiment
     if loc[0] == "task":
         return task_section or AddingTask
-    return {"model": ModelConfig, "train": TrainConfig, "probe": ProbeConfig}.get(
-        loc[0], Experiment
-    )
+    return {
+        "model": ModelConfig,
+        "train": TrainConfig,
+        "probe": ProbeConfig,
+        "resources": ResourcesConfig,
+    }.get(loc[0], Experiment)
 
 
 def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:

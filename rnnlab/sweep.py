@@ -80,12 +80,14 @@ def plan(grid: list[RunConfig], tracker, rerun: bool, summary: Summary) -> list[
             if r.mlflow_status == "RUNNING" and not r.alive():
                 tracker.mark_killed(r.run_id)
                 summary.stale += 1
+        # Done means tagged finished/diverged *and* closed: a writer killed between the two
+        # calls leaves a run that is neither, and its point is trained again.
+        done = [r for r in runs if r.status in DONE and r.mlflow_status != "RUNNING"]
         if rerun:
-            for r in runs:
-                if r.status in DONE:
-                    tracker.supersede(r.run_id)
+            for r in done:
+                tracker.supersede(r.run_id)
             todo.append(i)
-        elif any(r.status in DONE for r in runs):
+        elif done:
             summary.skipped += 1
         elif any(r.mlflow_status == "RUNNING" and r.alive() for r in runs):
             summary.busy += 1
@@ -101,6 +103,8 @@ def run_sweep(
     workers: int = 1,
     parent: bool = True,
     rerun: bool = False,
+    ray_address: str | None = None,
+    use_ray: bool = False,
 ) -> Summary:
     """Train the grid points not yet done into ``tracker`` (see the module docstring)."""
     t0 = time.perf_counter()
@@ -150,7 +154,9 @@ def run_sweep(
     status = "finished"
     try:
         with _interruptible() as interrupted:
-            if workers <= 1:
+            if use_ray:
+                _ray(grid, todo, experiment, ray_address, on_measurement, on_end, interrupted)
+            elif workers <= 1:
                 _inline(grid, todo, on_measurement, on_end, interrupted)
             else:
                 _processes(grid, todo, workers, on_measurement, on_end, interrupted)
@@ -284,3 +290,85 @@ def _drain(q, futures, pending, interrupted) -> Iterator[tuple]:
                 if i in pending:
                     error = "".join(traceback.format_exception(fut.exception()))
                     yield ("end", i, ("failed", error))
+
+
+# ------------------------------------------------------------------------------ Ray
+def _ray_task(q, i: int, run_json: str, threads: int) -> None:
+    """A Ray task: train one grid point, sending measurements to the driver in small batches."""
+    import torch
+
+    torch.set_num_threads(threads)
+    batch: list = []
+
+    def emit(m: Measurement) -> None:
+        batch.append(("m", i, m))
+        if len(batch) >= 25:
+            q.put_nowait_batch(batch)
+            batch.clear()
+
+    try:
+        status, error = _run_one(RunConfig.model_validate_json(run_json), emit)
+    except KeyboardInterrupt:  # ray.cancel: end as killed, keeping the measurements so far
+        status, error = "killed", None
+    q.put_nowait_batch([*batch, ("end", i, (status, error))])
+
+
+def ray_init(address: str | None):
+    """Connect to a Ray cluster, or start a local instance. Loopback stays on loopback: Ray
+    otherwise advertises the machine's interface address."""
+    local = address is None or address.split(":")[0] in ("127.0.0.1", "localhost")
+    if local:  # Ray rewrites 127.0.0.1 to the interface address unless this is off (read on import)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    kwargs = {"_node_ip_address": "127.0.0.1"} if local else {}
+    if address is None:
+        kwargs |= {"include_dashboard": False, "num_cpus": os.cpu_count() or 1}
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address=address, log_to_driver=False, configure_logging=False, **kwargs)
+    return ray
+
+
+def _ray(grid, todo, experiment, address, on_measurement, on_end, interrupted) -> None:
+    """Each grid point is a Ray task with the experiment's resources; this process stays the
+    single writer to the store, so resume, divergence and failure work exactly as locally."""
+    ray = ray_init(address)
+    from ray.util.queue import Empty, Queue
+
+    try:
+        res = experiment.resources
+        task = ray.remote(_ray_task).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
+        q = Queue(actor_options={"num_cpus": 0})
+        threads = max(1, int(res.cpus))
+        refs = {task.remote(q, i, grid[i].model_dump_json(), threads): i for i in todo}
+        pending, cancelled = set(todo), False
+        while pending:
+            try:
+                messages = [q.get(timeout=0.2), *q.get_nowait_batch(q.qsize())]
+            except Empty:
+                messages = []
+            for kind, i, payload in messages:
+                if kind == "m":
+                    on_measurement(i, payload)
+                elif i in pending:
+                    pending.discard(i)
+                    on_end(i, *payload)
+            if interrupted.is_set() and not cancelled:
+                cancelled = True
+                for ref in refs:
+                    ray.cancel(ref)  # KeyboardInterrupt in running tasks: they end as killed
+            if messages:
+                continue
+            done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+            for ref in done:
+                i = refs[ref]
+                if i not in pending or q.qsize():
+                    continue
+                try:
+                    ray.get(ref)
+                except Exception as e:  # cancelled before it started, or its worker died
+                    pending.discard(i)
+                    if not cancelled:
+                        on_end(i, "failed", f"{type(e).__name__}: {e}")
+    finally:
+        ray.shutdown()

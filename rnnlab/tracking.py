@@ -308,13 +308,13 @@ class MlflowTracker:
             if error:
                 (tmp / "error.txt").write_text(error)
             self.client.log_artifacts(r.run_id, str(tmp))
-        self.client.set_tag(r.run_id, "rnnlab.status", status)
-        if status == "diverged" and step is not None:
-            self.client.set_tag(r.run_id, "rnnlab.diverged_step", str(step))
         mlflow_status = {"finished": "FINISHED", "diverged": "FINISHED", "killed": "KILLED"}.get(
             status, "FAILED"
         )
-        self.client.set_terminated(r.run_id, mlflow_status)
+        self.client.set_terminated(r.run_id, mlflow_status)  # closed first, then labelled:
+        if status == "diverged" and step is not None:  # a run tagged done is always closed
+            self.client.set_tag(r.run_id, "rnnlab.diverged_step", str(step))
+        self.client.set_tag(r.run_id, "rnnlab.status", status)
         return r.run_id
 
     @_timed
@@ -331,7 +331,13 @@ class MlflowTracker:
                 self.parent_id, "FINISHED" if status == "finished" else status.upper()
             )
 
-    def runs_url(self, host: str = "http://127.0.0.1:5000") -> str:
+    def runs_url(self) -> str:
+        """The experiment's runs table: on the tracking server, or under `make ui` for SQLite."""
+        host = (
+            self.uri.rstrip("/")
+            if self.uri.startswith(("http://", "https://"))
+            else "http://127.0.0.1:5000"
+        )
         return f"{host}/#/experiments/{self.experiment_id}/runs"
 
 

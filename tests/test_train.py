@@ -143,3 +143,14 @@ def test_failure_in_one_run_is_recorded_and_the_sweep_goes_on(monkeypatch):
     assert "injected failure" in tracker.runs[1]["error"]
     assert [tracker.runs[i]["status"] for i in range(3)] == ["finished", "failed", "finished"]
     assert len(tracker.runs[2]["metrics"]["train/loss"]) == 7
+
+
+def test_a_run_labelled_finished_but_never_closed_is_trained_again():
+    """A writer killed between labelling a run and closing it: the point is not counted done."""
+    tracker, runs, exp = MemoryTracker(), [cfg(seed=0), cfg(seed=1)], Experiment(name="r")
+    assert run_sweep(exp, runs, tracker).finished == 2
+    tracker.history[0]["mlflow_status"] = "RUNNING"  # labelled finished, still open, writer gone
+    summary = run_sweep(exp, runs, tracker)
+    assert (summary.stale, summary.skipped, summary.finished) == (1, 1, 1)
+    assert tracker.history[0]["status"] == "killed" and tracker.history[-1]["status"] == "finished"
+    assert run_sweep(exp, runs, tracker).skipped == 2  # and now the grid is complete
