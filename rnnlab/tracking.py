@@ -117,6 +117,7 @@ class PriorRun:
 class _Run:
     run_id: str
     run: RunConfig
+    name: str
     metrics: list[Metric] = field(default_factory=list)
     profiles: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
@@ -130,7 +131,6 @@ class MlflowTracker:
         self.commit = git_commit()
         self.seconds = 0.0  # time spent in tracking calls: the tracking overhead
         self._runs: dict[int, _Run] = {}
-        self._names: dict[int, str] = {}
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
 
@@ -265,8 +265,7 @@ class MlflowTracker:
         params = [Param(k, str(v)) for k, v in run.params().items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(info.run_id, params=params[i : i + 100])
-        self._runs[handle] = _Run(info.run_id, run)
-        self._names[handle] = name
+        self._runs[handle] = _Run(info.run_id, run, name)
 
     @_timed
     def log(self, handle: int, m: Measurement) -> None:
@@ -301,7 +300,7 @@ class MlflowTracker:
             if r.profiles:  # a small figure the UI's artifact view shows inline
                 from rnnlab.report import run_profile_figure
 
-                run_profile_figure(frame, tmp / "profile.png", title=self._names.get(handle, ""))
+                run_profile_figure(frame, tmp / "profile.png", title=r.name)
             (tmp / "config.yaml").write_text(
                 yaml.safe_dump(r.run.model_dump(mode="json"), sort_keys=False)
             )
@@ -421,5 +420,5 @@ class MemoryTracker:
         if self.sweeps:
             self.sweeps[-1] |= {"status": status, **summary}
 
-    def runs_url(self, host: str = "") -> str:
+    def runs_url(self) -> str:
         return "(in memory)"

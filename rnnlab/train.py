@@ -116,9 +116,6 @@ def train(run: RunConfig) -> Iterator[Measurement]:
         acc = task.accuracy(out.detach(), y)
         if acc is not None:
             values["train/accuracy"] = acc.mean()
-        clipping = cfg.clip_norm is not None and bool(norm > cfg.clip_norm)
-        if cfg.clip_norm is not None:
-            values["grad/clipped"] = torch.tensor(float(clipping))
         if probing:
             values |= probes.parameter_grad_norms(model)
         metrics = dict(
@@ -129,6 +126,9 @@ def train(run: RunConfig) -> Iterator[Measurement]:
             )
         )
 
+        clipping = cfg.clip_norm is not None and metrics["grad/norm"] > cfg.clip_norm
+        if cfg.clip_norm is not None:
+            metrics["grad/clipped"] = float(clipping)
         profile = None
         if probing:
             n = probes.gradient_profile(model.rnn.hidden_grad_norms, cfg.batch_size)
