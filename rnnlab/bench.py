@@ -10,10 +10,14 @@ each followed by the same linear readout on the last step and MSE loss. Contende
 interleaved (a, b, c, a, b, c, …) so drifts in machine load hit all alike; the medians are
 reported as ratios to (a). Also: (c)'s achieved GFLOP/s against a large-matmul peak measured
 in the same run, and the peak memory of one step of (a) and (c) (CUDA: the allocator's peak;
-CPU: the profiler's allocation timeline). The table is printed and written to
-``results/bench.json``.
+CPU: the profiler's allocation timeline).
 
-    python -m rnnlab.bench [--quick] [--device cpu|cuda] [--out results/bench.json]
+Then the sweep throughput of ensembles (``rnnlab.ensemble``): the wall time of the default
+sweep (``make sweep``, experiments/vanishing.yaml) run as a user runs it, each into a fresh
+store, with ``train.ensemble`` off, auto (the default) and 16 (every family stacked),
+reported as ratios to off. Everything is printed and written to ``results/bench.json``.
+
+    python -m rnnlab.bench [--quick] [--device cpu|cuda] [--no-sweep] [--out results/bench.json]
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -173,12 +179,53 @@ def peak_memory_mb(kind: str, T: int, B: int, H: int, device) -> float:
     return max(sum(s) for s in sizes) / 2**20
 
 
+SWEEP = "experiments/vanishing.yaml"
+SWEEP_SETTINGS = ("off", "auto", "16")
+
+
+def time_sweep(setting: str, overrides: list[str], store: Path) -> dict:
+    """Wall time of ``rnnlab sweep`` (a fresh process and store) with train.ensemble=setting."""
+    cmd = [sys.executable, "-m", "rnnlab", "sweep", SWEEP, f"train.ensemble={setting}", *overrides]
+    cmd += ["--tracking-uri", f"sqlite:///{store / setting}.db"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    line = next(x for x in done.stdout.splitlines() if " trained in " in x)
+    tracking = re.search(r"tracking ([\d.]+) s", line)
+    return {
+        "ensemble": setting,
+        "wall_s": wall,
+        "tracking_s": float(tracking.group(1)) if tracking else None,
+        "summary": line.strip(),
+    }
+
+
+def bench_sweep(quick: bool) -> list[dict]:
+    overrides = ["train.steps=30"] if quick else []
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting in SWEEP_SETTINGS:
+            rows.append(time_sweep(setting, overrides, Path(tmp)))
+            rows[-1]["off/this"] = rows[0]["wall_s"] / rows[-1]["wall_s"]
+            print(
+                f"  sweep, train.ensemble={setting:<4}  {rows[-1]['wall_s']:6.1f} s wall  "
+                f"speed-up over off {rows[-1]['off/this']:.2f}x",
+                flush=True,
+            )
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="rnnlab.bench", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--quick", action="store_true", help="two small shapes, few repeats (a smoke run)"
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--no-sweep", action="store_true", help="skip the ensemble sweep timing (about 2 min)"
+    )
     p.add_argument("--out", type=Path, default=Path("results/bench.json"))
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -220,6 +267,10 @@ def main(argv=None) -> int:
             " ".join(f"{row[c]:9d}" if isinstance(row[c], int) else f"{row[c]:9.2f}" for c in cols),
             flush=True,
         )
+    sweep = None
+    if not args.no_sweep:
+        print(f"{SWEEP}: wall time by train.ensemble (each a fresh process and store)")
+        sweep = bench_sweep(args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -230,6 +281,7 @@ def main(argv=None) -> int:
                 "machine": platform.machine(),
                 "matmul_peak_gflops": peak,
                 "rows": rows,
+                "sweep": sweep,
             },
             indent=2,
         )

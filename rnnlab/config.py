@@ -29,7 +29,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 # Names of the registered components (see the module docstring for where each lives).
 TaskName = Literal["adding", "copy", "temporal_order", "permutation"]
@@ -142,6 +151,21 @@ class TrainConfig(_Section):
     """Floating-point precision of model and data."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when present, else CPU."""
+    ensemble: Literal["auto", "off"] | Annotated[int, Field(ge=1)] = "auto"
+    """Train grid points that differ only in seed, init, gain, lr, clip_norm or
+    divergence_threshold together, as one stacked model of up to K networks (rnnlab.ensemble).
+    Each is still its own run with the same numbers as alone. off: one at a time; K: groups of
+    at most K; auto: up to 16, fewer where memory or idle workers call for it. Not part of
+    run_key."""
+
+    @field_validator("ensemble", mode="before")
+    @classmethod
+    def _ensemble(cls, v: Any) -> Any:
+        if v is False or v is True:  # YAML reads a bare off/on as a boolean
+            return "off" if v is False else "auto"
+        if v in ("auto", "off") or (isinstance(v, int) and v >= 1):
+            return v
+        raise PydanticCustomError("ensemble", "expected auto, off or a group size ≥ 1")
 
 
 # -------------------------------------------------------------------------- probe
@@ -165,14 +189,34 @@ class RunConfig(_Section):
 
     @property
     def run_key(self) -> str:
-        """Stable identity of the resolved config (hash of its canonical JSON)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Stable identity of the resolved config (hash of its canonical JSON), leaving out
+        ``train.ensemble``: how a run is scheduled does not change what it computes."""
+        spec = self.model_dump(mode="json", exclude={"train": {"ensemble"}})
+        blob = json.dumps(spec, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def ensemble_key(self) -> str:
+        """Runs with equal keys can train together as one ensemble: every setting but
+        ``MEMBER_KEYS`` agrees (task and length, model shape and activation, steps, batch,
+        optimizer, probe schedule, dtype, device …)."""
+        shared = {k: v for k, v in self.params().items() if k not in MEMBER_KEYS}
+        return json.dumps(shared, sort_keys=True)
 
     def params(self) -> dict[str, Any]:
         """Every leaf by dotted key, e.g. {'task.seq_len': 100, 'model.gain': 1.0, 'seed': 0}."""
         return flatten(self.model_dump(mode="json"))
 
+
+MEMBER_KEYS = (
+    "seed",
+    "model.init",
+    "model.gain",
+    "train.lr",
+    "train.clip_norm",
+    "train.divergence_threshold",
+)
+"""What the members of one ensemble may differ in (see ``RunConfig.ensemble_key``)."""
 
 SweepAxes = dict[str, list[Any]]
 

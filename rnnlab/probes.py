@@ -24,19 +24,19 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 
 def gradient_profile(hidden_grad_norms: torch.Tensor, loss_scale: float) -> torch.Tensor:
     """n_t from the per-sequence norms of the *batch-mean* loss's gradient.
 
     Args:
-        hidden_grad_norms: (L, B) ‖∂L/∂h_t‖₂ per sequence, L = (1/B)Σ_b L_b.
+        hidden_grad_norms: ([K,] L, B) ‖∂L/∂h_t‖₂ per sequence, L = (1/B)Σ_b L_b (and per
+            member of an ensemble).
         loss_scale: B, undoing the 1/B of the mean so each entry is ‖∂L_b/∂h_t‖₂.
     Returns:
-        (L,) float64 tensor on the CPU, index t−1 ↔ time step t.
+        ([K,] L) float64 tensor on the CPU, index t−1 ↔ time step t.
     """
-    return (hidden_grad_norms.detach().double() * loss_scale).mean(dim=1).cpu()
+    return (hidden_grad_norms.detach().double() * loss_scale).mean(dim=-1).cpu()
 
 
 def profile_summary(n: torch.Tensor) -> dict[str, float]:
@@ -71,13 +71,4 @@ def spectrum(weight_hh: torch.Tensor) -> dict[str, float]:
     return {
         "weights/W_hh_radius": float(torch.linalg.eigvals(w).abs().max()),
         "weights/W_hh_sigma_max": float(torch.linalg.matrix_norm(w, ord=2)),
-    }
-
-
-def parameter_grad_norms(model: nn.Module) -> dict[str, torch.Tensor]:
-    """‖∂L/∂θ‖₂ for every parameter θ, as ``grad/<name>`` (tensors: one sync for all later)."""
-    return {
-        f"grad/{name.removeprefix('rnn.')}": torch.linalg.vector_norm(p.grad)
-        for name, p in model.named_parameters()
-        if p.grad is not None
     }

@@ -640,7 +640,9 @@ def _titles(g, f: Frames, key: str | None = "col") -> None:
 
 def run_profile_figure(profiles: pd.DataFrame, path: Path, title: str = "") -> Path:
     """One run's gradient profile at init and at the end (from its tidy profile table)."""
-    fig, ax = plt.subplots(figsize=(4.0, 2.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(4.0, 2.6))
+    fig.subplots_adjust(left=0.19, right=0.97, bottom=0.17, top=0.9)  # fixed: layout engines
+    # cost more than the drawing, once per run in the sweep's writer
     first, last = profiles.step.min(), profiles.step.max()
     for step, label, style in (
         (first, f"init (step {first})", "-"),

@@ -180,66 +180,100 @@ class _ElmanBPTT(torch.autograd.Function):
     steps: ∂L/∂W_hh = Σ_t (∂L/∂z_t)ᵀ h_{t−1}, ∂L/∂W_xh = Σ_t (∂L/∂z_t)ᵀ x_t, ∂L/∂b = Σ_t ∂L/∂z_t.
     φ′ uses PyTorch's own derivative kernels (``aten::tanh_backward`` …), so the numbers equal
     autograd's. Peak memory: the saved outputs plus one (T, B, H) buffer, as torch.nn.RNN.
+
+    Stacked: weights with a leading member dimension K — W_xh (K, H, D), W_hh (K, H, H),
+    b (K, H) — run K independent networks on x (K, T, B, D) → (K, T, B, H) with the same calls,
+    each multiply batched over the members (``rnnlab.ensemble``). Norms are then (K, T, B).
     """
 
     @staticmethod
     def forward(ctx, x, weight_ih, weight_hh, bias, activation: str, recorder):
-        T, B, D = x.shape
-        act = ACTIVATIONS[activation]
-        hs = torch.addmm(bias, x.reshape(T * B, D), weight_ih.T).view(T, B, -1)  # z_t without W_hh
-        ext = _ext.loops()
-        if ext is not None:
-            ext.forward_loop(hs, weight_hh.T, activation)
-        else:
-            _forward_loop(hs, weight_hh.T, act)
+        single = weight_hh.dim() == 2
+        if single:  # one code path: a single network is a stack of one
+            x, weight_ih, weight_hh, bias = (
+                t.unsqueeze(0) for t in (x, weight_ih, weight_hh, bias)
+            )
+        K, T, B, D = x.shape
+        hs = torch.baddbmm(  # z_t without W_hh, all steps at once
+            bias.unsqueeze(1), x.reshape(K, T * B, D), weight_ih.transpose(1, 2)
+        ).view(K, T, B, -1)
+        _run_forward(hs, weight_hh.transpose(1, 2), activation)
         ctx.save_for_backward(x, weight_ih, weight_hh, hs)
-        ctx.activation, ctx.activation_name, ctx.recorder = act, activation, recorder
-        return hs
+        ctx.activation_name, ctx.recorder, ctx.single = activation, recorder, single
+        return hs[0] if single else hs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_hs):
         x, weight_ih, weight_hh, hs = ctx.saved_tensors
-        act, recorder = ctx.activation, ctx.recorder
-        T, B, H = hs.shape
-        # One (T, B, H) buffer: slot t becomes δ_t = ∂L/∂h_t, whose norm is taken there, then
-        # ∂L/∂z_t = δ_t ⊙ φ′(z_t) in place.
+        recorder, single = ctx.recorder, ctx.single
+        K, T, B, H = hs.shape
+        # One (K, T, B, H) buffer: slot t becomes δ_t = ∂L/∂h_t, whose norm is taken there,
+        # then ∂L/∂z_t = δ_t ⊙ φ′(z_t) in place.
         # It starts as ∂ℓ/∂h_t, the gradient reaching each h_t directly (one bulk copy).
-        dz = grad_hs.clone(memory_format=torch.contiguous_format)
-        norms = hs.new_empty(T, B) if recorder is not None else None
-        ext = _ext.loops()
-        if ext is not None:
-            ext.backward_loop(dz, hs, weight_hh, norms, ctx.activation_name)
-        else:
-            _backward_loop(dz, hs, weight_hh, norms, act)
+        dz = grad_hs.reshape(hs.shape).clone(memory_format=torch.contiguous_format)
+        norms = hs.new_empty(T, K, B) if recorder is not None else None  # a slot per step
+        _run_backward(dz, hs, weight_hh, norms, ctx.activation_name)
         if recorder is not None:
-            recorder.hidden_grad_norms = norms
-        flat = dz.view(T * B, H)
-        grad_w_hh = dz[1:].reshape(-1, H).T @ hs[:-1].reshape(-1, H)
-        grad_w_ih = (x.reshape(T * B, -1).T @ flat).T  # this order is ~6x faster for small D
-        grad_b = flat.sum(0)
+            norms = norms.movedim(0, 1)  # (K, T, B)
+            recorder.hidden_grad_norms = norms[0] if single else norms
+        flat = dz.view(K, T * B, H)
+        grad_w_hh = dz[:, 1:].reshape(K, -1, H).transpose(1, 2) @ hs[:, :-1].reshape(K, -1, H)
+        # this order is ~6x faster for small D
+        grad_w_ih = (x.reshape(K, T * B, -1).transpose(1, 2) @ flat).transpose(1, 2)
+        grad_b = flat.sum(1)
         grad_x = (flat @ weight_ih).view(x.shape) if ctx.needs_input_grad[0] else None
-        return grad_x, grad_w_ih, grad_w_hh, grad_b, None, None
+        grads = (grad_x, grad_w_ih, grad_w_hh, grad_b)
+        if single:
+            grads = tuple(g[0] if g is not None else None for g in grads)
+        return *grads, None, None
+
+
+def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
+    """The forward recursion over hs (K, T, B, H), in place; w_t = W_hhᵀ (K, H, H)."""
+    if hs.shape[0] == 1:  # one member: 2-D views and plain multiplies
+        hs, w_t = hs[0], w_t[0]
+    ext = _ext.loops()
+    if ext is not None:
+        ext.forward_loop(hs, w_t, activation)
+    else:
+        _forward_loop(hs, w_t, ACTIVATIONS[activation])
+
+
+def _run_backward(dz, hs, w, norms: torch.Tensor | None, activation: str) -> None:
+    """The BPTT recursion over dz (K, T, B, H), in place; norms (T, K, B) or None."""
+    if hs.shape[0] == 1:
+        dz, hs, w = dz[0], hs[0], w[0]
+        norms = norms[:, 0] if norms is not None else None
+    ext = _ext.loops()
+    if ext is not None:
+        ext.backward_loop(dz, hs, w, norms, activation)
+    else:
+        _backward_loop(dz, hs, w, norms, ACTIVATIONS[activation])
 
 
 def _forward_loop(hs: torch.Tensor, w_t: torch.Tensor, act: Activation) -> None:
-    """hs (T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ (C++: csrc/)."""
-    steps = hs.unbind(0)  # views; no indexing inside the loop
+    """hs ([K,] T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ (C++: csrc/)."""
+    steps = hs.unbind(hs.dim() - 3)  # views; no indexing inside the loop
+    mm = torch.Tensor.baddbmm_ if w_t.dim() == 3 else torch.Tensor.addmm_
     act.fn_(steps[0])  # h_0 = 0
     for t in range(1, len(steps)):
-        act.fn_(steps[t].addmm_(steps[t - 1], w_t))
+        act.fn_(mm(steps[t], steps[t - 1], w_t))
 
 
 def _backward_loop(dz, hs, w, norms: torch.Tensor | None, act: Activation) -> None:
-    """dz (T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, B) gets ‖δ_t‖₂."""
-    h_steps, z_steps = hs.unbind(0), dz.unbind(0)
+    """dz ([K,] T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, [K,] B) gets
+    ‖δ_t‖₂."""
+    time = hs.dim() - 3
+    h_steps, z_steps = hs.unbind(time), dz.unbind(time)
+    mm = torch.Tensor.baddbmm_ if w.dim() == 3 else torch.Tensor.addmm_
     for t in range(len(z_steps) - 1, -1, -1):  # slot t holds δ_t here
         if norms is not None:
             torch.linalg.vector_norm(z_steps[t], dim=-1, out=norms[t])
         if act.backward is not None:
             act.backward(z_steps[t], h_steps[t], z_steps[t])
         if t:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + (∂L/∂z_t) W_hh
-            z_steps[t - 1].addmm_(z_steps[t], w)
+            mm(z_steps[t - 1], z_steps[t], w)
 
 
 class RNNModel(nn.Module):

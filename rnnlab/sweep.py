@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from rnnlab.config import Experiment, RunConfig, run_name
-from rnnlab.train import Measurement, train
+from rnnlab.ensemble import groups
+from rnnlab.train import Measurement, train_ensemble
 
 DONE = ("finished", "diverged")
 
@@ -128,17 +129,27 @@ def run_sweep(
         bar_format="{l_bar}{bar}| {postfix} [{elapsed}<{remaining}]",
     )
     started: dict[int, int] = {}  # grid index → last step logged
+    stack_size: dict[int, int] = {}  # grid index → members in the ensemble it trains in
+
+    def partition(workers: int) -> list[list[int]]:
+        units = groups(grid, todo, workers)
+        stack_size.update((i, len(u)) for u in units for i in u)
+        return units
+
+    def start(i: int) -> None:
+        tags = {"rnnlab.ensemble_size": str(stack_size.get(i, 1))}
+        tracker.start_run(i, grid[i], names[i], tags)
 
     def on_measurement(i: int, m: Measurement) -> None:
         if i not in started:
-            tracker.start_run(i, grid[i], names[i])
+            start(i)
         started[i] = m.step
         tracker.log(i, m)
         bar.update(grid[i].task.seq_len)
 
     def on_end(i: int, status: str, error: str | None = None) -> None:
         if i not in started:
-            tracker.start_run(i, grid[i], names[i])
+            start(i)
         step = started.pop(i, None)
         tracker.end_run(i, status, error, step=step)
         setattr(summary, status, getattr(summary, status) + 1)
@@ -155,11 +166,13 @@ def run_sweep(
     try:
         with _interruptible() as interrupted:
             if use_ray:
-                _ray(grid, todo, experiment, ray_address, on_measurement, on_end, interrupted)
+                _ray(grid, partition, experiment, ray_address, on_measurement, on_end, interrupted)
             elif workers <= 1:
-                _inline(grid, todo, on_measurement, on_end, interrupted)
+                _inline(grid, partition(1), on_measurement, on_end, interrupted)
             else:
-                _processes(grid, todo, workers, on_measurement, on_end, interrupted)
+                units = partition(workers)
+                workers = min(workers, len(units))
+                _processes(grid, units, workers, on_measurement, on_end, interrupted)
         if interrupted.is_set():
             raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -196,26 +209,40 @@ def _interruptible():
             signal.signal(sig, h)
 
 
-def _run_one(run: RunConfig, emit, stop=None) -> tuple[str, str | None]:
-    """Train one point, passing measurements to ``emit``; returns (status, traceback)."""
+def _run_group(runs: list[RunConfig], emit, end, stop=None) -> None:
+    """Train runs as one ensemble: ``emit(k, m)`` per measurement of member k, then
+    ``end(k, status, traceback)`` once per member (diverged as it happens; finished, killed
+    or failed at the end). Members of one stack share a failure."""
+    open_ = list(range(len(runs)))
+
+    def close(status: str, error: str | None = None) -> None:
+        for k in open_:
+            end(k, status, error)
+        open_.clear()
+
     try:
-        for m in train(run):
-            emit(m)
+        for k, m in train_ensemble(runs):
+            emit(k, m)
             if m.diverged:
-                return "diverged", None
+                open_.remove(k)
+                end(k, "diverged", None)
             if stop is not None and stop.is_set():
-                return "killed", None
+                return close("killed")
     except Exception:
-        return "failed", traceback.format_exc()
-    return "finished", None
+        return close("failed", traceback.format_exc())
+    close("finished")
 
 
-def _inline(grid, todo, on_measurement, on_end, interrupted) -> None:
-    for i in todo:
+def _inline(grid, units, on_measurement, on_end, interrupted) -> None:
+    for unit in units:
         if interrupted.is_set():
             return
-        status, error = _run_one(grid[i], lambda m, i=i: on_measurement(i, m), interrupted)
-        on_end(i, status, error)
+        _run_group(
+            [grid[i] for i in unit],
+            lambda k, m, u=unit: on_measurement(u[k], m),
+            lambda k, status, error, u=unit: on_end(u[k], status, error),
+            interrupted,
+        )
 
 
 _STOP = None  # the stop event, in worker processes
@@ -230,18 +257,29 @@ def _init_worker(stop, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_into(q, i: int, run_json: str) -> None:
-    """Worker process: train one grid point, sending every measurement to the single writer."""
+def _train_into(q, unit: list[int], runs_json: list[str]) -> None:
+    """Worker process: train one ensemble, sending its measurements to the single writer, one
+    message per training step (all members' measurements of the step together)."""
     if _STOP.is_set():
-        q.put(("skip", i, None))
+        q.put([("skip", i, None) for i in unit])
         return
-    status, error = _run_one(
-        RunConfig.model_validate_json(run_json), lambda m: q.put(("m", i, m)), _STOP
-    )
-    q.put(("end", i, (status, error)))
+    batch: list = []
+
+    def emit(k: int, m: Measurement) -> None:
+        batch.append(("m", unit[k], m))
+        if len(batch) >= len(unit):
+            q.put(batch.copy())
+            batch.clear()
+
+    def end(k: int, status: str, error: str | None) -> None:
+        batch.append(("end", unit[k], (status, error)))
+
+    runs = [RunConfig.model_validate_json(r) for r in runs_json]
+    _run_group(runs, emit, end, _STOP)
+    q.put(batch)
 
 
-def _processes(grid, todo, workers, on_measurement, on_end, interrupted) -> None:
+def _processes(grid, units, workers, on_measurement, on_end, interrupted) -> None:
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
     threads = max(1, (os.cpu_count() or 1) // workers)
     stop = ctx.Event()
@@ -252,11 +290,14 @@ def _processes(grid, todo, workers, on_measurement, on_end, interrupted) -> None
         ) as pool,
     ):
         q = manager.Queue()
-        futures = {pool.submit(_train_into, q, i, grid[i].model_dump_json()): i for i in todo}
-        pending = set(todo)
+        futures = {
+            pool.submit(_train_into, q, unit, [grid[i].model_dump_json() for i in unit]): unit
+            for unit in units
+        }
+        pending = {i for unit in units for i in unit}
         for kind, i, payload in _drain(q, futures, pending, interrupted):
             if interrupted.is_set() and not stop.is_set():
-                stop.set()  # running workers end their run as killed at their next step
+                stop.set()  # running workers end their runs as killed at their next step
                 for fut in futures:
                     fut.cancel()
             if kind == "m":
@@ -271,46 +312,53 @@ def _drain(q, futures, pending, interrupted) -> Iterator[tuple]:
     """Messages from the workers until every pending point has ended (or its worker died)."""
     while pending:
         try:
-            yield q.get(timeout=0.2)
+            yield from q.get(timeout=0.2)
             continue
         except queue.Empty:
             if interrupted.is_set():
                 yield ("tick", None, None)  # lets the caller stop the workers
-        for fut, i in futures.items():
-            if i not in pending or not fut.done():
+        for fut, unit in futures.items():
+            if not fut.done() or not pending.intersection(unit):
                 continue
             if fut.cancelled():  # never started
-                yield ("skip", i, None)
+                yield from (("skip", i, None) for i in unit)
             elif fut.exception() is not None:  # the worker died without saying "end"
                 try:
                     while True:
-                        yield q.get_nowait()
+                        yield from q.get_nowait()
                 except queue.Empty:
                     pass
-                if i in pending:
-                    error = "".join(traceback.format_exception(fut.exception()))
-                    yield ("end", i, ("failed", error))
+                error = "".join(traceback.format_exception(fut.exception()))
+                yield from (("end", i, ("failed", error)) for i in unit if i in pending)
 
 
 # ------------------------------------------------------------------------------ Ray
-def _ray_task(q, i: int, run_json: str, threads: int) -> None:
-    """A Ray task: train one grid point, sending measurements to the driver in small batches."""
+def _ray_task(q, unit: list[int], runs_json: list[str], threads: int) -> None:
+    """A Ray task: train one ensemble, sending measurements to the driver in small batches."""
     import torch
 
     torch.set_num_threads(threads)
     batch: list = []
 
-    def emit(m: Measurement) -> None:
-        batch.append(("m", i, m))
+    def emit(k: int, m: Measurement) -> None:
+        batch.append(("m", unit[k], m))
         if len(batch) >= 25:
             q.put_nowait_batch(batch)
             batch.clear()
 
+    ended: set[int] = set()
+
+    def end(k: int, status: str, error: str | None) -> None:
+        ended.add(k)
+        batch.append(("end", unit[k], (status, error)))
+
     try:
-        status, error = _run_one(RunConfig.model_validate_json(run_json), emit)
+        _run_group([RunConfig.model_validate_json(r) for r in runs_json], emit, end)
     except KeyboardInterrupt:  # ray.cancel: end as killed, keeping the measurements so far
-        status, error = "killed", None
-    q.put_nowait_batch([*batch, ("end", i, (status, error))])
+        for k in range(len(unit)):
+            if k not in ended:
+                end(k, "killed", None)
+    q.put_nowait_batch(batch)
 
 
 def ray_init(address: str | None):
@@ -329,8 +377,8 @@ def ray_init(address: str | None):
     return ray
 
 
-def _ray(grid, todo, experiment, address, on_measurement, on_end, interrupted) -> None:
-    """Each grid point is a Ray task with the experiment's resources; this process stays the
+def _ray(grid, partition, experiment, address, on_measurement, on_end, interrupted) -> None:
+    """Each ensemble is a Ray task with the experiment's resources; this process stays the
     single writer to the store, so resume, divergence and failure work exactly as locally."""
     ray = ray_init(address)
     from ray.util.queue import Empty, Queue
@@ -340,8 +388,12 @@ def _ray(grid, todo, experiment, address, on_measurement, on_end, interrupted) -
         task = ray.remote(_ray_task).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
         q = Queue(actor_options={"num_cpus": 0})
         threads = max(1, int(res.cpus))
-        refs = {task.remote(q, i, grid[i].model_dump_json(), threads): i for i in todo}
-        pending, cancelled = set(todo), False
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // res.cpus))
+        refs = {
+            task.remote(q, unit, [grid[i].model_dump_json() for i in unit], threads): unit
+            for unit in partition(slots)
+        }
+        pending, cancelled = {i for unit in refs.values() for i in unit}, False
         while pending:
             try:
                 messages = [q.get(timeout=0.2), *q.get_nowait_batch(q.qsize())]
@@ -361,14 +413,15 @@ def _ray(grid, todo, experiment, address, on_measurement, on_end, interrupted) -
                 continue
             done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
             for ref in done:
-                i = refs[ref]
-                if i not in pending or q.qsize():
+                unit = [i for i in refs[ref] if i in pending]
+                if not unit or q.qsize():
                     continue
                 try:
                     ray.get(ref)
                 except Exception as e:  # cancelled before it started, or its worker died
-                    pending.discard(i)
-                    if not cancelled:
-                        on_end(i, "failed", f"{type(e).__name__}: {e}")
+                    for i in unit:
+                        pending.discard(i)
+                        if not cancelled:
+                            on_end(i, "failed", f"{type(e).__name__}: {e}")
     finally:
         ray.shutdown()

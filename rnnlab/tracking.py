@@ -252,13 +252,19 @@ class MlflowTracker:
         )
 
     @_timed
-    def start_run(self, handle: int, run: RunConfig, name: str) -> None:
-        tags = self._tags() | {
-            "rnnlab.run_key": run.run_key,
-            "rnnlab.status": "running",
-            "rnnlab.host": socket.gethostname(),
-            "rnnlab.pid": str(os.getpid()),
-        }
+    def start_run(
+        self, handle: int, run: RunConfig, name: str, tags: dict[str, str] | None = None
+    ) -> None:
+        tags = (
+            self._tags()
+            | (tags or {})
+            | {
+                "rnnlab.run_key": run.run_key,
+                "rnnlab.status": "running",
+                "rnnlab.host": socket.gethostname(),
+                "rnnlab.pid": str(os.getpid()),
+            }
+        )
         if self.parent_id:
             tags["mlflow.parentRunId"] = self.parent_id
         info = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info
@@ -381,11 +387,14 @@ class MemoryTracker:
     def start_sweep(self, experiment: Experiment, n_runs: int) -> None:
         self.sweeps.append({"name": experiment.name, "n_runs": n_runs})
 
-    def start_run(self, handle: int, run: RunConfig, name: str) -> None:
+    def start_run(
+        self, handle: int, run: RunConfig, name: str, tags: dict[str, str] | None = None
+    ) -> None:
         record = {
             "run_id": str(len(self.history)),
             "run_key": run.run_key,
             "name": name,
+            "tags": dict(tags or {}),
             "params": run.params(),
             "metrics": {},
             "profiles": [],

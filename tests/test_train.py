@@ -128,21 +128,30 @@ def test_exploding_network_diverges_as_data_not_a_crash():
 def test_failure_in_one_run_is_recorded_and_the_sweep_goes_on(monkeypatch):
     import rnnlab.sweep as sweep
 
-    real = sweep.train
+    real = sweep.train_ensemble
 
-    def flaky(run):
-        if run.seed == 1:
+    def flaky(runs):
+        if any(r.seed == 1 for r in runs):
             raise RuntimeError("injected failure")
-        return real(run)
+        return real(runs)
 
-    monkeypatch.setattr(sweep, "train", flaky)
-    runs = [cfg(seed=s) for s in range(3)]
+    monkeypatch.setattr(sweep, "train_ensemble", flaky)
+    runs = [cfg(seed=s, train={"ensemble": "off"}) for s in range(3)]
     tracker = MemoryTracker()
     summary = run_sweep(Experiment(name="f"), runs, tracker)
     assert (summary.finished, summary.failed) == (2, 1) and not summary.ok
     assert "injected failure" in tracker.runs[1]["error"]
     assert [tracker.runs[i]["status"] for i in range(3)] == ["finished", "failed", "finished"]
     assert len(tracker.runs[2]["metrics"]["train/loss"]) == 7
+
+    # In an ensemble the members share the failure; another ensemble goes on.
+    runs = [cfg(seed=s) for s in range(3)] + [cfg(seed=5, task={"seq_len": 7})]
+    tracker = MemoryTracker()
+    summary = run_sweep(Experiment(name="g"), runs, tracker)
+    assert (summary.finished, summary.failed) == (1, 3)
+    assert [tracker.runs[i]["status"] for i in range(4)] == ["failed"] * 3 + ["finished"]
+    assert all("injected failure" in tracker.runs[i]["error"] for i in range(3))
+    assert tracker.runs[0]["tags"] == {"rnnlab.ensemble_size": "3"}
 
 
 def test_a_run_labelled_finished_but_never_closed_is_trained_again():

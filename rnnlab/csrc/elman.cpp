@@ -44,30 +44,41 @@ void apply_backward(at::Tensor& g, const at::Tensor& h, Act a) {
   }
 }
 
+// out += a @ b: a plain multiply for one network (2-D b), batched over members for a stack (3-D).
+void accumulate(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (b.dim() == 3) {
+    out.baddbmm_(a, b);
+  } else {
+    out.addmm_(a, b);
+  }
+}
+
 }  // namespace
 
-// hs (T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ.
+// hs ([K,] T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ ([K,] H, H).
 void forward_loop(at::Tensor hs, const at::Tensor& w_t, const std::string& activation) {
   const Act a = parse(activation);
-  std::vector<at::Tensor> s = hs.unbind(0);
+  std::vector<at::Tensor> s = hs.unbind(hs.dim() - 3);  // the time dimension
   apply(s[0], a);
   for (size_t t = 1; t < s.size(); ++t) {
-    s[t].addmm_(s[t - 1], w_t);
+    accumulate(s[t], s[t - 1], w_t);
     apply(s[t], a);
   }
 }
 
-// dz (T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, B), if given, gets ‖δ_t‖₂.
+// dz ([K,] T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, [K,] B), if given,
+// gets ‖δ_t‖₂.
 void backward_loop(at::Tensor dz, const at::Tensor& hs, const at::Tensor& w,
                    c10::optional<at::Tensor> norms, const std::string& activation) {
   const Act a = parse(activation);
-  std::vector<at::Tensor> z = dz.unbind(0), h = hs.unbind(0), n;
+  const int64_t time = hs.dim() - 3;
+  std::vector<at::Tensor> z = dz.unbind(time), h = hs.unbind(time), n;
   if (norms) n = norms->unbind(0);
   const std::vector<int64_t> last_dim{-1};
   for (int64_t t = static_cast<int64_t>(z.size()) - 1; t >= 0; --t) {
     if (norms) at::linalg_vector_norm_out(n[t], z[t], 2, last_dim, false, c10::nullopt);
     apply_backward(z[t], h[t], a);
-    if (t > 0) z[t - 1].addmm_(z[t], w);
+    if (t > 0) accumulate(z[t - 1], z[t], w);
   }
 }
 
