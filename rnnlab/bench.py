@@ -12,10 +12,11 @@ reported as ratios to (a). Also: (c)'s achieved GFLOP/s against a large-matmul p
 in the same run, and the peak memory of one step of (a) and (c) (CUDA: the allocator's peak;
 CPU: the profiler's allocation timeline).
 
-Then the sweep throughput of ensembles (``rnnlab.ensemble``): the wall time of the default
+Then ensembles (``rnnlab.ensemble``): eight networks trained one after another against the
+same eight as one stack, at a few shapes; and the sweep throughput: the wall time of the default
 sweep (``make sweep``, experiments/vanishing.yaml) run as a user runs it, each into a fresh
 store, with ``train.ensemble`` off, auto (the default) and 16 (every family stacked),
-reported as ratios to off. Everything is printed and written to ``results/bench.json``.
+interleaved over two rounds, reported as median ratios to off. Everything is printed and written to ``results/bench.json``.
 
     python -m rnnlab.bench [--quick] [--device cpu|cuda] [--no-sweep] [--out results/bench.json]
 """
@@ -179,6 +180,50 @@ def peak_memory_mb(kind: str, T: int, B: int, H: int, device) -> float:
     return max(sum(s) for s in sizes) / 2**20
 
 
+STACK_SHAPES = [(10, 64, 64), (100, 64, 64), (100, 8, 64), (100, 16, 32), (100, 64, 16)]
+STACK_K = 8
+
+
+def time_stack(L: int, B: int, H: int, device, K: int = STACK_K, steps: int = 20) -> dict:
+    """K tanh networks trained by ``train_ensemble`` one after another, then as one stack."""
+    from rnnlab.config import RunConfig
+    from rnnlab.train import train_ensemble
+
+    runs = [
+        RunConfig.model_validate(
+            {
+                "task": {"name": "adding", "seq_len": L},
+                "model": {"hidden_size": H},
+                "train": {"steps": steps, "batch_size": B, "eval_size": B, "device": device.type},
+                "probe": {"every": 10 * steps},  # probes at the first and last step only
+                "seed": seed,
+            }
+        )
+        for seed in range(K)
+    ]
+
+    def timed(group) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in train_ensemble(group):
+            pass
+        _sync(device)
+        return time.perf_counter() - t0
+
+    timed(runs[:1])  # warm-up
+    alone = sum(timed([r]) for r in runs)
+    stacked = timed(runs)
+    return {
+        "L": L,
+        "B": B,
+        "H": H,
+        "K": K,
+        "alone_s": alone,
+        "stacked_s": stacked,
+        "speedup": alone / stacked,
+    }
+
+
 SWEEP = "experiments/vanishing.yaml"
 SWEEP_SETTINGS = ("off", "auto", "16")
 
@@ -202,19 +247,35 @@ def time_sweep(setting: str, overrides: list[str], store: Path) -> dict:
     }
 
 
-def bench_sweep(quick: bool) -> list[dict]:
+def bench_sweep(quick: bool, rounds: int) -> list[dict]:
+    """Each setting ``rounds`` times, interleaved (off, auto, 16, off, …) so that drifts in
+    machine speed hit all alike; the median wall time per setting, and its ratio to off."""
     overrides = ["train.steps=30"] if quick else []
-    rows = []
+    walls: dict[str, list[float]] = {s: [] for s in SWEEP_SETTINGS}
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for setting in SWEEP_SETTINGS:
-            rows.append(time_sweep(setting, overrides, Path(tmp)))
-            rows[-1]["off/this"] = rows[0]["wall_s"] / rows[-1]["wall_s"]
-            print(
-                f"  sweep, train.ensemble={setting:<4}  {rows[-1]['wall_s']:6.1f} s wall  "
-                f"speed-up over off {rows[-1]['off/this']:.2f}x",
-                flush=True,
-            )
-    return rows
+        for r in range(rounds):
+            for setting in SWEEP_SETTINGS:
+                store = Path(tmp) / str(r)
+                store.mkdir(exist_ok=True)
+                rows[setting] = time_sweep(setting, overrides, store)
+                walls[setting].append(rows[setting]["wall_s"])
+                print(
+                    f"  round {r + 1}/{rounds}  train.ensemble={setting:<4} "
+                    f"{rows[setting]['wall_s']:6.1f} s wall",
+                    flush=True,
+                )
+    off = statistics.median(walls["off"])
+    out = []
+    for setting in SWEEP_SETTINGS:
+        med = statistics.median(walls[setting])
+        out.append(
+            rows[setting] | {"wall_s": med, "walls_s": walls[setting], "off/this": off / med}
+        )
+        print(
+            f"  train.ensemble={setting:<4} median {med:6.1f} s   speed-up over off {off / med:.2f}x"
+        )
+    return out
 
 
 def main(argv=None) -> int:
@@ -224,7 +285,10 @@ def main(argv=None) -> int:
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
-        "--no-sweep", action="store_true", help="skip the ensemble sweep timing (about 2 min)"
+        "--no-sweep", action="store_true", help="skip the ensemble sweep timing (about 4 min)"
+    )
+    p.add_argument(
+        "--sweep-rounds", type=int, default=2, help="repeats of each sweep setting (default 2)"
     )
     p.add_argument("--out", type=Path, default=Path("results/bench.json"))
     args = p.parse_args(argv)
@@ -267,10 +331,21 @@ def main(argv=None) -> int:
             " ".join(f"{row[c]:9d}" if isinstance(row[c], int) else f"{row[c]:9.2f}" for c in cols),
             flush=True,
         )
+    print(f"ensembles: {STACK_K} networks one after another (alone) or stacked (train_ensemble)")
+    print(" ".join(f"{c:>9}" for c in ("L", "B", "H", "alone_s", "stacked_s", "speed-up")))
+    stacks = []
+    for L, B, H in STACK_SHAPES[:2] if args.quick else STACK_SHAPES:
+        row = time_stack(L, B, H, device)
+        stacks.append(row)
+        print(
+            f"{L:9d} {B:9d} {H:9d} {row['alone_s']:9.2f} {row['stacked_s']:9.2f} "
+            f"{row['speedup']:8.2f}x",
+            flush=True,
+        )
     sweep = None
     if not args.no_sweep:
         print(f"{SWEEP}: wall time by train.ensemble (each a fresh process and store)")
-        sweep = bench_sweep(args.quick)
+        sweep = bench_sweep(args.quick, args.sweep_rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -281,6 +356,7 @@ def main(argv=None) -> int:
                 "machine": platform.machine(),
                 "matmul_peak_gflops": peak,
                 "rows": rows,
+                "ensembles": stacks,
                 "sweep": sweep,
             },
             indent=2,

@@ -210,10 +210,11 @@ def _execute(
     else:
         overhead = 100 * s.tracking_seconds / max(s.seconds, 1e-9)
         resumed = f", {s.skipped} already done" if s.skipped else ""
+        stacked = f"; {sum(s.stacks)} in {len(s.stacks)} ensembles" if s.stacks else ""
         print(
             f"\n{experiment.name}: {s.finished} finished, {s.diverged} diverged, {s.failed} failed "
             f"of {trained} trained{resumed} in {s.seconds:.1f} s "
-            f"(tracking {s.tracking_seconds:.1f} s, {overhead:.0f}%)"
+            f"(tracking {s.tracking_seconds:.1f} s, {overhead:.0f}%{stacked})"
         )
     for line in s.failures:
         print(f"  failed: {line}")

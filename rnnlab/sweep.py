@@ -53,6 +53,7 @@ class Summary:
     seconds: float = 0.0
     tracking_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    stacks: list[int] = field(default_factory=list)  # size of each ensemble trained (> 1)
 
     @property
     def ok(self) -> bool:
@@ -134,6 +135,7 @@ def run_sweep(
     def partition(workers: int) -> list[list[int]]:
         units = groups(grid, todo, workers)
         stack_size.update((i, len(u)) for u in units for i in u)
+        summary.stacks = [len(u) for u in units if len(u) > 1]
         return units
 
     def start(i: int) -> None:
@@ -257,19 +259,26 @@ def _init_worker(stop, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+FLUSH_SECONDS = 0.2
+"""Workers send their measurements to the writer in batches, at least this often."""
+
+
 def _train_into(q, unit: list[int], runs_json: list[str]) -> None:
-    """Worker process: train one ensemble, sending its measurements to the single writer, one
-    message per training step (all members' measurements of the step together)."""
+    """Worker process: train one ensemble, sending its measurements to the single writer in
+    batches (one message per FLUSH_SECONDS: the queue's cost is per message)."""
     if _STOP.is_set():
         q.put([("skip", i, None) for i in unit])
         return
     batch: list = []
+    sent = time.monotonic()
 
     def emit(k: int, m: Measurement) -> None:
+        nonlocal sent
         batch.append(("m", unit[k], m))
-        if len(batch) >= len(unit):
+        if time.monotonic() - sent >= FLUSH_SECONDS:
             q.put(batch.copy())
             batch.clear()
+            sent = time.monotonic()
 
     def end(k: int, status: str, error: str | None) -> None:
         batch.append(("end", unit[k], (status, error)))
