@@ -154,9 +154,9 @@ class TrainConfig(_Section):
     ensemble: Literal["auto", "off"] | Annotated[int, Field(ge=1)] = "auto"
     """Train grid points that differ only in seed, init, gain, lr, clip_norm or
     divergence_threshold together, as one stacked model of up to K networks (rnnlab.ensemble).
-    Each is still its own run with the same numbers as alone. off: one at a time; K: groups of
-    at most K; auto: up to 16, fewer where memory or idle workers call for it. Not part of
-    run_key."""
+    Each is still its own run with the same numbers as alone. off: one at a time; K: stacks of
+    at most K; auto: up to 16 where stacking pays (CUDA; on a CPU small multiplies or short
+    sequences), fewer where memory or idle workers call for it. Not part of run_key."""
 
     @field_validator("ensemble", mode="before")
     @classmethod

@@ -244,3 +244,17 @@ def test_resume_trains_only_the_unfinished_members_of_an_ensemble(monkeypatch):
             assert len(series) == 31
             assert max(rel(a, m.metrics[key]) for a, m in zip(series, alone, strict=True)) < 1e-9
     assert run_sweep(exp, grid, tracker).skipped == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_stack_on_cuda_matches_each_member_alone_on_the_cpu():
+    runs = [
+        cfg(s, dtype="float64", model={"gain": 1.0 + 0.2 * s}, train={"device": "cuda"})
+        for s in range(3)
+    ]
+    stacked = by_member(runs)
+    for k, run in enumerate(runs):
+        alone = list(
+            train(run.model_copy(update={"train": run.train.model_copy(update={"device": "cpu"})}))
+        )
+        assert_same(stacked[k], alone, 1e-7)
