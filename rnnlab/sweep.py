@@ -1,5 +1,8 @@
 """Run a grid of configs: train each point, stream its measurements into a tracker.
 
+The unit of work is an ensemble (``rnnlab.ensemble.groups``): grid points that differ only in
+seed, init, gain, lr or clipping train as one stacked model; each is still its own run.
+
 Executors: inline (``workers=1``: train in this process) and local processes (``workers=N``:
 N spawned processes train, this process is the single writer to the tracker, so an embedded
 SQLite store never sees concurrent writers). Progress is shown over the total work
@@ -8,7 +11,8 @@ SQLite store never sees concurrent writers). Progress is shown over the total wo
 Resume: a grid point whose ``run_key`` already has a finished or diverged run in the
 experiment is skipped. A run left RUNNING by a process that is gone is marked KILLED, and its
 point is trained again, as are points whose run failed or was killed. ``rerun=True`` trains
-everything and soft-deletes the finished runs it replaces, so a run_key never has two.
+everything and soft-deletes the finished runs it replaces, so a run_key never has two. The
+points still to train regroup into ensembles of their own: a stack cut short resumes smaller.
 
 Interrupts: SIGINT and SIGTERM only set a flag, checked between measurements (never inside a
 tracker call): runs in progress end as KILLED with their metrics so far, runs not started are

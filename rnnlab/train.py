@@ -1,6 +1,9 @@
 """The one training loop. It yields measurements; tracking is somebody else's job.
 
 ``train(run)`` is a generator of :class:`Measurement` — one per training step s = 0..steps.
+It is ``train_ensemble([run])``: the same loop trains several runs as one stacked model
+(``rnnlab.ensemble``), yielding (member, measurement) pairs with each member's numbers as if
+it trained alone.
 Measurement s is taken on step s's batch *before* its update (so step 0 describes the network
 at initialisation); the last one (s = steps) is taken after the final update and makes no
 update. Every ``probe.every`` steps, and at the first and last, it also carries the gradient

@@ -35,6 +35,10 @@ BAD = {
         ["task.seq_len", "greater than or equal to 2"],
     ),
     "lr <= 0": ("name: t\ntrain: {lr: 0}\n", ["train.lr", "greater than 0"]),
+    "ensemble 0": (
+        "name: t\ntrain: {ensemble: 0}\n",
+        [":2:", "train.ensemble", "expected auto, off or a group size ≥ 1 (got 0)"],
+    ),
     "option of another task": (
         "name: t\ntask: {name: copy, variant: halves}\n",
         ["task.variant", "unknown key"],
@@ -146,3 +150,32 @@ def test_dry_run_lists_grid_and_writes_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "3 run(s)" in proc.stdout and "adding-T20-tanh-orthogonal1-s2" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.yaml"]
+
+
+def test_train_ensemble_values_and_what_it_leaves_out_of_run_key(tmp_path):
+    def load(setting: str) -> RunConfig:
+        text = GOOD.replace("train: {steps: 3}", f"train: {{steps: 3, ensemble: {setting}}}")
+        return load_experiment(write(tmp_path / "e.yaml", text))[1][0]
+
+    # YAML reads a bare off/on as booleans
+    assert [load(v).train.ensemble for v in ("off", "on", "auto", "4")] == [
+        "off",
+        "auto",
+        "auto",
+        4,
+    ]
+    assert len({load(v).run_key for v in ("off", "auto", "4")}) == 1  # scheduling, not science
+    assert load("4").run_key == load_experiment(write(tmp_path / "g.yaml", GOOD))[1][0].run_key
+    base = load("auto")
+    members = [
+        base.model_copy(update={"seed": 3}),
+        base.model_copy(
+            update={"model": base.model.model_copy(update={"gain": 2.0, "init": "identity"})}
+        ),
+        base.model_copy(
+            update={"train": base.train.model_copy(update={"lr": 0.1, "clip_norm": 1.0})}
+        ),
+    ]
+    assert {r.ensemble_key for r in members} == {base.ensemble_key}
+    other = base.model_copy(update={"model": base.model.model_copy(update={"hidden_size": 8})})
+    assert other.ensemble_key != base.ensemble_key
