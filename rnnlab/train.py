@@ -148,7 +148,7 @@ def train_ensemble(runs: list[RunConfig]) -> Iterator[tuple[int, Measurement]]:
             "train/loss": loss.detach(),
             "grad/norm": torch.linalg.vector_norm(per_param, dim=0),
         }
-        acc = _per_member(task.accuracy, out.detach(), y)
+        acc = _per_member(task.accuracy, out.detach(), y) if task.classification else None
         if acc is not None:
             values["train/accuracy"] = acc.mean(1)
         if probing:
@@ -257,7 +257,7 @@ def evaluate(task: Task, model: Ensemble, eval_set: list) -> list[dict[str, floa
     for x, y in eval_set:
         out = model(x)
         losses.append(_per_member(task.loss, out, y))
-        acc = _per_member(task.accuracy, out, y)
+        acc = _per_member(task.accuracy, out, y) if task.classification else None
         if acc is not None:
             accs.append(acc)
     loss = torch.cat(losses, dim=1).mean(1).tolist()
