@@ -70,9 +70,6 @@ class Ensemble(nn.Module):
         self.record_hidden_grads = True
         self.hidden_grad_norms: torch.Tensor | None = None
 
-    def __len__(self) -> int:
-        return len(self.members)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (K, L, B, D) → outputs at the read-out steps (K, S, B, O)."""
         self.hidden_grad_norms = None
