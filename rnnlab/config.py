@@ -189,10 +189,11 @@ class RunConfig(_Section):
 
     @property
     def run_key(self) -> str:
-        """Stable identity of the resolved config (hash of its canonical JSON), leaving out
-        ``train.ensemble``: how a run is scheduled does not change what it computes."""
+        """Stable identity of what a run computes: the hash of its canonical JSON and of
+        ``NUMERICS``, leaving out ``train.ensemble`` (how a run is scheduled changes no bit
+        of what it computes: ``tests/test_reproducibility.py``)."""
         spec = self.model_dump(mode="json", exclude={"train": {"ensemble"}})
-        blob = json.dumps(spec, sort_keys=True)
+        blob = json.dumps(spec, sort_keys=True) + f"/numerics={NUMERICS}"
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
@@ -207,6 +208,12 @@ class RunConfig(_Section):
         """Every leaf by dotted key, e.g. {'task.seq_len': 100, 'model.gain': 1.0, 'seed': 0}."""
         return flatten(self.model_dump(mode="json"))
 
+
+NUMERICS = 2
+"""The version of rnnlab's arithmetic, part of every run_key: raised when a change alters the
+bits a config computes (2: batch-size-independent multiplies and reductions, one CPU thread
+per run, optimizers as batched elementwise ops), so a store never mixes runs of one config
+computed two ways; runs stored under an older version are retrained, not reused."""
 
 MEMBER_KEYS = (
     "seed",

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from rnnlab.config import RunConfig
-from rnnlab.rnn import RNNModel, _ElmanBPTT
+from rnnlab.rnn import RNNModel, _ElmanBPTT, member_mm
 
 AUTO_MAX = 16
 """``train.ensemble: auto`` stacks at most this many members…"""
@@ -80,10 +80,10 @@ class Ensemble(nn.Module):
         )
         seen = hs[:, self.readout_steps]  # (K, S, B, H)
         K, S, B, H = seen.shape
-        out = torch.baddbmm(
-            self.readout["bias"].unsqueeze(1),
+        out = member_mm(
             seen.reshape(K, S * B, H),
             self.readout["weight"].transpose(1, 2),
+            self.readout["bias"].unsqueeze(1),
         )
         return out.view(K, S, B, -1)
 

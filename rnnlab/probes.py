@@ -36,7 +36,10 @@ def gradient_profile(hidden_grad_norms: torch.Tensor, loss_scale: float) -> torc
     Returns:
         ([K,] L) float64 tensor on the CPU, index t−1 ↔ time step t.
     """
-    return (hidden_grad_norms.detach().double() * loss_scale).mean(dim=-1).cpu()
+    n = hidden_grad_norms.detach().double() * loss_scale
+    if n.dim() == 3:  # each member by its own reduction: its bits must not depend on the stack
+        return torch.stack([member.mean(dim=-1) for member in n]).cpu()
+    return n.mean(dim=-1).cpu()
 
 
 def profile_summary(n: torch.Tensor) -> dict[str, float]:

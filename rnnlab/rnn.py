@@ -17,7 +17,9 @@ name to ``ActivationName`` / ``InitName`` in ``rnnlab.config``.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -194,8 +196,8 @@ class _ElmanBPTT(torch.autograd.Function):
                 t.unsqueeze(0) for t in (x, weight_ih, weight_hh, bias)
             )
         K, T, B, D = x.shape
-        hs = torch.baddbmm(  # z_t without W_hh, all steps at once
-            bias.unsqueeze(1), x.reshape(K, T * B, D), weight_ih.transpose(1, 2)
+        hs = member_mm(  # z_t without W_hh, all steps at once
+            x.reshape(K, T * B, D), weight_ih.transpose(1, 2), bias.unsqueeze(1)
         ).view(K, T, B, -1)
         _run_forward(hs, weight_hh.transpose(1, 2), activation)
         ctx.save_for_backward(x, weight_ih, weight_hh, hs)
@@ -218,21 +220,70 @@ class _ElmanBPTT(torch.autograd.Function):
             norms = norms.movedim(0, 1)  # (K, T, B)
             recorder.hidden_grad_norms = norms[0] if single else norms
         flat = dz.view(K, T * B, H)
-        grad_w_hh = dz[:, 1:].reshape(K, -1, H).transpose(1, 2) @ hs[:, :-1].reshape(K, -1, H)
+        grad_w_hh = member_mm(
+            dz[:, 1:].reshape(K, -1, H).transpose(1, 2), hs[:, :-1].reshape(K, -1, H)
+        )
         # this order is ~6x faster for small D
-        grad_w_ih = (x.reshape(K, T * B, -1).transpose(1, 2) @ flat).transpose(1, 2)
-        grad_b = flat.sum(1)
-        grad_x = (flat @ weight_ih).view(x.shape) if ctx.needs_input_grad[0] else None
+        grad_w_ih = member_mm(x.reshape(K, T * B, -1).transpose(1, 2), flat).transpose(1, 2)
+        grad_b = torch.stack([f.sum(0) for f in flat])
+        grad_x = member_mm(flat, weight_ih).view(x.shape) if ctx.needs_input_grad[0] else None
         grads = (grad_x, grad_w_ih, grad_w_hh, grad_b)
         if single:
             grads = tuple(g[0] if g is not None else None for g in grads)
         return *grads, None, None
 
 
+def member_mm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    """c + a @ b for each member of a stack: a (K, M, N), b (K, N, P), c broadcast to (K, M, P).
+
+    One plain 2-D multiply per member, never a batched one: ATen chooses a batched multiply's
+    kernel by the batch size (a matrix-vector kernel for one member, another for several), so
+    a member's bits would depend on how many members it trains beside. On a CPU ``baddbmm`` is
+    this same loop for all but the smallest shapes, so nothing is lost. Differentiable.
+    """
+    if c is None:
+        return torch.stack([x @ y for x, y in zip(a, b, strict=True)])
+    c = c.expand(a.shape[0], *c.shape[1:])
+    return torch.stack([torch.addmm(z, x, y) for x, y, z in zip(a, b, c, strict=True)])
+
+
+def _member_addmm_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """out += a @ b per member, in place (the Python loops' ``member_mm``)."""
+    for o, x, y in zip(out, a, b, strict=True):
+        o.addmm_(x, y)
+    return out
+
+
+@functools.cache
+def check_reproducible() -> bool:
+    """Do this process's CPU multiplies give the same bits wherever their operands sit in
+    memory? Warns once if not (MKL's strict mode is off: ``rnnlab/__init__.py``)."""
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(5, 21, generator=g), torch.randn(21, 5, generator=g), torch.randn(5, 5))
+    results = []
+    for offset in (0, 1, 3):  # the same values at different alignments
+        buf = torch.empty(a.numel() + 4)
+        shifted = buf[offset : offset + a.numel()].view(5, 21)
+        shifted.copy_(a)
+        results.append(torch.addmm(c, shifted, b))
+    same = all(torch.equal(results[0], r) for r in results[1:])
+    if not same:
+        warnings.warn(
+            "rnnlab: this process's matrix multiplies depend on memory alignment (MKL strict "
+            "mode is off: torch ran before rnnlab was imported, or MKL_CBWR is set), so a "
+            "run's float bits may depend on the stack it trains in; import rnnlab first or "
+            "set MKL_CBWR=AUTO,STRICT",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return same
+
+
 def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
-    """The forward recursion over hs (K, T, B, H), in place; w_t = W_hhᵀ (K, H, H)."""
-    if hs.shape[0] == 1:  # one member: 2-D views and plain multiplies
-        hs, w_t = hs[0], w_t[0]
+    """The forward recursion over hs (K, T, B, H), in place; w_t = W_hhᵀ (K, H, H).
+
+    K = 1 runs the same batched calls as any stack (no 2-D shortcut): a member's numbers are
+    then the same bits whatever K it trains in."""
     ext = _ext.loops()
     if ext is not None:
         ext.forward_loop(hs, w_t, activation)
@@ -242,9 +293,6 @@ def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
 
 def _run_backward(dz, hs, w, norms: torch.Tensor | None, activation: str) -> None:
     """The BPTT recursion over dz (K, T, B, H), in place; norms (T, K, B) or None."""
-    if hs.shape[0] == 1:
-        dz, hs, w = dz[0], hs[0], w[0]
-        norms = norms[:, 0] if norms is not None else None
     ext = _ext.loops()
     if ext is not None:
         ext.backward_loop(dz, hs, w, norms, activation)
@@ -255,7 +303,7 @@ def _run_backward(dz, hs, w, norms: torch.Tensor | None, activation: str) -> Non
 def _forward_loop(hs: torch.Tensor, w_t: torch.Tensor, act: Activation) -> None:
     """hs ([K,] T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ (C++: csrc/)."""
     steps = hs.unbind(hs.dim() - 3)  # views; no indexing inside the loop
-    mm = torch.Tensor.baddbmm_ if w_t.dim() == 3 else torch.Tensor.addmm_
+    mm = _member_addmm_ if w_t.dim() == 3 else torch.Tensor.addmm_
     act.fn_(steps[0])  # h_0 = 0
     for t in range(1, len(steps)):
         act.fn_(mm(steps[t], steps[t - 1], w_t))
@@ -266,7 +314,7 @@ def _backward_loop(dz, hs, w, norms: torch.Tensor | None, act: Activation) -> No
     ‖δ_t‖₂."""
     time = hs.dim() - 3
     h_steps, z_steps = hs.unbind(time), dz.unbind(time)
-    mm = torch.Tensor.baddbmm_ if w.dim() == 3 else torch.Tensor.addmm_
+    mm = _member_addmm_ if w.dim() == 3 else torch.Tensor.addmm_
     for t in range(len(z_steps) - 1, -1, -1):  # slot t holds δ_t here
         if norms is not None:
             torch.linalg.vector_norm(z_steps[t], dim=-1, out=norms[t])

@@ -28,28 +28,21 @@ and no update is made with it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from rnnlab import probes, theory
-from rnnlab.config import RunConfig, TrainConfig
+from rnnlab.config import RunConfig
 from rnnlab.ensemble import Ensemble
-from rnnlab.rnn import RNNModel
+from rnnlab.optim import OPTIMIZERS
+from rnnlab.rnn import RNNModel, check_reproducible
 from rnnlab.tasks import Task, make_task
-
-# Each updates θ ← θ − lr·u with u independent of lr: ensembles rely on it to give members
-# their own learning rates (``_interpolate``).
-OPTIMIZERS: dict[str, Callable[[list, TrainConfig], torch.optim.Optimizer]] = {
-    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum),
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr),
-    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, momentum=c.momentum),
-}
 
 
 @dataclass
@@ -114,16 +107,34 @@ def train_ensemble(runs: list[RunConfig]) -> Iterator[tuple[int, Measurement]]:
     keys = {r.ensemble_key for r in runs}
     if len(keys) != 1:
         raise ValueError("an ensemble's runs must agree on everything but config.MEMBER_KEYS")
+    device = resolve_device(runs[0].train.device)
+    with _one_thread(device):
+        yield from _train(runs, device)
+
+
+@contextmanager
+def _one_thread(device: torch.device):
+    """Train on one CPU thread: ATen splits work between threads at points that depend on the
+    thread count, which changes the order of float additions, so a run's bits would depend on
+    how many workers share the machine. Parallelism comes from workers (one run each)."""
+    if device.type != "cpu":
+        yield
+        return
+    check_reproducible()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, Measurement]]:
     cfg = runs[0].train  # the shared settings
-    device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     task = make_task(**runs[0].task.model_dump())
     model = Ensemble([build(r, device, task)[1] for r in runs])
-    lr = max(r.train.lr for r in runs)  # the optimizer's; members rescale their step below
-    make_optimizer = functools.partial(
-        OPTIMIZERS[cfg.optimizer], c=cfg.model_copy(update={"lr": lr})
-    )
-    optimizer = make_optimizer(list(model.parameters()))
+    optimizer = OPTIMIZERS[cfg.optimizer](list(model.parameters()), momentum=cfg.momentum)
     batches = [stream(r.seed, "train") for r in runs]
     eval_streams = [stream(r.seed, "eval") for r in runs]
     eval_set = [  # chunks of the fixed held-out set, stacked over the members
@@ -137,24 +148,21 @@ def train_ensemble(runs: list[RunConfig]) -> Iterator[tuple[int, Measurement]]:
         x, y = _stack([task.sample(cfg.batch_size, batches[k]) for k in active], device, dtype)
         model.record_hidden_grads = probing
         out = model(x)  # (K, S, B, O)
-        loss = _per_member(task.loss, out, y).mean(1)  # (K,): each member's own batch mean
-        optimizer.zero_grad(set_to_none=True)
+        loss = _per_member(lambda o, t: task.loss(o, t).mean(), out, y)  # (K,) batch means
+        for p in model.parameters():
+            p.grad = None
         loss.sum().backward()  # members share no parameter: each gets its own loss's gradient
         params = dict(model.named_parameters())
-        per_param = torch.stack(  # ‖∂L/∂θ‖₂ per parameter and member, (P, K)
-            [torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in params.values()]
-        )
         values = {
             "train/loss": loss.detach(),
-            "grad/norm": torch.linalg.vector_norm(per_param, dim=0),
+            "grad/norm": _norms(torch.cat([p.grad.flatten(1) for p in params.values()], 1)),
         }
-        acc = _per_member(task.accuracy, out.detach(), y) if task.classification else None
-        if acc is not None:
-            values["train/accuracy"] = acc.mean(1)
-        if probing:
-            values |= {
-                f"grad/{n.removeprefix('rnn.')}": v for n, v in zip(params, per_param, strict=True)
-            }
+        if task.classification:
+            values["train/accuracy"] = _per_member(
+                lambda o, t: task.accuracy(o, t).mean(), out.detach(), y
+            )
+        if probing:  # ‖∂L/∂θ‖₂ per parameter and member
+            values |= {f"grad/{n.removeprefix('rnn.')}": _norms(p.grad) for n, p in params.items()}
         table = torch.stack([v.double() for v in values.values()]).cpu().tolist()  # one sync
         metrics = [dict(zip(values, column, strict=True)) for column in zip(*table, strict=True)]
 
@@ -190,30 +198,30 @@ def train_ensemble(runs: list[RunConfig]) -> Iterator[tuple[int, Measurement]]:
             return
         if len(kept) < len(active):  # drop the diverged: they stop, the others go on
             active = [active[j] for j in kept]
-            optimizer = _keep(model, optimizer, make_optimizer, kept)
+            model.keep(kept)
+            optimizer.keep(kept)
+            optimizer.set_params(list(model.parameters()))
             eval_set = [(ex[kept], ey[kept]) for ex, ey in eval_set]
         grads = [p.grad for p in model.parameters()]
         if any(s != 1.0 for s in scale):
             _scale_members(grads, scale)
-        lrs = [runs[k].train.lr / lr for k in active]
-        before = (
-            [p.detach().clone() for p in model.parameters()] if any(r != 1 for r in lrs) else None
-        )
-        optimizer.step()
-        if before is not None:  # θ ← θ + (lr_k / lr)(θ′ − θ): each member's own learning rate
-            _interpolate(before, list(model.parameters()), lrs)
+        lrs = [runs[k].train.lr for k in active]
+        optimizer.step(torch.tensor(lrs, dtype=torch.float64, device=device))
 
 
-def _per_member(fn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-    """A task's per-sequence function over stacked members: (K, S, B, …) → (K, B).
+def _per_member(fn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """fn(out_k, y_k) for each member k of a stack: (K, S, B, …) → (K, …).
 
-    The members' batches are laid side by side as one batch of K·B sequences."""
-    K, S, B = out.shape[:3]
-    result = fn(
-        out.transpose(0, 1).reshape(S, K * B, *out.shape[3:]),
-        y.transpose(0, 1).reshape(S, K * B, *y.shape[3:]),
-    )
-    return None if result is None else result.view(K, B)
+    Every per-member number is computed by its own call on exactly the shapes it has alone:
+    a reduction over several members' data may sum in another order than over one member's
+    (it did for the copy task's loss at B = 2), and a member's bits must not depend on its
+    stack (tests/test_reproducibility.py)."""
+    return torch.stack([fn(o, t) for o, t in zip(out, y, strict=True)])
+
+
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    """‖x_k‖₂ per member of a (K, …) tensor, each by its own reduction (see _per_member)."""
+    return torch.stack([torch.linalg.vector_norm(row) for row in x])
 
 
 @torch.no_grad()
@@ -224,44 +232,21 @@ def _scale_members(grads: list[torch.Tensor], scale: list[float]) -> None:
 
 
 @torch.no_grad()
-def _interpolate(before: list[torch.Tensor], params: list[torch.Tensor], weights: list[float]):
-    """Each update is lr·u with u independent of lr for every optimizer in OPTIMIZERS, so
-    scaling member k's displacement by lr_k / lr gives exactly its own learning rate."""
-    w = torch.tensor(weights, dtype=params[0].dtype, device=params[0].device)
-    for b, p in zip(before, params, strict=True):
-        p.copy_(b.lerp_(p, w.view(-1, *[1] * (p.dim() - 1))))
-
-
-def _keep(model: Ensemble, optimizer, make_optimizer, kept: list[int]):
-    """Shrink the ensemble to the members at positions ``kept``, and the optimizer with it."""
-    old = list(model.parameters())
-    state = optimizer.state_dict()
-    state["state"] = {  # per-member state (moments, momentum) has the parameter's shape
-        i: {
-            name: v[kept] if torch.is_tensor(v) and v.shape == old[i].shape else v
-            for name, v in s.items()
-        }
-        for i, s in state["state"].items()
-    }
-    model.keep(kept)
-    optimizer = make_optimizer(list(model.parameters()))
-    optimizer.load_state_dict(state)
-    return optimizer
-
-
-@torch.no_grad()
 def evaluate(task: Task, model: Ensemble, eval_set: list) -> list[dict[str, float]]:
     """Per member: mean loss (and accuracy) over its fixed held-out set; loss_ratio = loss /
     baseline."""
     losses, accs = [], []
     for x, y in eval_set:
         out = model(x)
-        losses.append(_per_member(task.loss, out, y))
-        acc = _per_member(task.accuracy, out, y) if task.classification else None
-        if acc is not None:
-            accs.append(acc)
-    loss = torch.cat(losses, dim=1).mean(1).tolist()
-    acc = torch.cat(accs, dim=1).mean(1).tolist() if accs else None
+        losses.append(_per_member(task.loss, out, y))  # (K, B)
+        if task.classification:
+            accs.append(_per_member(task.accuracy, out, y))
+    loss = _per_member(lambda row, _: row.mean(), torch.cat(losses, 1), losses[0]).tolist()
+    acc = (
+        _per_member(lambda row, _: row.mean(), torch.cat(accs, 1), accs[0]).tolist()
+        if accs
+        else None
+    )
     out = []
     for k, value in enumerate(loss):
         metrics = {"eval/loss": value, "eval/loss_ratio": value / task.baseline}

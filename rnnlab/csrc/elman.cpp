@@ -44,12 +44,17 @@ void apply_backward(at::Tensor& g, const at::Tensor& h, Act a) {
   }
 }
 
-// out += a @ b: a plain multiply for one network (2-D b), batched over members for a stack (3-D).
+// out += a @ b for each member of a stack (3-D) or one network (2-D). One plain multiply per
+// member, never a batched one: ATen picks a batched multiply's kernel by the batch size, so a
+// member's bits would depend on how many members it is stacked with.
 void accumulate(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  if (b.dim() == 3) {
-    out.baddbmm_(a, b);
-  } else {
+  if (b.dim() == 2) {
     out.addmm_(a, b);
+    return;
+  }
+  for (int64_t k = 0; k < b.size(0); ++k) {
+    at::Tensor o = out.select(0, k);
+    o.addmm_(a.select(0, k), b.select(0, k));
   }
 }
 
