@@ -1,7 +1,9 @@
 """Synthetic long-dependency tasks: pure, seeded generators.
 
 Every task is time-major like ``torch.nn.RNN``: ``x`` is (L, B, D) where L is the task's
-total sequence length. The network reads out at ``task.readout`` (a slice of time steps),
+total sequence length. A batch is drawn on its generator's device, by ops that take the
+generator (``rand``, ``randint``), so a CUDA generator samples on the GPU with no host work
+and a CPU generator gives the same bits as ever. The network reads out at ``task.readout`` (a slice of time steps),
 giving ``out`` of shape (S, B, O); ``task.loss(out, y)`` returns one loss per sequence (B,).
 
 ``baseline`` is the analytic loss of the best predictor that ignores the input: a run whose
@@ -34,7 +36,7 @@ class Task:
     def sample(
         self, batch_size: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw a batch on the CPU. Returns x (L, B, D) float32 and the target y."""
+        """Draw a batch on ``generator.device``. Returns x (L, B, D) float32 and the target y."""
         raise NotImplementedError
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -84,16 +86,16 @@ class Adding(Task):
         self.baseline = 1 / 6
 
     def sample(self, batch_size, generator):
-        T, B = self.seq_len, batch_size
-        values = torch.rand(T, B, generator=generator)
+        T, B, dev = self.seq_len, batch_size, generator.device
+        values = torch.rand(T, B, generator=generator, device=dev)
         if self.variant == "uniform":  # two distinct positions, uniformly
-            pos = torch.rand(B, T, generator=generator).topk(2, dim=1).indices.T  # (2, B)
+            pos = torch.rand(B, T, generator=generator, device=dev).topk(2, dim=1).indices.T
         else:
             half = T // 2
-            first = torch.randint(0, half, (B,), generator=generator)
-            second = torch.randint(half, T, (B,), generator=generator)
-            pos = torch.stack([first, second])
-        markers = torch.zeros(T, B)
+            first = torch.randint(0, half, (B,), generator=generator, device=dev)
+            second = torch.randint(half, T, (B,), generator=generator, device=dev)
+            pos = torch.stack([first, second])  # (2, B)
+        markers = torch.zeros(T, B, device=dev)
         markers.scatter_(0, pos, 1.0)
         x = torch.stack([values, markers], dim=-1)  # (T, B, 2)
         y = (values * markers).sum(0).view(1, B, 1)  # (1, B, 1)
@@ -126,11 +128,12 @@ class Copy(Task):
 
     def sample(self, batch_size, generator):
         N, K, T, B = self.n_symbols, self.n_categories, self.seq_len, batch_size
-        data = torch.randint(1, K + 1, (N, B), generator=generator)
-        ids = torch.zeros(self.length, B, dtype=torch.long)
+        dev = generator.device
+        data = torch.randint(1, K + 1, (N, B), generator=generator, device=dev)
+        ids = torch.zeros(self.length, B, dtype=torch.long, device=dev)
         ids[:N] = data
         ids[N + T - 1] = K + 1  # delimiter: "recall now"
-        y = torch.zeros(self.length, B, dtype=torch.long)
+        y = torch.zeros(self.length, B, dtype=torch.long, device=dev)
         y[T + N :] = data
         return _one_hot(ids, self.input_size), y
 
@@ -161,15 +164,15 @@ class TemporalOrder(Task):
         self.baseline = math.log(4)
 
     def sample(self, batch_size, generator):
-        T, B = self.seq_len, batch_size
-        ids = torch.randint(0, 4, (T, B), generator=generator)
+        T, B, dev = self.seq_len, batch_size, generator.device
+        ids = torch.randint(0, 4, (T, B), generator=generator, device=dev)
         # t1 ∈ [0.1T, 0.2T], t2 ∈ [0.5T, 0.6T], kept distinct and inside the sequence for tiny T
         lo1, hi1 = int(0.1 * T), int(0.2 * T)
         lo2 = max(int(0.5 * T), hi1 + 1)
         hi2 = min(max(lo2, int(0.6 * T)), T - 1)
-        t1 = torch.randint(lo1, hi1 + 1, (B,), generator=generator)
-        t2 = torch.randint(lo2, hi2 + 1, (B,), generator=generator)
-        first, second = torch.randint(0, 2, (2, B), generator=generator)
+        t1 = torch.randint(lo1, hi1 + 1, (B,), generator=generator, device=dev)
+        t2 = torch.randint(lo2, hi2 + 1, (B,), generator=generator, device=dev)
+        first, second = torch.randint(0, 2, (2, B), generator=generator, device=dev)
         ids.scatter_(0, t1.view(1, B), (4 + first).view(1, B))
         ids.scatter_(0, t2.view(1, B), (4 + second).view(1, B))
         y = (2 * first + second).view(1, B)
@@ -198,9 +201,9 @@ class Permutation(Task):
         self.baseline = math.log(2)
 
     def sample(self, batch_size, generator):
-        T, B = self.seq_len, batch_size
-        ids = torch.randint(2, self.n_symbols, (T, B), generator=generator)
-        ids[0] = torch.randint(0, 2, (B,), generator=generator)
+        T, B, dev = self.seq_len, batch_size, generator.device
+        ids = torch.randint(2, self.n_symbols, (T, B), generator=generator, device=dev)
+        ids[0] = torch.randint(0, 2, (B,), generator=generator, device=dev)
         return _one_hot(ids, self.input_size), ids[0].view(1, B).clone()
 
 

@@ -1,5 +1,6 @@
 """Tasks: shapes, markers, targets, determinism, and each baseline against Monte Carlo."""
 
+import hashlib
 import math
 
 import pytest
@@ -102,6 +103,56 @@ def test_determinism(name):
     a, b, c = (task.sample(8, gen(s)) for s in (5, 5, 6))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
+
+
+# sha256 (first 16 hex digits) of two successive batches (B = 5, then 3) from one CPU generator,
+# computed with the implementation before sampling followed the generator's device: the bits,
+# dtypes, shapes and the generator's consumption must not change.
+CPU_STREAMS = [
+    ("adding", 13, {"variant": "uniform"}, 0, "4fd52ab8cfe6e06e"),
+    ("adding", 13, {"variant": "uniform"}, 7, "e1daed58dcc7d6f5"),
+    ("adding", 13, {"variant": "halves"}, 0, "b25908f07836c570"),
+    ("adding", 13, {"variant": "halves"}, 7, "80addb6d5e991ed7"),
+    ("copy", 7, {}, 0, "ae7e0bc6d78bd0b0"),
+    ("copy", 7, {}, 7, "144a5c63388f0f0f"),
+    ("temporal_order", 20, {}, 0, "6763a62232e8f77f"),
+    ("temporal_order", 20, {}, 7, "a5d66d1f26acd8e8"),
+    ("permutation", 11, {"n_symbols": 9}, 0, "e628dfdb903cb7ce"),
+    ("permutation", 11, {"n_symbols": 9}, 7, "5e5435d300166835"),
+]
+
+
+def _digest(tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(("name", "T", "options", "seed", "digest"), CPU_STREAMS)
+def test_cpu_samples_are_bit_identical_to_the_saved_stream(name, T, options, seed, digest):
+    task, g = make_task(name, T, **options), gen(seed)
+    batches = [*task.sample(5, g), *task.sample(3, g)]
+    assert all(t.device.type == "cpu" for t in batches)
+    assert _digest(batches) == digest
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_a_cuda_generator_samples_on_the_gpu(name):
+    task = make_task(name, 20)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x, y = task.sample(64, g)
+    cx, cy = task.sample(64, gen(0))
+    assert x.is_cuda and y.is_cuda
+    assert (x.shape, x.dtype, y.shape, y.dtype) == (cx.shape, cx.dtype, cy.shape, cy.dtype)
+    if task.classification:
+        assert torch.all(x.sum(-1) == 1)  # one-hot rows
+    else:
+        assert torch.all(x[..., 1].sum(0) == 2)  # two markers per sequence
+    again = task.sample(64, torch.Generator(device="cuda").manual_seed(0))
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])  # reproducible on the GPU
 
 
 def test_unknown_task():

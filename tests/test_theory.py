@@ -11,7 +11,7 @@ from conftest import cli
 from scipy import integrate
 
 from rnnlab import probes, theory
-from rnnlab.rnn import ACTIVATIONS, VanillaRNN
+from rnnlab.rnn import ACTIVATIONS, RNNModel, VanillaRNN
 
 
 def measured_slope(rnn, x, readout):
@@ -69,6 +69,121 @@ def test_qr_lyapunov_agrees_with_the_perturbation_estimate():
         qr = float(theory.lyapunov_spectrum(w, u, activation, k=3)[0])
         pert = theory.lyapunov_max_perturbation(w, u, activation)
         assert qr == pytest.approx(pert, abs=0.02), activation
+
+
+def qr_per_step_reference(weight_hh, u, activation, k, transient=None):
+    """The QR method with one QR per step per trajectory (rnnlab before the QR interval): the
+    plain loop the batched, interval-QR ``theory.lyapunov_spectrum`` is checked against."""
+    phi = ACTIVATIONS[activation]
+    w, u = weight_hh.detach().double(), u.detach().double()
+    T, B, H = u.shape
+    transient = T // 10 if transient is None else transient
+    g = torch.Generator().manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(B, H, k, dtype=w.dtype, generator=g))[0]
+    h = torch.zeros(B, H, dtype=w.dtype)
+    total = torch.zeros(B, k, dtype=w.dtype)
+    for t in range(T):
+        h = phi.fn(u[t] + h @ w.T)
+        JQ = w @ Q
+        if phi.backward is not None:
+            JQ = phi.backward(torch.ones_like(h), h, torch.empty_like(h))[:, :, None] * JQ
+        Q, R = torch.linalg.qr(JQ)
+        if t >= transient:
+            total += torch.log(torch.diagonal(R, dim1=1, dim2=2).abs())
+    return (total / max(1, T - transient)).mean(0)
+
+
+def reference_lyapunov_max(model, x):
+    rnn = model.rnn
+    with torch.no_grad():
+        u = torch.addmm(rnn.bias, x.flatten(0, 1), rnn.weight_ih.T).view(*x.shape[:2], -1)
+    return float(qr_per_step_reference(rnn.weight_hh, u, rnn.activation, k=1)[0])
+
+
+def model_and_inputs(activation, g, seed=0, L=120, B=8, H=48):
+    """A float32 model as trained (gaussian W_hh of gain g) and inputs x (L, B, 2)."""
+    gen = torch.Generator().manual_seed(seed)
+    model = RNNModel(
+        2, H, 1, slice(-1, None), activation=activation, init="gaussian", gain=g, generator=gen
+    )
+    return model, torch.rand(L, B, 2, generator=gen)
+
+
+def stack(models, xs):
+    """weight_ih (K, H, D), weight_hh (K, H, H), bias (K, H), x (K, L, B, D)."""
+    names = ("weight_ih", "weight_hh", "bias")
+    params = [torch.stack([m.rnn.get_parameter(n).detach() for m in models]) for n in names]
+    return *params, torch.stack(xs)
+
+
+@pytest.mark.parametrize(
+    ("activation", "g"),
+    [("tanh", 0.7), ("tanh", 2.0), ("relu", 1.2), ("relu", 1.8), ("linear", 0.9), ("linear", 1.1)],
+)
+def test_lyapunov_max_by_renormalisation_equals_a_qr_per_step(activation, g):
+    """k = 1: the renormalised vector against the QR method. The trajectory's arithmetic is the
+    same; the chaotic cases (tanh g = 2, relu g = 1.8) would otherwise decorrelate."""
+    model, x = model_and_inputs(activation, g)
+    expected = reference_lyapunov_max(model, x)
+    assert theory.lyapunov_max(model, x) == pytest.approx(expected, abs=1e-6)
+    for m in (1, 7):
+        got = theory.lyapunov_max_stacked(*stack([model], [x]), activation, qr_every=m)
+        assert got.shape == (1,) and got.dtype == torch.float64
+        assert float(got[0]) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "hardtanh"])
+def test_qr_interval_equals_a_qr_per_step(activation):
+    H, T, B, k = 48, 120, 6, 4
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(H, H, dtype=torch.float64, generator=gen) * 1.6 / math.sqrt(H)
+    u = 0.5 * torch.randn(T, B, H, dtype=torch.float64, generator=gen)
+    expected = qr_per_step_reference(w, u, activation, k)
+    for m in (1, theory.QR_EVERY, 10):
+        got = theory.lyapunov_spectrum(w, u, activation, k=k, qr_every=m)
+        assert got.shape == (k,)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_a_stack_equals_each_member_alone():
+    pairs = [model_and_inputs("tanh", g, seed=s) for s, g in enumerate((0.8, 1.5, 3.0))]
+    weight_ih, weight_hh, bias, x = stack(*zip(*pairs, strict=True))
+    stacked = theory.lyapunov_max_stacked(weight_ih, weight_hh, bias, x, "tanh")
+    assert stacked.shape == (3,)
+    alone = [theory.lyapunov_max(model, inputs) for model, inputs in pairs]
+    assert stacked.tolist() == pytest.approx(alone, abs=1e-6)
+    # the spectrum of a stack, k > 1, against member by member
+    w = weight_hh.double()
+    u = 0.5 * torch.randn(3, 60, 4, 48, dtype=torch.float64, generator=torch.Generator())
+    spectra = theory.lyapunov_spectrum(w, u, "tanh", k=3)
+    assert spectra.shape == (3, 3)
+    for j in range(3):
+        torch.testing.assert_close(
+            spectra[j], theory.lyapunov_spectrum(w[j], u[j], "tanh", k=3), rtol=0, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("g", [0.5, 1.25, 3.0])
+def test_linear_scaled_orthogonal_every_exponent_is_ln_g(g):
+    """The whole spectrum (k = H), with a QR per step and at the default interval."""
+    H = 16
+    gen = torch.Generator().manual_seed(1)
+    w = g * torch.linalg.qr(torch.randn(H, H, dtype=torch.float64, generator=gen))[0]
+    u = torch.randn(80, 3, H, dtype=torch.float64, generator=gen)
+    for m in (1, theory.QR_EVERY):
+        spectrum = theory.lyapunov_spectrum(w, u, "linear", k=H, qr_every=m)
+        expected = torch.full((H,), math.log(g), dtype=torch.float64)
+        torch.testing.assert_close(spectrum, expected, rtol=0, atol=1e-6)
+
+
+def test_dead_relu_network_gives_minus_infinity_not_nan():
+    """Every unit off (b ≪ 0): the tangent vector is zero, λ_max = −∞ as with a QR per step."""
+    model, x = model_and_inputs("relu", 1.0)
+    with torch.no_grad():
+        model.rnn.bias.fill_(-100.0)
+    assert theory.lyapunov_max(model, x) == reference_lyapunov_max(model, x) == -math.inf
+    with pytest.raises(ValueError, match="qr_every"):
+        theory.lyapunov_max_stacked(*stack([model], [x]), "relu", qr_every=0)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
