@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 
 from rnnlab import __version__
-from rnnlab.config import ConfigError, Experiment, RunConfig, load_experiment, run_name
+from rnnlab.config import (
+    MAX_GRID,
+    MAX_GRID_YES,
+    ConfigError,
+    Experiment,
+    RunConfig,
+    load_experiment,
+    run_name,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -41,14 +49,64 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except Exception as e:  # no traceback for the user; one for a bug report on request
+        if type(e).__name__ in ("StoreBusy", "StoreError"):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        if os.environ.get("RNNLAB_DEBUG"):
+            raise
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"error: {type(e).__name__}: {detail[:500]} (internal error; RNNLAB_DEBUG=1 shows "
+            "the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (1–65535)")
+    return port
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= n <= 1024:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1024 (got {n})")
+    return n
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number (got {text})")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported on one line (exit 2) instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="rnnlab", description="Measure how gradients flow back through vanilla RNNs."
     )
     p.add_argument("--version", action="version", version=f"rnnlab {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def experiment_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("file", type=Path, help="experiment YAML, e.g. experiments/vanishing.yaml")
@@ -57,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
             nargs="*",
             metavar="key=value",
             help="dotted overrides applied after the file, e.g. train.steps=50 task.seq_len=40",
+        )
+        sp.add_argument(
+            "--yes",
+            action="store_true",
+            help=f"accept a grid of more than {MAX_GRID:,} points (at most {MAX_GRID_YES:,})",
         )
 
     def uri_arg(sp: argparse.ArgumentParser) -> None:
@@ -90,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--workers",
-        type=int,
+        type=_workers,
         default=None,
         help="local worker processes (default: min(CPUs, grid size))",
     )
@@ -99,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train the file's base config once (its sweep is ignored)")
     experiment_args(r)
     uri_arg(r)
+    r.add_argument(
+        "--rerun", action="store_true", help="train it again even if it already finished"
+    )
     r.set_defaults(func=cmd_run)
 
     rp = sub.add_parser(
@@ -123,9 +189,9 @@ def _parser() -> argparse.ArgumentParser:
     th.add_argument(
         "--activation", required=True, help="tanh, relu, sigmoid, linear, leaky_relu, hardtanh"
     )
-    th.add_argument("--gain", type=float, required=True, help="σ_w: W_hh ~ N(0, gain²/H)")
-    th.add_argument("--input-var", type=float, default=0.0, help="q_in: input variance per unit")
-    th.add_argument("--bias-var", type=float, default=0.0, help="σ_b²: bias variance")
+    th.add_argument("--gain", type=_finite, required=True, help="σ_w: W_hh ~ N(0, gain²/H)")
+    th.add_argument("--input-var", type=_finite, default=0.0, help="q_in: input variance per unit")
+    th.add_argument("--bias-var", type=_finite, default=0.0, help="σ_b²: bias variance")
     th.add_argument("--json", action="store_true", help="print one JSON object")
     th.set_defaults(func=cmd_theory)
 
@@ -135,14 +201,35 @@ def _parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("ui", help="serve the MLflow UI on the store (127.0.0.1)")
     uri_arg(u)
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=_port, default=5000)
     u.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     u.set_defaults(func=cmd_ui)
     return p
 
 
+def _load(args) -> tuple[Experiment, list[RunConfig]]:
+    """The experiment and its grid, every check that needs no store done (exit 2 if not)."""
+    experiment, grid = load_experiment(
+        args.file, args.overrides, MAX_GRID_YES if args.yes else MAX_GRID
+    )
+    if any(r.train.device == "cuda" for r in grid):  # only then is torch worth importing
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                [
+                    f"{args.file}: train.device=cuda, but this machine has no CUDA device "
+                    "(use auto or cpu)"
+                ]
+            )
+    uri = getattr(args, "tracking_uri", None)
+    if uri is not None and not uri.strip():
+        raise ConfigError(["--tracking-uri: empty; leave it out for results/mlflow.db"])
+    return experiment, grid
+
+
 def cmd_validate(args) -> int:
-    experiment, grid = load_experiment(args.file, args.overrides)
+    experiment, grid = _load(args)
     swept = experiment.swept_keys()
     axes = f" over {', '.join(swept)}" if swept else ""
     print(f"{args.file}: ok — experiment {experiment.name!r}, {len(grid)} run(s){axes}")
@@ -150,11 +237,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    experiment, grid = load_experiment(args.file, args.overrides)
+    experiment, grid = _load(args)
     if args.ray_address and args.executor != "ray":
         raise ConfigError(["--ray-address needs --executor ray"])
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError([f"--workers: must be ≥ 1 (got {args.workers})"])
     if args.dry_run:
         swept = experiment.swept_keys()
         for run in grid:
@@ -166,7 +251,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_run(args) -> int:
-    experiment, _ = load_experiment(args.file, args.overrides)
+    experiment, _ = _load(args)
     return _execute(experiment, [experiment.base()], args, workers=1, parent=False)
 
 
@@ -197,6 +282,8 @@ def _execute(
         ray_address=getattr(args, "ray_address", None),
     )
     s = summary
+    if s.dead_sweeps:
+        print(f"{s.dead_sweeps} sweep(s) left RUNNING by a dead process were closed as KILLED")
     if s.stale:
         print(f"{s.stale} run(s) left RUNNING by a dead process were marked KILLED and redone")
     if s.busy:
@@ -240,13 +327,27 @@ def _check_ray(args, uri: str) -> None:
                 "(make server) and pass --tracking-uri http://HOST:PORT"
             ]
         )
+    if args.ray_address:  # a head that is not there: seconds, not Ray's minutes of retries
+        import socket
+
+        host, _, port = args.ray_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError([f"--ray-address: expected HOST:PORT, got {args.ray_address!r}"])
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as e:
+            raise ConfigError(
+                [f"--ray-address {args.ray_address}: no Ray head answers there ({e})"]
+            ) from None
 
 
 def cmd_report(args) -> int:
     from rnnlab.tracking import MlflowTracker
 
+    if args.tracking_uri is not None and not args.tracking_uri.strip():
+        raise ConfigError(["--tracking-uri: empty; leave it out for results/mlflow.db"])
     tracker = MlflowTracker(args.tracking_uri)
-    tracker.check()
+    tracker.check(create=False)  # a report never creates a store
     from rnnlab import report
 
     names = args.experiment or report.experiments(tracker.uri)
@@ -285,9 +386,12 @@ def cmd_theory(args) -> int:
     bad = [f"{flag}: must be {rule} (got {value})" for flag, value, ok, rule in checks if not ok]
     if bad:
         raise ConfigError(bad)
+    import math
+
     mf = theory.mean_field(args.activation, args.gain, args.input_var, args.bias_var)
-    if args.json:
-        print(json.dumps(mf.as_dict()))
+    if args.json:  # JSON has no Infinity: a non-finite value (χ₁ = 1 has no depth scale) is null
+        values = {k: v if math.isfinite(v) else None for k, v in mf.as_dict().items()}
+        print(json.dumps(values, allow_nan=False))
         return EXIT_OK
     crit = theory.critical_gain(args.activation, args.input_var, args.bias_var)
     regime = "exploding" if mf.chi1 > 1 else "vanishing" if mf.chi1 < 1 else "critical"

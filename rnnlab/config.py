@@ -25,12 +25,16 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -40,6 +44,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from rnnlab.safeyaml import YAMLProblem, parse, read_yaml
+
 # Names of the registered components (see the module docstring for where each lives).
 TaskName = Literal["adding", "copy", "temporal_order", "permutation"]
 ActivationName = Literal["tanh", "relu", "sigmoid", "linear", "leaky_relu", "hardtanh"]
@@ -48,15 +54,34 @@ OptimizerName = Literal["sgd", "adam", "rmsprop"]
 
 
 class _Section(BaseModel):
-    """Strict, immutable config section: unknown keys and wrong types are errors."""
+    """Strict, immutable config section: unknown keys, wrong types and non-finite numbers are
+    errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False
+    )
+
+
+def _number(value: Any) -> Any:
+    """YAML reads true/false/on/off as booleans; a boolean is never a number here."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_not_bool", "expected a number, got a boolean")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_number)]
+Real = Annotated[float, BeforeValidator(_number)]
 
 
 # --------------------------------------------------------------------------- task
 class _Task(_Section):
-    seq_len: int = Field(100, ge=2)
+    seq_len: Int = Field(100, ge=2)
     """T: the span of the long-range dependency, in time steps (each task documents its length)."""
+
+    def dims(self) -> tuple[int, int, int]:
+        """(L, D, O): sequence length, input and output size, as ``rnnlab.tasks`` builds them
+        (a test keeps the two in step); for memory estimates without importing torch."""
+        raise NotImplementedError
 
 
 class AddingTask(_Task):
@@ -66,15 +91,21 @@ class AddingTask(_Task):
     variant: Literal["uniform", "halves"] = "uniform"
     """uniform: markers anywhere (Le et al. 2015); halves: one per half (Arjovsky et al. 2016)."""
 
+    def dims(self) -> tuple[int, int, int]:
+        return self.seq_len, 2, 1
+
 
 class CopyTask(_Task):
     """Copy/memory task: recall symbols after seq_len blanks (rnnlab.tasks.Copy)."""
 
     name: Literal["copy"] = "copy"
-    n_symbols: int = Field(10, ge=1)
+    n_symbols: Int = Field(10, ge=1)
     """How many symbols to memorise and recall."""
-    n_categories: int = Field(8, ge=2)
+    n_categories: Int = Field(8, ge=2)
     """Alphabet size of the memorised symbols."""
+
+    def dims(self) -> tuple[int, int, int]:
+        return self.seq_len + 2 * self.n_symbols, self.n_categories + 2, self.n_categories + 1
 
 
 class TemporalOrderTask(_Task):
@@ -82,13 +113,19 @@ class TemporalOrderTask(_Task):
 
     name: Literal["temporal_order"] = "temporal_order"
 
+    def dims(self) -> tuple[int, int, int]:
+        return self.seq_len, 6, 4
+
 
 class PermutationTask(_Task):
     """Random permutation: recall the first symbol at the end (rnnlab.tasks.Permutation)."""
 
     name: Literal["permutation"] = "permutation"
-    n_symbols: int = Field(100, ge=3)
+    n_symbols: Int = Field(100, ge=3)
     """Alphabet size; the first symbol is one of two classes, the rest are distractors."""
+
+    def dims(self) -> tuple[int, int, int]:
+        return self.seq_len, self.n_symbols, 2
 
 
 def _task_tag(value: Any) -> str:
@@ -117,13 +154,13 @@ TASK_CONFIGS: dict[str, type[_Task]] = {
 class ModelConfig(_Section):
     """Elman RNN h_t = φ(W_hh h_{t−1} + W_xh x_t + b) with a linear readout (rnnlab.rnn)."""
 
-    hidden_size: int = Field(64, ge=1)
+    hidden_size: Int = Field(64, ge=1)
     """H: number of hidden units."""
     activation: ActivationName = "tanh"
     """φ, the elementwise nonlinearity."""
     init: InitName = "orthogonal"
     """Initialisation of the recurrent matrix W_hh (scaled by gain)."""
-    gain: float = Field(1.0, gt=0)
+    gain: Real = Field(1.0, gt=0)
     """Scale of W_hh: std·√H for gaussian, the factor on Q or I, the top eigenvalue for np_rnn."""
 
 
@@ -131,21 +168,21 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """The one training loop (rnnlab.train)."""
 
-    steps: int = Field(300, ge=0)
+    steps: Int = Field(300, ge=0, le=10**9)
     """Number of optimizer updates; each draws a fresh batch."""
-    batch_size: int = Field(64, ge=1)
+    batch_size: Int = Field(64, ge=1)
     """B: sequences per batch."""
     optimizer: OptimizerName = "adam"
     """sgd, adam or rmsprop."""
-    lr: float = Field(1e-3, gt=0)
+    lr: Real = Field(1e-3, gt=0)
     """Learning rate."""
-    momentum: float = Field(0.0, ge=0, lt=1)
+    momentum: Real = Field(0.0, ge=0, lt=1)
     """Momentum for sgd and rmsprop (ignored by adam)."""
-    clip_norm: float | None = Field(None, gt=0)
+    clip_norm: Real | None = Field(None, gt=0)
     """Clip the global gradient norm to this value (Pascanu et al. 2013); null: never clip."""
-    divergence_threshold: float | None = Field(None, gt=0)
+    divergence_threshold: Real | None = Field(None, gt=0)
     """End the run as diverged when the gradient norm exceeds this; null: only on inf/nan."""
-    eval_size: int = Field(512, ge=1)
+    eval_size: Int = Field(512, ge=1)
     """Size of the fixed held-out evaluation set."""
     dtype: Literal["float32", "float64"] = "float32"
     """Floating-point precision of model and data."""
@@ -172,7 +209,7 @@ class TrainConfig(_Section):
 class ProbeConfig(_Section):
     """When gradients are measured (rnnlab.probes)."""
 
-    every: int = Field(10, ge=1)
+    every: Int = Field(10, ge=1)
     """Measure the full gradient profile every N steps; always at step 0 and after the last."""
 
 
@@ -184,7 +221,7 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
-    seed: int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0, le=2**63 - 1)
     """Seeds initialisation, training batches and the evaluation set."""
 
     @property
@@ -208,6 +245,20 @@ class RunConfig(_Section):
         """Every leaf by dotted key, e.g. {'task.seq_len': 100, 'model.gain': 1.0, 'seed': 0}."""
         return flatten(self.model_dump(mode="json"))
 
+    def memory(self) -> dict[str, int]:
+        """Bytes one run holds at its peak, by what holds them (an estimate from the shapes,
+        within ~2× of the measured peak): the per-step states, the held-out set, the weights."""
+        L, D, O = self.task.dims()
+        B, H, E = self.train.batch_size, self.model.hidden_size, self.train.eval_size
+        width = 8 if self.train.dtype == "float64" else 4
+        weights = H * H + H * D + H + O * H + O
+        return {  # h_t, δ_t and ∂ℓ/∂h_t for every step; the batch; an eval chunk's states
+            "states (task.seq_len × train.batch_size × model.hidden_size)": width
+            * (3 * L * B * H + L * B * D + L * min(B, E) * H),
+            "held-out set (train.eval_size × sequence length)": width * E * L * (D + 1),
+            "weights (model.hidden_size²)": width * 5 * weights,  # + grads, optimizer, copies
+        }
+
 
 NUMERICS = 2
 """The version of rnnlab's arithmetic, part of every run_key: raised when a change alters the
@@ -228,22 +279,67 @@ MEMBER_KEYS = (
 SweepAxes = dict[str, list[Any]]
 
 
+NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._ -]*[A-Za-z0-9._-])?")
+"""A valid experiment name (see ``Experiment.name``)."""
+
+
 class ResourcesConfig(_Section):
     """What one grid point asks of a Ray worker (``--executor ray``); not part of run_key."""
 
-    cpus: float = Field(1.0, gt=0)
+    cpus: Real = Field(1.0, gt=0)
     """CPUs per grid point."""
-    gpus: float = Field(0.0, ge=0)
+    gpus: Real = Field(0.0, ge=0)
     """GPUs per grid point; fractions share a GPU."""
 
 
 class Experiment(RunConfig):
     """An experiment file: a base run config plus a sweep over some of its keys."""
 
-    name: str = Field("rnnlab", min_length=1)
-    """MLflow experiment name."""
-    description: str = ""
+    name: str = "rnnlab"
+    """MLflow experiment name: letters, digits, '.', '_', '-' and inner spaces, at most 100
+    characters (it names the artifact folder, so never a path)."""
+    description: str = Field("", max_length=10_000)
     """The question this experiment answers (shown in the MLflow UI)."""
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _sweep(cls, v: Any) -> Any:
+        """One clear message per malformed sweep (the union would report each member)."""
+        if isinstance(v, list) and not v:
+            raise PydanticCustomError(
+                "sweep_empty", "an empty list; give mappings of dotted keys to value lists"
+            )
+        for axes in v if isinstance(v, list) else [v]:
+            if not isinstance(axes, dict):
+                raise PydanticCustomError(
+                    "sweep_shape",
+                    "expected a mapping of dotted keys to lists of values (or a list of such "
+                    "mappings), got {kind}",
+                    {"kind": _kind(axes)},
+                )
+            for key, values in axes.items():
+                if not isinstance(values, list):
+                    raise PydanticCustomError(
+                        "sweep_values",
+                        "{key}: expected a list of values, got {kind}; for one value write "
+                        "[{value}], or set {key} outside the sweep",
+                        {"key": key, "kind": _kind(values), "value": json.dumps(values)},
+                    )
+        return v
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        if isinstance(v, str) and not (len(v) <= 100 and NAME.fullmatch(v)):
+            shown = v if len(v) <= 40 else v[:37] + "..."
+            raise PydanticCustomError(
+                "experiment_name",
+                "{name!r} is not a valid experiment name: use 1–100 letters, digits, '.', '_', "
+                "'-' or inner spaces, starting with a letter or digit",
+                {"name": shown},
+            )
+        return v
+
     sweep: SweepAxes | list[SweepAxes] = Field(default_factory=dict)
     """Dotted keys → lists of values; the grid is their Cartesian product. A list of such
     mappings gives the union of their grids."""
@@ -278,8 +374,14 @@ class ConfigError(ValueError):
 
 
 # ------------------------------------------------------------------------ loading
+MAX_GRID = 10_000
+"""Grid points a sweep expands without ``--yes``…"""
+MAX_GRID_YES = 100_000
+"""…and with it (each point is a validated config: ~5 KB and ~50 µs)."""
+
+
 def load_experiment(
-    path: str | Path, overrides: list[str] = ()
+    path: str | Path, overrides: list[str] = (), max_points: int = MAX_GRID
 ) -> tuple[Experiment, list[RunConfig]]:
     """Read, validate and expand an experiment file.
 
@@ -288,6 +390,8 @@ def load_experiment(
         overrides: ``dotted.key=value`` strings (values parsed as YAML) applied after the
             file. Overriding a swept key pins it (removes that axis); ``sweep.KEY=[...]``
             sets a sweep axis.
+        max_points: the largest grid to expand (its size is computed first); above it the
+            error asks for ``--yes`` (``MAX_GRID_YES``).
     Returns:
         The experiment and its grid of run configs (deduplicated by run_key, in grid order).
     Raises:
@@ -295,16 +399,10 @@ def load_experiment(
     """
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read experiment file ({e.strerror})"]) from None
-    try:
-        raw = yaml.safe_load(text)
-        lines = _line_numbers(yaml.compose(text))
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: YAML syntax error: {e.problem}"]) from None
+        raw, node = read_yaml(path)
+    except YAMLProblem as e:
+        raise ConfigError([str(e)]) from None
+    lines = _line_numbers(node)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -325,8 +423,63 @@ def load_experiment(
         experiment = Experiment.model_validate(raw)
     except ValidationError as e:
         raise ConfigError([f"{where(loc)}: {msg}" for loc, msg in _explain(e)]) from None
+    n = grid_size(experiment)
+    if n > max_points:
+        more = (
+            f"; pass --yes to expand it (at most {MAX_GRID_YES:,})"
+            if max_points < MAX_GRID_YES
+            else ""
+        )
+        raise ConfigError(
+            [f"{path}: the sweep has {n:,} grid points, more than {max_points:,}{more}"]
+        )
     grid = _expand(experiment, raw, where)
+    _check_memory(grid, path)
     return experiment, grid
+
+
+def grid_size(experiment: Experiment) -> int:
+    """Points in the sweep before deduplication, computed without expanding it."""
+    return sum(math.prod(len(v) for v in axes.values()) for axes in experiment.sweep_axes())
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine in bytes (0 if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _check_memory(grid: list[RunConfig], path) -> None:
+    """Refuse a run whose estimated peak (``RunConfig.memory``) exceeds 80 % of this
+    machine's memory, before it fills it and fails as a FAILED run minutes later."""
+    total = machine_memory()
+    if not total:
+        return
+    worst = max(grid, key=lambda r: sum(r.memory().values()), default=None)
+    if worst is None:
+        return
+    parts = worst.memory()
+    need = sum(parts.values())
+    if need <= 0.8 * total:
+        return
+    culprit = max(parts, key=parts.get)
+    where = "" if len(grid) == 1 else f" (grid point {run_name(worst)})"
+    raise ConfigError(
+        [
+            f"{path}: a run needs about {_bytes(need)} of memory{where}, mostly {culprit}: "
+            f"{_bytes(parts[culprit])}; this machine has {_bytes(total)}"
+        ]
+    )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -397,9 +550,10 @@ def _apply_overrides(raw: dict, overrides, path) -> tuple[dict, dict[tuple, str]
             problems.append(f"override {item!r}: expected dotted.key=value, e.g. train.steps=50")
             continue
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
+            value, _ = parse(text, f"override {item!r}")
+        except YAMLProblem as e:
+            problems.append(str(e))
+            continue
         parts = key.split(".")
         if parts[0] == "sweep" and len(parts) > 1:
             axis = ".".join(parts[1:])

@@ -22,6 +22,7 @@ aborts at once.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -44,6 +45,10 @@ from rnnlab.train import Measurement, train_ensemble
 DONE = ("finished", "diverged")
 
 
+class StoreError(RuntimeError):
+    """The tracking store stopped accepting writes mid-sweep (a full disk, a lost server)."""
+
+
 @dataclass
 class Summary:
     total: int
@@ -54,6 +59,7 @@ class Summary:
     skipped: int = 0  # already done by an earlier invocation
     busy: int = 0  # RUNNING in another live process
     stale: int = 0  # left RUNNING by a dead process, marked KILLED
+    dead_sweeps: int = 0  # sweep parent runs of dead invocations, closed as KILLED
     seconds: float = 0.0
     tracking_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -115,8 +121,18 @@ def run_sweep(
     """Train the grid points not yet done into ``tracker`` (see the module docstring)."""
     t0 = time.perf_counter()
     summary = Summary(total=len(grid))
-    names = [run_name(r, experiment.swept_keys()) for r in grid]
     tracker.open_experiment(experiment)
+    summary.dead_sweeps = tracker.acquire(experiment)  # StoreBusy if another process trains it
+    try:
+        return _sweep(
+            experiment, grid, tracker, workers, parent, rerun, ray_address, use_ray, summary, t0
+        )
+    finally:
+        tracker.release()
+
+
+def _sweep(experiment, grid, tracker, workers, parent, rerun, ray_address, use_ray, summary, t0):
+    names = [run_name(r, experiment.swept_keys()) for r in grid]
     todo = plan(grid, tracker, rerun, summary)
     if not todo:
         summary.seconds = time.perf_counter() - t0
@@ -186,6 +202,16 @@ def run_sweep(
         for i in list(started):  # only after a second signal can a run still be open here
             on_end(i, "killed")
         raise
+    except Exception as e:  # the writer failed: the store is full, gone or read-only
+        status = "failed"
+        detail = _root_cause(e)
+        for i in list(started):
+            tracker.abandon(i, detail)
+        raise StoreError(
+            f"the tracking store stopped accepting writes ({detail[:300]}); the runs "
+            "finished so far are kept: free the space or fix the store, then run the same "
+            "command again to resume"
+        ) from e
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0
@@ -193,8 +219,17 @@ def run_sweep(
         if status == "finished" and not summary.ok:
             status = "failed"
         if parent:
-            tracker.end_sweep(status, summary.counts())
+            with contextlib.suppress(Exception) if status == "failed" else contextlib.nullcontext():
+                tracker.end_sweep(status, summary.counts())
     return summary
+
+
+def _root_cause(e: BaseException) -> str:
+    """The innermost exception of a chain, in one line (MLflow wraps SQL errors twice)."""
+    while (inner := e.__cause__ or e.__context__) is not None and inner is not e:
+        e = inner
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"
 
 
 @contextmanager
@@ -254,22 +289,41 @@ def _inline(grid, units, on_measurement, on_end, interrupted) -> None:
 _STOP = None  # the stop event, in worker processes
 
 
-def _init_worker(stop, threads: int) -> None:
+_QUEUE = None  # the queue to the writer, in worker processes
+
+
+def _init_worker(stop, q, threads: int) -> None:
     import torch
 
-    global _STOP
-    _STOP = stop
+    global _STOP, _QUEUE
+    _STOP, _QUEUE = stop, q
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; workers stop via _STOP
     torch.set_num_threads(threads)
+    watch_parent()
+
+
+def watch_parent(interval: float = 1.0) -> None:
+    """Exit this worker when the process that started it is gone (SIGKILL leaves no one to
+    stop us: an orphan would train on into a queue nobody reads)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="rnnlab-watch-parent").start()
 
 
 FLUSH_SECONDS = 0.2
 """Workers send their measurements to the writer in batches, at least this often."""
 
 
-def _train_into(q, unit: list[int], runs_json: list[str]) -> None:
+def _train_into(unit: list[int], runs_json: list[str]) -> None:
     """Worker process: train one ensemble, sending its measurements to the single writer in
     batches (one message per FLUSH_SECONDS: the queue's cost is per message)."""
+    q = _QUEUE
     if _STOP.is_set():
         q.put([("skip", i, None) for i in unit])
         return
@@ -295,30 +349,34 @@ def _train_into(q, unit: list[int], runs_json: list[str]) -> None:
 def _processes(grid, units, workers, on_measurement, on_end, interrupted) -> None:
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
     threads = max(1, (os.cpu_count() or 1) // workers)
-    stop = ctx.Event()
-    with (
-        ctx.Manager() as manager,
-        ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(stop, threads)
-        ) as pool,
-    ):
-        q = manager.Queue()
+    stop, q = ctx.Event(), ctx.Queue()
+
+    def halt() -> None:
+        stop.set()  # running workers end their runs as killed at their next step
+        for fut in futures:
+            fut.cancel()
+
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(stop, q, threads)
+    ) as pool:
         futures = {
-            pool.submit(_train_into, q, unit, [grid[i].model_dump_json() for i in unit]): unit
+            pool.submit(_train_into, unit, [grid[i].model_dump_json() for i in unit]): unit
             for unit in units
         }
         pending = {i for unit in units for i in unit}
-        for kind, i, payload in _drain(q, futures, pending, interrupted):
-            if interrupted.is_set() and not stop.is_set():
-                stop.set()  # running workers end their runs as killed at their next step
-                for fut in futures:
-                    fut.cancel()
-            if kind == "m":
-                on_measurement(i, payload)
-            elif kind in ("end", "skip"):
-                pending.discard(i)
-                if kind == "end":
-                    on_end(i, *payload)
+        try:
+            for kind, i, payload in _drain(q, futures, pending, interrupted):
+                if interrupted.is_set() and not stop.is_set():
+                    halt()
+                if kind == "m":
+                    on_measurement(i, payload)
+                elif kind in ("end", "skip"):
+                    pending.discard(i)
+                    if kind == "end":
+                        on_end(i, *payload)
+        except BaseException:  # the writer failed: stop the workers before waiting for them
+            halt()
+            raise
 
 
 def _drain(q, futures, pending, interrupted) -> Iterator[tuple]:

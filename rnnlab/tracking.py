@@ -21,12 +21,16 @@ SQLite cannot store ±inf: MLflow stores them as ±1.8e308. profiles.parquet kee
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from rnnlab import __version__
@@ -45,6 +50,9 @@ RESULTS = Path("results")
 MAX_BATCH = 1000  # MLflow's per-request metric limit
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# MLflow logs a failed SQL statement (with its parameters) before raising; rnnlab reports
+# the failure itself, in one line (rnnlab.sweep.StoreError).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def default_tracking_uri() -> str:
@@ -56,6 +64,45 @@ def default_tracking_uri() -> str:
 
 def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+class StoreBusy(RuntimeError):
+    """Another live rnnlab process is training this experiment into this store."""
+
+
+LOCK_HEARTBEAT = 20.0
+"""Seconds between a lock holder's heartbeats…"""
+LOCK_STALE = 120.0
+"""…and the silence after which a holder on another host is taken for dead."""
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of a process (tells a reused pid from the original), or ''."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _directory_lock(path: Path):
+    """An exclusive flock on a directory: serialises store creation between processes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def git_commit() -> str | None:
@@ -156,15 +203,24 @@ class MlflowTracker:
             self._client = MlflowClient(self.uri)
         return self._client
 
-    def check(self) -> None:
-        """Fail fast (ConfigError, exit 2) when the store cannot be reached or written."""
+    def check(self, create: bool = True) -> None:
+        """Fail fast (ConfigError, exit 2) when the store cannot be reached or written.
+
+        An SQLite store is checked on the filesystem first (a directory, a read-only or
+        missing folder: seconds, not MLflow's minutes of retries) and created under a lock,
+        so two processes creating one store do not race in MLflow's schema migrations.
+        ``create=False`` (report, ui) refuses a store that does not exist yet."""
+        if (db := sqlite_path(self.uri)) is not None:
+            self._check_sqlite(db, create)
         quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
         saved = {k: os.environ.get(k) for k in quick}
         try:
             os.environ.update(quick)  # a dead server answers in seconds, not after minutes
-            if (db := sqlite_path(self.uri)) is not None:
-                db.parent.mkdir(parents=True, exist_ok=True)
-            self.client.search_experiments(max_results=1)
+            if db is not None:
+                with _directory_lock(db.parent):
+                    self.client.search_experiments(max_results=1)
+            else:
+                self.client.search_experiments(max_results=1)
         except Exception as e:
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(
@@ -177,16 +233,46 @@ class MlflowTracker:
                 else:
                     os.environ[k] = v
 
+    def _check_sqlite(self, db: Path, create: bool) -> None:
+        def refuse(why: str) -> None:
+            raise ConfigError([f"cannot use the MLflow tracking store {self.uri}: {why}"])
+
+        if db.is_dir():
+            refuse(f"{db} is a directory; name a database file, e.g. {db / 'mlflow.db'}")
+        if not db.exists():
+            if not create:
+                refuse("no store there yet; run `make sweep` (or rnnlab sweep) first")
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                refuse(f"cannot create {db.parent} ({e.strerror})")
+        if not db.parent.is_dir():
+            refuse(f"{db.parent} is not a directory")
+        if not os.access(db.parent, os.W_OK | os.X_OK):  # also false on a read-only filesystem
+            refuse(f"{db.parent} is not writable (read-only filesystem or permissions)")
+        if db.exists() and not os.access(db, os.R_OK | os.W_OK):
+            refuse(f"{db} is not writable (read-only filesystem or permissions)")
+
     @_timed
     def open_experiment(self, experiment: Experiment) -> None:
         """Get or create the MLflow experiment; its note is the experiment's description."""
         exp = self.client.get_experiment_by_name(experiment.name)
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            raise ConfigError(
+                [
+                    f"experiment {experiment.name!r} was deleted in {self.uri}; restore it "
+                    f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or "
+                    "choose another name"
+                ]
+            )
         if exp is None:
             location = None
-            if (
-                db := sqlite_path(self.uri)
-            ) is not None:  # artifacts beside the store, not ./mlruns
-                location = (db.parent / "artifacts" / experiment.name).absolute().as_uri()
+            if (db := sqlite_path(self.uri)) is not None:  # artifacts beside the store
+                root = (db.parent / "artifacts").absolute()
+                folder = (root / experiment.name).resolve()
+                if folder.parent != root.resolve():  # names are validated; never escape
+                    raise ConfigError([f"name {experiment.name!r}: not a plain folder name"])
+                location = folder.as_uri()
             self.experiment_id = self.client.create_experiment(
                 experiment.name, artifact_location=location
             )
@@ -200,6 +286,119 @@ class MlflowTracker:
         self.client.set_experiment_tag(
             self.experiment_id, "mlflow.experimentKind", "custom_model_development"
         )
+
+    # ------------------------------------------------------------------ the lock
+    # One live rnnlab process trains an experiment at a time, so a run_key is never trained
+    # twice. The lock is a registered model named after the experiment in the store's model
+    # registry: its creation is atomic in every MLflow store (a unique name), it works the
+    # same for SQLite and for a tracking server shared by several machines, and it is
+    # deleted on release. A holder killed without releasing (SIGKILL, power loss) is found
+    # dead by the next process, by its pid on the same host or by its silent heartbeat.
+
+    def _lock_name(self) -> str:
+        return f"rnnlab-lock-experiment-{self.experiment_id}"
+
+    def _holder_alive(self, tags: dict[str, str]) -> bool:
+        if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit():
+            pid = int(tags["pid"])
+            start = tags.get("pid_start", "")
+            return _pid_alive(pid) and (not start or _process_start(pid) == start)
+        try:
+            return time.time() - float(tags.get("heartbeat", "0")) < LOCK_STALE
+        except ValueError:
+            return False
+
+    @_timed
+    def acquire(self, experiment: Experiment) -> int:
+        """Hold the experiment's lock (raises StoreBusy if a live process holds it); then
+        close sweep parent runs left RUNNING by dead processes as KILLED. Returns how many."""
+        name, pid = self._lock_name(), os.getpid()
+        mine = {
+            "token": uuid.uuid4().hex,
+            "host": socket.gethostname(),
+            "pid": str(pid),
+            "pid_start": _process_start(pid),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "heartbeat": f"{time.time():.0f}",
+            "experiment": experiment.name,
+        }
+        for _ in range(5):
+            try:
+                self.client.create_registered_model(
+                    name, tags=mine, description=f"rnnlab: {experiment.name!r} is being trained"
+                )
+                break
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            held = self._lock_tags(name)
+            if held is None:
+                continue  # released meanwhile: try again
+            if self._holder_alive(held):
+                raise StoreBusy(
+                    f"experiment {experiment.name!r} is being trained into {self.uri} by "
+                    f"another rnnlab (pid {held.get('pid')} on {held.get('host')}, since "
+                    f"{held.get('since')}); wait for it to finish, then run this again to "
+                    "resume"
+                )
+            self._break_stale(name, held)
+        else:
+            raise StoreBusy(f"could not take the lock of experiment {experiment.name!r}")
+        self._lock = mine
+        self._beat = threading.Event()
+        threading.Thread(target=self._heartbeat, args=(name, self._beat), daemon=True).start()
+        return self._close_dead_parents()
+
+    def _lock_tags(self, name: str) -> dict[str, str] | None:
+        try:
+            return dict(self.client.get_registered_model(name).tags)
+        except MlflowException:
+            return None
+
+    def _break_stale(self, name: str, held: dict[str, str]) -> None:
+        """Take a dead holder's lock away. Renaming is atomic, so of several processes that
+        find the same stale lock exactly one moves it; one that moved a fresh lock (taken
+        between its look and its rename) puts it back."""
+        aside = f"{name}-stale-{uuid.uuid4().hex[:8]}"
+        try:
+            self.client.rename_registered_model(name, aside)
+        except MlflowException:
+            return
+        if (self._lock_tags(aside) or {}).get("token") != held.get("token"):
+            with contextlib.suppress(MlflowException):
+                self.client.rename_registered_model(aside, name)
+            return
+        self.client.delete_registered_model(aside)
+
+    def _heartbeat(self, name: str, stop: threading.Event) -> None:
+        client = MlflowClient(self.uri)  # its own client: this runs beside the writer
+        while not stop.wait(LOCK_HEARTBEAT):
+            with contextlib.suppress(Exception):  # a missed beat is not an error
+                client.set_registered_model_tag(name, "heartbeat", f"{time.time():.0f}")
+
+    def _close_dead_parents(self) -> int:
+        """Sweep parent runs still RUNNING belong to dead processes (we hold the lock)."""
+        dead = self.client.search_runs(
+            [self.experiment_id],
+            "tags.`rnnlab.role` = 'sweep' and attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        for r in dead:
+            self.client.set_terminated(r.info.run_id, "KILLED")
+        return len(dead)
+
+    @_timed
+    def release(self) -> None:
+        """Give the experiment's lock back (only if it is still ours)."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        self._beat.set()
+        self._lock = None
+        name = self._lock_name()
+        with contextlib.suppress(MlflowException):
+            if (self._lock_tags(name) or {}).get("token") == lock["token"]:
+                self.client.delete_registered_model(name)
 
     @_timed
     def prior_runs(self) -> list[PriorRun]:
@@ -322,6 +521,16 @@ class MlflowTracker:
         self.client.set_tag(r.run_id, "rnnlab.status", status)
         return r.run_id
 
+    def abandon(self, handle: int, error: str) -> None:
+        """Close a run as FAILED writing nothing else (its buffered metrics are dropped): for a
+        store that refuses writes, where closing is the one update that may still pass."""
+        r = self._runs.pop(handle)
+        try:
+            self.client.set_terminated(r.run_id, "FAILED")
+            self.client.set_tag(r.run_id, "rnnlab.status", "failed")
+        except Exception:
+            pass  # left RUNNING: the next sweep closes it as KILLED (its process is gone)
+
     @_timed
     def end_sweep(self, status: str, summary: dict[str, Any]) -> None:
         if self.parent_id:
@@ -355,11 +564,17 @@ class MemoryTracker:
         self.history: list[dict[str, Any]] = []  # every run ever started, like a store
         self.sweeps: list[dict[str, Any]] = []
 
-    def check(self) -> None:
+    def check(self, create: bool = True) -> None:
         pass
 
     def open_experiment(self, experiment: Experiment) -> None:
         self.name = experiment.name
+
+    def acquire(self, experiment: Experiment) -> int:
+        return 0
+
+    def release(self) -> None:
+        pass
 
     def prior_runs(self) -> list[PriorRun]:
         return [
@@ -424,6 +639,9 @@ class MemoryTracker:
             "mlflow_status": mlflow_status,
         }
         return self.runs[handle]["run_id"]
+
+    def abandon(self, handle: int, error: str) -> None:
+        self.runs[handle] |= {"status": "failed", "error": error, "mlflow_status": "FAILED"}
 
     def end_sweep(self, status: str, summary: dict[str, Any]) -> None:
         if self.sweeps:

@@ -287,3 +287,106 @@ def test_same_config_and_seed_give_identical_tracked_metrics(tmp_path):
 def test_readme_has_a_when_things_go_wrong_section():
     text = (ROOT / "README.md").read_text()
     assert "## When things go wrong" in text and "--rerun" in text and "diverged" in text
+
+
+def session_processes(sid: int) -> list[str]:
+    """Live processes of a session (the sweep's, started with start_new_session)."""
+    out = subprocess.run(
+        ["ps", "-eo", "pid=,sid=,stat=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split(None, 3) for line in out.splitlines()]
+    return [r[3] for r in rows if len(r) == 4 and int(r[1]) == sid and not r[2].startswith("Z")]
+
+
+def test_sigkill_of_the_main_process_leaves_no_orphans_and_the_next_sweep_cleans_up(
+    tmp_path, store
+):
+    """Only the writer is killed (as an OOM killer would): its workers, queue and resource
+    tracker go with it; the next sweep takes over the dead writer's lock, closes its parent
+    run and its half-runs as KILLED and completes the grid, one finished run per run_key."""
+    path = write(tmp_path / "slow.yaml", SLOW)
+    keys = {r.run_key for r in load_experiment(path)[1]}
+    proc = start(path, store, "--workers", "2")
+    try:
+        wait_for(lambda: len(finished_keys(grid_runs(store, "slow")[1])) >= 1)
+        assert len(session_processes(proc.pid)) >= 3  # the writer and its two workers
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    wait_for(lambda: not session_processes(proc.pid), timeout=20)
+
+    resumed = cli("sweep", path, "--workers", "2", "--tracking-uri", store, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 sweep(s) left RUNNING by a dead process were closed as KILLED" in resumed.stdout
+    client, runs = grid_runs(store, "slow")
+    assert finished_keys(runs) == keys
+    exp = client.get_experiment_by_name("slow")
+    parents = client.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'sweep'")
+    assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
+    assert not client.search_registered_models()  # the lock is given back
+
+
+def test_two_sweeps_of_one_file_at_once_train_each_point_once(tmp_path, store):
+    """Started together on a fresh store: no race in MLflow's schema creation, and one of
+    the two trains while the other says who holds the experiment (or finds nothing to do)."""
+    path = write(tmp_path / "e.yaml", SLOW.replace(f"steps: {STEPS}", "steps: 300"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [sys.executable, "-m", "rnnlab", "sweep", str(path), "--tracking-uri", store]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    for out, err in outs:
+        assert "Traceback" not in err
+    assert codes in ([0, 0], [0, 1]), outs
+    if codes == [0, 1]:
+        loser = next(err for (_, err), p in zip(outs, procs, strict=True) if p.returncode)
+        assert "is being trained into" in loser and "by another rnnlab" in loser
+    _, runs = grid_runs(store, "slow")
+    keys = {r.run_key for r in load_experiment(path)[1]}
+    assert finished_keys(runs) == keys  # exactly one finished run per run_key
+    assert len(runs) == len(keys)  # and no second training of any point
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.3 MB tmpfs: room for MLflow's schema and a few runs, then a full disk."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1300k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_ends_the_sweep_with_one_line_and_closes_its_runs(tmp_path, small_disk):
+    path = write(
+        tmp_path / "e.yaml",
+        SMALL.replace("steps: 3", "steps: 400").replace("[0, 1]", "[0, 1, 2]"),
+    )
+    store = f"sqlite:///{small_disk / 'mlflow.db'}"
+    proc = cli("sweep", path, "--workers", "1", "--tracking-uri", store, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "SELECT" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the tracking store stopped accepting writes")
+    assert "disk is full" in last and "run the same command again to resume" in last
+    client, runs = grid_runs(store, "rel")
+    assert runs and sum(r.info.status == "RUNNING" for r in runs) <= 1  # closed where it could
+    assert not client.search_registered_models()  # the lock is given back
+
+
+def test_a_read_only_store_is_refused_in_seconds(tmp_path, store, small_disk):
+    path = write(tmp_path / "e.yaml", SMALL)
+    ro = f"sqlite:///{small_disk / 'mlflow.db'}"
+    assert cli("sweep", path, "--tracking-uri", ro, cwd=tmp_path).returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    t0 = time.time()
+    proc = cli("sweep", path, "--rerun", "--tracking-uri", ro, cwd=tmp_path)
+    assert time.time() - t0 < 30
+    assert proc.returncode == 2 and "not writable (read-only filesystem" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
