@@ -27,19 +27,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install rnnlab with pinned deps (redone only when pyproject/constraints change)
 
-sweep: $(STAMP) ## run a sweep: make sweep [EXP=experiments/x.yaml] [ARGS="train.steps=50"]
+sweep: $(STAMP) ## run a sweep: make sweep [EXP=experiments/criticality.yaml] [ARGS="train.steps=50"]
 	$(BIN)/rnnlab sweep $(EXP) $(ARGS)
 
 validate: $(STAMP) ## check an experiment file without running it
 	$(BIN)/rnnlab validate $(EXP) $(ARGS)
 
-ui: $(STAMP) ## MLflow UI on the results/ store at http://127.0.0.1:$(PORT)
+ui: $(STAMP) ## MLflow UI on the results/ store at http://127.0.0.1:PORT (PORT=5000)
 	$(BIN)/rnnlab ui --port $(PORT)
 
 report: $(STAMP) ## figures + report.md for every experiment in results/ → results/figures/<experiment>/
 	$(BIN)/rnnlab report $(ARGS)
 
-server: $(STAMP) ## MLflow tracking server on the results/ store for Ray workers and the UI: http://127.0.0.1:$(SERVER_PORT)
+server: $(STAMP) ## MLflow tracking server on the results/ store for Ray workers and the UI: http://127.0.0.1:SERVER_PORT (5001)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(SERVER_PORT) \
 	  --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db --artifacts-destination $(CURDIR)/results/artifacts \
 	  --serve-artifacts --workers 1

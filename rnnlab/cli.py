@@ -102,9 +102,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="rnnlab", description="Measure how gradients flow back through vanilla RNNs."
-    )
+    p = _Parser(prog="rnnlab", description="Measure how gradients flow back through vanilla RNNs.")
     p.add_argument("--version", action="version", version=f"rnnlab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -303,14 +301,61 @@ def _execute(
             f"of {trained} trained{resumed} in {s.seconds:.1f} s "
             f"(tracking {s.tracking_seconds:.1f} s, {overhead:.0f}%{stacked})"
         )
+    if s.finals:
+        print(medians_table(grid, s.finals, experiment.swept_keys()))
     for line in s.failures:
         print(f"  failed: {line}")
     if s.failed:
         print("  tracebacks: each failed run's error.txt artifact; rerun the command to retry them")
     print(f"results: {tracker.uri} (experiment {experiment.name!r})")
-    how = "open" if tracker.uri.startswith("http") else "make ui, then"
+    from rnnlab.tracking import default_tracking_uri
+
+    if tracker.uri.startswith(("http://", "https://")):
+        how = "open"
+    elif tracker.uri == default_tracking_uri():
+        how = "make ui, then"
+    else:
+        how = f"rnnlab ui --tracking-uri {tracker.uri}, then"
     print(f"browse:  {how} {tracker.runs_url()}")
     return EXIT_OK if s.ok else EXIT_FAILED
+
+
+def medians_table(grid: list[RunConfig], finals: dict, swept: list[str], rows: int = 30) -> str:
+    """The grid's outcome on one screen: per condition (every swept key but the seed), the
+    median final eval/loss_ratio (min–max over seeds) and median gradient slope."""
+    import statistics
+
+    keys = [k for k in swept if k != "seed"] or ["task.name"]
+    table: dict[tuple, list[dict]] = {}
+    for i, final in finals.items():
+        params = grid[i].params()
+        table.setdefault(tuple(params.get(k) for k in keys), []).append(final)
+
+    def cell(values: list[float], spread: bool) -> str:
+        values = [v for v in values if v == v]  # nan: no fit
+        if not values:
+            return "–"
+        mid = f"{statistics.median(values):.3g}"
+        return f"{mid} ({min(values):.2g}–{max(values):.2g})" if spread and len(values) > 1 else mid
+
+    header = [k.rsplit(".", 1)[-1] for k in keys] + ["runs", "loss ratio (range)", "slope/step"]
+    lines = []
+    for cond in sorted(table, key=lambda c: [(str(type(v)), v) for v in c]):
+        finals_ = table[cond]
+        ratio = [f["eval/loss_ratio"] for f in finals_ if "eval/loss_ratio" in f]
+        slope = [f["grad_h/slope"] for f in finals_ if "grad_h/slope" in f]
+        lines.append([*map(str, cond), str(len(finals_)), cell(ratio, True), cell(slope, False)])
+    widths = [max(len(r[c]) for r in [header, *lines]) for c in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [
+        "",
+        "final medians over seeds (runs trained now; 1 = baseline loss):",
+        fmt.format(*header).rstrip(),
+    ]
+    out += [fmt.format(*r).rstrip() for r in lines[:rows]]
+    if len(lines) > rows:
+        out.append(f"… {len(lines) - rows} more conditions: rnnlab report draws them all")
+    return "\n".join(out)
 
 
 def _check_ray(args, uri: str) -> None:

@@ -421,8 +421,9 @@ def load_experiment(
 
     try:
         experiment = Experiment.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError([f"{where(loc)}: {msg}" for loc, msg in _explain(e)]) from None
+    except ValidationError as e:  # report the sweep's unknown keys in the same pass
+        problems = [f"{where(loc)}: {msg}" for loc, msg in _explain(e)]
+        raise ConfigError(problems + _unknown_sweep_keys(raw.get("sweep"), where)) from None
     n = grid_size(experiment)
     if n > max_points:
         more = (
@@ -596,12 +597,14 @@ def _explain(err: ValidationError) -> list[tuple[tuple, str]]:
         kind = e["type"]
         if kind == "extra_forbidden":
             allowed = list(_section(loc[:-1], section).model_fields)
-            guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-            msg = f"{dotted}: unknown key{hint}; allowed keys: {', '.join(allowed)}"
+            msg = (
+                f"{dotted}: unknown key{_guess(str(loc[-1]), allowed)}; allowed keys: "
+                + ", ".join(allowed)
+            )
         elif kind == "literal_error":
             choices = e["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
-            msg = f"{dotted}: {e['input']!r} is not allowed; expected one of: {choices}"
+            hint = _guess(str(e["input"]), choices.split(", "))
+            msg = f"{dotted}: {e['input']!r} is not allowed{hint}; expected one of: {choices}"
         elif kind == "union_tag_invalid":
             names = ", ".join(TASK_CONFIGS)
             msg = f"{dotted}.name: unknown task {e['ctx']['tag']!r}; expected one of: {names}"
@@ -610,6 +613,48 @@ def _explain(err: ValidationError) -> list[tuple[tuple, str]]:
         out.append((loc, msg))
     # A bad sweep triggers one error per union member; keep each message once.
     return list(dict.fromkeys(out))
+
+
+SYNONYMS = {
+    "learning_rate": "lr",
+    "lr_rate": "lr",
+    "epochs": "steps",
+    "iterations": "steps",
+    "n_steps": "steps",
+    "num_steps": "steps",
+    "batch": "batch_size",
+    "bs": "batch_size",
+    "hidden": "hidden_size",
+    "units": "hidden_size",
+    "num_units": "hidden_size",
+    "n_hidden": "hidden_size",
+    "length": "seq_len",
+    "sequence_length": "seq_len",
+    "T": "seq_len",
+    "nonlinearity": "activation",
+    "act": "activation",
+    "sigma_w": "gain",
+    "scale": "gain",
+    "initialization": "init",
+    "initializer": "init",
+    "optim": "optimizer",
+    "clip": "clip_norm",
+    "grad_clip": "clip_norm",
+    "max_grad_norm": "clip_norm",
+    "precision": "dtype",
+}
+"""Names other tools use for rnnlab's keys, for the did-you-mean of an unknown key."""
+
+
+def _guess(word: str, allowed: list[str]) -> str:
+    """' (did you mean 'x'?)' for a near miss or a common synonym, else ''."""
+    synonym = SYNONYMS.get(word) or SYNONYMS.get(word.lower())
+    if synonym in allowed:
+        return f" (did you mean {synonym!r}?)"
+    close = difflib.get_close_matches(word, allowed, n=1) or difflib.get_close_matches(
+        word.lower(), allowed, n=1
+    )
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _section(loc: tuple, task_section: type[_Section] | None) -> type[_Section]:
@@ -625,9 +670,43 @@ def _section(loc: tuple, task_section: type[_Section] | None) -> type[_Section]:
     }.get(loc[0], Experiment)
 
 
+def _unknown_sweep_keys(sweep: Any, where) -> list[str]:
+    """Sweep keys that do not exist, from a raw (possibly invalid) sweep; for one-pass errors."""
+    try:
+        experiment = Experiment.model_construct(sweep=sweep)
+        _expand_keys(experiment, where)
+    except ConfigError as e:
+        return e.problems
+    except Exception:  # a malformed sweep: its own error is already reported
+        return []
+    return []
+
+
+def _expand_keys(experiment: Experiment, where) -> None:
+    valid = set(leaf_keys())
+    problems = []
+    for i, axes in enumerate(experiment.sweep_axes()):
+        if not isinstance(axes, dict):
+            return
+        prefix = ("sweep", i) if isinstance(experiment.sweep, list) else ("sweep",)
+        for key in axes:
+            if key not in valid:
+                section, _, leaf = key.rpartition(".")
+                near = [k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == section]
+                hint = _guess(leaf, near)
+                hint = hint.replace("'", f"'{section}.", 1) if hint and section else hint
+                hint = hint or _guess(key, sorted(valid))
+                problems.append(
+                    f"{where((*prefix, key))}: sweep over unknown key {key!r}{hint}; "
+                    f"sweepable keys: {', '.join(leaf_keys())}"
+                )
+    if problems:
+        raise ConfigError(problems)
+
+
 def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:
     """Cartesian product of each sweep mapping, union over mappings; every point validated."""
-    valid = set(leaf_keys())
+    _expand_keys(experiment, where)
     problems: list[str] = []
     points: list[tuple[dict, dict, tuple]] = []
     base = {k: v for k, v in raw.items() if k in RunConfig.model_fields}
@@ -635,14 +714,7 @@ def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:
         prefix = ("sweep", i) if isinstance(experiment.sweep, list) else ("sweep",)
         for key, values in axes.items():
             loc = (*prefix, key)
-            if key not in valid:
-                guess = difflib.get_close_matches(key, sorted(valid), n=1)
-                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-                problems.append(
-                    f"{where(loc)}: sweep over unknown key {key!r}{hint}; "
-                    f"sweepable keys: {', '.join(leaf_keys())}"
-                )
-            elif not values:
+            if not values:
                 problems.append(f"{where(loc)}: sweep.{key}: empty list; give at least one value")
         if problems:
             continue

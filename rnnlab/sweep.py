@@ -43,10 +43,31 @@ from rnnlab.ensemble import groups
 from rnnlab.train import Measurement, train_ensemble
 
 DONE = ("finished", "diverged")
+FINAL_METRICS = ("eval/loss_ratio", "grad_h/slope")
+"""What a run's one-line outcome and the sweep's closing table show."""
+ETA_AFTER = (0.05, 10.0)
+"""The ETA is shown once this fraction of the work is done and this many seconds passed:
+before, the first (slowest, compiling) steps make it meaningless."""
 
 
 class StoreError(RuntimeError):
     """The tracking store stopped accepting writes mid-sweep (a full disk, a lost server)."""
+
+
+class _WriteFailed(Exception):
+    """A tracker call raised (wraps the cause; only these end a sweep as a StoreError)."""
+
+
+def _writing(fn):
+    """Mark a tracker call's failure as the store's, not as a bug of the sweep."""
+
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise _WriteFailed() from e
+
+    return call
 
 
 @dataclass
@@ -64,6 +85,8 @@ class Summary:
     tracking_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     stacks: list[int] = field(default_factory=list)  # size of each ensemble trained (> 1)
+    finals: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Grid index → the last probe's FINAL_METRICS of each run trained now."""
 
     @property
     def ok(self) -> bool:
@@ -147,8 +170,9 @@ def _sweep(experiment, grid, tracker, workers, parent, rerun, ray_address, use_r
         dynamic_ncols=True,
         file=sys.stderr,
         disable=None,
-        bar_format="{l_bar}{bar}| {postfix} [{elapsed}<{remaining}]",
+        bar_format="{desc}{percentage:3.0f}%|{bar}| [{elapsed}]",
     )
+    bar.set_description_str(f"runs 0/{len(todo)}: ")
     started: dict[int, int] = {}  # grid index → last step logged
     stack_size: dict[int, int] = {}  # grid index → members in the ensemble it trains in
 
@@ -158,31 +182,44 @@ def _sweep(experiment, grid, tracker, workers, parent, rerun, ray_address, use_r
         summary.stacks = [len(u) for u in units if len(u) > 1]
         return units
 
+    start_run, log, end_run = (
+        _writing(f) for f in (tracker.start_run, tracker.log, tracker.end_run)
+    )
+
     def start(i: int) -> None:
         tags = {"rnnlab.ensemble_size": str(stack_size.get(i, 1))}
-        tracker.start_run(i, grid[i], names[i], tags)
+        start_run(i, grid[i], names[i], tags)
 
     def on_measurement(i: int, m: Measurement) -> None:
         if i not in started:
             start(i)
         started[i] = m.step
-        tracker.log(i, m)
+        log(i, m)
+        if m.profile is not None:
+            summary.finals[i] = {k: m.metrics[k] for k in FINAL_METRICS if k in m.metrics}
         bar.update(grid[i].task.seq_len)
+        late = not bar.disable and time.perf_counter() - t0 >= ETA_AFTER[1]
+        if late and "remaining" not in bar.bar_format and bar.n >= ETA_AFTER[0] * bar.total:
+            bar.bar_format = "{desc}{percentage:3.0f}%|{bar}| [{elapsed}, {remaining} left]"
 
     def on_end(i: int, status: str, error: str | None = None) -> None:
         if i not in started:
             start(i)
         step = started.pop(i, None)
-        tracker.end_run(i, status, error, step=step)
+        end_run(i, status, error, step=step)
         setattr(summary, status, getattr(summary, status) + 1)
         if error:
             summary.failures.append(f"{names[i]}: {error.strip().splitlines()[-1]}")
         done = summary.finished + summary.diverged + summary.failed
-        bar.set_postfix_str(
-            f"runs {done}/{len(todo)}, {summary.diverged} diverged, {summary.failed} failed"
+        problems = ", ".join(
+            f"{n} {what}" for what in ("diverged", "failed") if (n := getattr(summary, what))
         )
+        bar.set_description_str(f"runs {done}/{len(todo)}{f' ({problems})' if problems else ''}: ")
         if bar.disable:  # no terminal: one line per run instead of a bar
-            print(f"[{done}/{len(todo)}] {names[i]}: {status}", file=sys.stderr, flush=True)
+            outcome = _outcome(summary.finals.get(i, {})) if status in DONE else ""
+            print(
+                f"[{done}/{len(todo)}] {names[i]}: {status}{outcome}", file=sys.stderr, flush=True
+            )
 
     status = "finished"
     try:
@@ -202,7 +239,7 @@ def _sweep(experiment, grid, tracker, workers, parent, rerun, ray_address, use_r
         for i in list(started):  # only after a second signal can a run still be open here
             on_end(i, "killed")
         raise
-    except Exception as e:  # the writer failed: the store is full, gone or read-only
+    except _WriteFailed as e:  # the writer failed: the store is full, gone or read-only
         status = "failed"
         detail = _root_cause(e)
         for i in list(started):
@@ -212,6 +249,9 @@ def _sweep(experiment, grid, tracker, workers, parent, rerun, ray_address, use_r
             "finished so far are kept: free the space or fix the store, then run the same "
             "command again to resume"
         ) from e
+    except Exception:  # a bug: the next sweep closes the runs left open (their process is gone)
+        status = "failed"
+        raise
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0
@@ -222,6 +262,16 @@ def _sweep(experiment, grid, tracker, workers, parent, rerun, ray_address, use_r
             with contextlib.suppress(Exception) if status == "failed" else contextlib.nullcontext():
                 tracker.end_sweep(status, summary.counts())
     return summary
+
+
+def _outcome(final: dict[str, float]) -> str:
+    """' (loss ratio 0.48, slope −0.012/step)' from a run's last probe."""
+    parts = []
+    if "eval/loss_ratio" in final:
+        parts.append(f"loss ratio {final['eval/loss_ratio']:.3g}")
+    if "grad_h/slope" in final:
+        parts.append(f"slope {final['grad_h/slope']:+.3g}/step")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _root_cause(e: BaseException) -> str:

@@ -198,6 +198,16 @@ def test_sweep_through_ray_into_the_server_then_driver_killed_and_resumed(cluste
                 "profiles.parquet",
                 "config.yaml",
             }
+    # Any executor, after a resume: the same bits as each point trained alone in this process.
+    from rnnlab.train import train
+
+    grid = {run.run_key: run for run in load_experiment(path)[1]}
+    for r in runs:
+        if r.data.tags["rnnlab.status"] == "finished":
+            history = client.get_metric_history(r.info.run_id, "train/loss")
+            stored = [m.value for m in sorted(history, key=lambda m: m.step)]
+            alone = [m.metrics["train/loss"] for m in train(grid[r.data.tags["rnnlab.run_key"]])]
+            assert stored == alone, r.info.run_name
 
 
 def test_a_cluster_needs_a_tracking_server(cluster, tmp_path):

@@ -119,7 +119,8 @@ def test_unknown_or_empty_experiment_is_bad_input(swept, tmp_path):
         and "no experiment 'nope'" in proc.stderr
         and "tinyreport" in proc.stderr
     )
-    empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    proc = cli("report", "--tracking-uri", empty, "--out", tmp_path / "f", cwd=tmp_path)
-    assert proc.returncode == 2 and "no experiments" in proc.stderr
+    missing = f"sqlite:///{tmp_path / 'missing.db'}"
+    proc = cli("report", "--tracking-uri", missing, "--out", tmp_path / "f", cwd=tmp_path)
+    assert proc.returncode == 2 and "no store there yet" in proc.stderr
+    assert not (tmp_path / "missing.db").exists()  # a report never creates a store
     assert not (tmp_path / "f").exists()
