@@ -24,6 +24,10 @@ Step 0 adds the mean-field predictions ``theory/slope``, ``theory/chi1``,
 A non-finite loss or gradient norm, or a norm above ``train.divergence_threshold``, ends the run
 at that step as *diverged*: its measurement is yielded (inf and nan included, they are data)
 and no update is made with it.
+
+Clipping, per-member learning rates and the divergence test are batched tensor ops; metrics
+stay on the device and reach the host once per probe step or every ``SYNC_EVERY`` steps, so
+on a GPU the host never waits for the device between two probe steps.
 """
 
 from __future__ import annotations
@@ -129,6 +133,12 @@ def _one_thread(device: torch.device):
         torch.set_num_threads(threads)
 
 
+SYNC_EVERY = 32
+"""Steps between host syncs away from probe steps. Metrics, clipping, learning rates and
+divergence stay on the device in between, so the host queues a GPU's work ahead instead of
+waiting for it every step; on a CPU it changes nothing."""
+
+
 def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, Measurement]]:
     cfg = runs[0].train  # the shared settings
     dtype = getattr(torch, cfg.dtype)
@@ -142,9 +152,19 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
         for n in _chunks(cfg.eval_size, cfg.batch_size)
     ]
     active = list(range(len(runs)))  # index into runs of each member still in the stack
+    # Per-member settings as (K,) float64 tensors on the device, shrunk with the stack.
+    inf = math.inf
+    settings = torch.tensor(
+        [[r.train.lr, r.train.clip_norm or inf, r.train.divergence_threshold or inf] for r in runs],
+        dtype=torch.float64,
+        device=device,
+    )
+    clipping = any(r.train.clip_norm is not None for r in runs)
+    pending: list[tuple[int, list[int], dict, list | None]] = []  # steps not yet synced
 
     for step in range(cfg.steps + 1):
-        probing = step % runs[0].probe.every == 0 or step == cfg.steps
+        last = step == cfg.steps
+        probing = step % runs[0].probe.every == 0 or last
         x, y = _stack([task.sample(cfg.batch_size, batches[k]) for k in active], device, dtype)
         model.record_hidden_grads = probing
         out = model(x)  # (K, S, B, O)
@@ -153,60 +173,100 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
             p.grad = None
         loss.sum().backward()  # members share no parameter: each gets its own loss's gradient
         params = dict(model.named_parameters())
-        values = {
-            "train/loss": loss.detach(),
-            "grad/norm": _norms(torch.cat([p.grad.flatten(1) for p in params.values()], 1)),
-        }
+        norm = _norms(torch.cat([p.grad.flatten(1) for p in params.values()], 1))
+        lr, clip, threshold = settings.unbind(1)
+        wide = norm.detach().double()
+        values = {"train/loss": loss.detach(), "grad/norm": norm}
         if task.classification:
             values["train/accuracy"] = _per_member(
                 lambda o, t: task.accuracy(o, t).mean(), out.detach(), y
             )
-        if probing:  # ‖∂L/∂θ‖₂ per parameter and member
+        if clipping:
+            values["grad/clipped"] = wide > clip  # clip = inf where clip_norm is null
+        diverged = ~torch.isfinite(loss.detach()) | ~torch.isfinite(norm) | (wide > threshold)
+        values["diverged"] = diverged
+        probe = None
+        if probing:  # ‖∂L/∂θ‖₂ per parameter and member, and the full profile
             values |= {f"grad/{n.removeprefix('rnn.')}": _norms(p.grad) for n, p in params.items()}
-        table = torch.stack([v.double() for v in values.values()]).cpu().tolist()  # one sync
-        metrics = [dict(zip(values, column, strict=True)) for column in zip(*table, strict=True)]
+            probe = _probe(task, model, eval_set, step, last, cfg.batch_size)
+        pending.append((step, list(active), values, probe))
 
-        if probing:
-            profiles = probes.gradient_profile(model.hidden_grad_norms, cfg.batch_size)
-            evals = evaluate(task, model, eval_set)
-        kept, scale = [], []
-        for j, k in enumerate(active):
-            m, c = metrics[j], runs[k].train
-            clipping = c.clip_norm is not None and m["grad/norm"] > c.clip_norm
-            if c.clip_norm is not None:
-                m["grad/clipped"] = float(clipping)
-            profile = None
-            if probing:
-                profile = profiles[j].numpy()
-                m |= probes.profile_summary(profiles[j])
-                m |= probes.spectrum(model.rnn["weight_hh"][j])
-                m |= evals[j]
-                if step in (0, cfg.steps):  # theory beside measurement: first and last probe
-                    member, x_dyn = model.member(j), eval_set[0][0][j][:, :16]  # 16 held-out
-                    if step == 0:  # input trajectories
-                        m |= theory.run_predictions(member, x_dyn)
-                    m["dyn/lyapunov_max"] = theory.lyapunov_max(member, x_dyn)
-            diverged = not (math.isfinite(m["train/loss"]) and math.isfinite(m["grad/norm"]))
-            if c.divergence_threshold is not None and m["grad/norm"] > c.divergence_threshold:
-                diverged = True
-            yield k, Measurement(step, m, profile, diverged)
-            if not diverged:
-                kept.append(j)
-                # Pascanu et al. (2013): rescale the gradient to norm clip_norm
-                scale.append(c.clip_norm / (m["grad/norm"] + 1e-6) if clipping else 1.0)
-        if not kept or step == cfg.steps:
+        if probing or len(pending) >= SYNC_EVERY:
+            dropped = yield from _sync(pending, runs)
+            pending = []
+            kept = [j for j, k in enumerate(active) if k not in dropped]
+            if not kept:
+                return
+            if len(kept) < len(active):  # drop the diverged: they stop, the others go on
+                active = [active[j] for j in kept]
+                model.keep(kept)
+                optimizer.keep(kept)
+                optimizer.set_params(list(model.parameters()))
+                eval_set = [(ex[kept], ey[kept]) for ex, ey in eval_set]
+                settings = settings[kept]
+                lr, clip, threshold = settings.unbind(1)
+                wide, diverged = wide[kept], diverged[kept]
+        if last:
             return
-        if len(kept) < len(active):  # drop the diverged: they stop, the others go on
-            active = [active[j] for j in kept]
-            model.keep(kept)
-            optimizer.keep(kept)
-            optimizer.set_params(list(model.parameters()))
-            eval_set = [(ex[kept], ey[kept]) for ex, ey in eval_set]
         grads = [p.grad for p in model.parameters()]
-        if any(s != 1.0 for s in scale):
+        if clipping:  # Pascanu et al. (2013): rescale the gradient to norm clip_norm
+            scale = torch.where(wide > clip, clip / (wide + 1e-6), 1.0)
             _scale_members(grads, scale)
-        lrs = [runs[k].train.lr for k in active]
-        optimizer.step(torch.tensor(lrs, dtype=torch.float64, device=device))
+        # A member that diverged at this step makes no update (it is dropped at the next sync).
+        optimizer.step(torch.where(diverged, 0.0, lr))
+
+
+def _probe(task, model: Ensemble, eval_set, step: int, last: bool, batch_size: int) -> list:
+    """Per member at a probe step: (profile n_t, its metrics) — the gradient profile's
+    summary, the W_hh spectrum, held-out evaluation, and at the first and last probe the
+    theory beside it (a probe step syncs with the device anyway)."""
+    profiles = probes.gradient_profile(model.hidden_grad_norms, batch_size)
+    evals = evaluate(task, model, eval_set)
+    out = []
+    for j, profile in enumerate(profiles):
+        m = probes.profile_summary(profile)
+        m |= probes.spectrum(model.rnn["weight_hh"][j])
+        m |= evals[j]
+        if step == 0 or last:  # theory beside measurement: first and last probe
+            member, x_dyn = model.member(j), eval_set[0][0][j][:, :16]  # 16 held-out inputs
+            if step == 0:
+                m |= theory.run_predictions(member, x_dyn)
+            m["dyn/lyapunov_max"] = theory.lyapunov_max(member, x_dyn)
+        out.append((profile.numpy(), m))
+    return out
+
+
+def _sync(pending: list, runs: list[RunConfig]):
+    """Bring the pending steps' metrics to the host in one transfer and yield each member's
+    measurements in step order; a member's measurements end at the step it diverged.
+    Returns the set of members (indices into runs) that diverged."""
+    flat = torch.cat(
+        [
+            torch.stack([v.double() for v in values.values()]).flatten()
+            for _, _, values, _ in pending
+        ]
+    ).tolist()  # the one sync
+    dropped: set[int] = set()
+    at = 0
+    for step, active, values, probe in pending:
+        K = len(active)
+        table = {name: flat[at + i * K : at + (i + 1) * K] for i, name in enumerate(values)}
+        at += len(values) * K
+        for j, k in enumerate(active):
+            if k in dropped:
+                continue
+            m = {name: column[j] for name, column in table.items() if name != "diverged"}
+            if runs[k].train.clip_norm is None:
+                m.pop("grad/clipped", None)
+            profile = None
+            if probe is not None:
+                profile, extra = probe[j]
+                m |= extra
+            diverged = bool(table["diverged"][j])
+            yield k, Measurement(step, m, profile, diverged)
+            if diverged:
+                dropped.add(k)
+    return dropped
 
 
 def _per_member(fn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -225,8 +285,9 @@ def _norms(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _scale_members(grads: list[torch.Tensor], scale: list[float]) -> None:
-    s = torch.tensor(scale, dtype=grads[0].dtype, device=grads[0].device)
+def _scale_members(grads: list[torch.Tensor], scale: torch.Tensor) -> None:
+    """grads of member k ← grads × scale[k]; scale (K,) float64, applied in the grads' dtype."""
+    s = scale.to(grads[0].dtype)
     for g in grads:
         g.mul_(s.view(-1, *[1] * (g.dim() - 1)))
 

@@ -179,3 +179,24 @@ def test_stack_optimizers_equal_torch_optim_per_member(name, momentum):
     for k in range(K):
         torch.testing.assert_close(stacked.detach()[k], alone[k].detach(), rtol=1e-12, atol=0)
         assert not torch.equal(stacked.detach()[k], start[k])
+
+
+def test_a_member_diverging_between_syncs_ends_there_and_the_others_are_unchanged():
+    """Metrics reach the host every SYNC_EVERY steps (and at probes): a member that overflows
+    in between still ends at its own step, with no update from it, and the others' bits are
+    those of training alone."""
+    from rnnlab.train import SYNC_EVERY
+
+    base = {"optimizer": "sgd", "momentum": 0.5, "steps": 80}
+    model = {"activation": "relu", "hidden_size": 16}
+    runs = [
+        cfg(0, train=base | {"lr": 0.05}, model=model, probe={"every": 1000}),
+        cfg(1, train=base | {"lr": 5.0}, model=model, probe={"every": 1000}),
+        cfg(2, train=base | {"lr": 0.02}, model=model, probe={"every": 1000}),
+    ]
+    stacked = by_member(runs)
+    end = stacked[1][-1]
+    assert end.diverged and 0 < end.step < 80 and end.step % SYNC_EVERY != 0
+    assert len(stacked[0]) == len(stacked[2]) == 81
+    for k, run in enumerate(runs):
+        assert identical(stacked[k], list(train(run))), f"member {k}"
