@@ -135,9 +135,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--executor",
-        choices=["local", "ray"],
+        choices=["local", "ray", "slurm"],
         default="local",
-        help="local: this machine's processes (default); ray: one Ray task per grid point",
+        help="local: this machine's processes (default); ray: one Ray task per ensemble; "
+        "slurm: one SLURM job per ensemble, via submitit (local processes without sbatch)",
+    )
+    s.add_argument(
+        "--slurm-folder",
+        type=Path,
+        default=Path("results/slurm"),
+        metavar="DIR",
+        help="submitit's folder for job logs and the driver's message spool; on a cluster it "
+        "must be on a filesystem the nodes share (default: results/slurm)",
     )
     s.add_argument(
         "--ray-address",
@@ -153,7 +162,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=_workers,
         default=None,
-        help="local worker processes (default: min(CPUs, grid size))",
+        help="local worker processes (default: min(CPUs, grid size)); with --executor slurm, "
+        "the most jobs queued at once (default: all)",
     )
     s.set_defaults(func=cmd_sweep)
 
@@ -256,28 +266,45 @@ def cmd_run(args) -> int:
 def _execute(
     experiment: Experiment, grid: list[RunConfig], args, workers: int, parent: bool
 ) -> int:
+    from rnnlab.executors import make
     from rnnlab.sweep import run_sweep
     from rnnlab.tracking import MlflowTracker
 
     tracker = MlflowTracker(args.tracking_uri)
-    if getattr(args, "executor", "local") == "ray":
+    kind = getattr(args, "executor", "local")
+    if kind == "ray":
         _check_ray(args, tracker.uri)
+    if kind == "slurm":
+        _check_slurm()
     tracker.check()  # an unreachable or unwritable store is bad input: exit 2, nothing run
-    print(
-        f"{experiment.name}: {len(grid)} grid point(s), {workers} worker(s) → {tracker.uri}",
-        file=sys.stderr,
-    )
-    rerun = getattr(args, "rerun", False)
-    use_ray = getattr(args, "executor", "local") == "ray"
+    res = experiment.resources
+    if kind == "ray":
+        executor = make("ray", address=args.ray_address, cpus=res.cpus, gpus=res.gpus)
+        where = "Ray tasks"
+    elif kind == "slurm":
+        executor = make(
+            "slurm",
+            folder=args.slurm_folder,
+            max_jobs=args.workers,
+            cpus=res.cpus,
+            gpus=res.gpus,
+            partition=res.partition,
+            time_min=res.time_min,
+            mem_gb=res.mem_gb,
+        )
+        where = f"{executor.cluster} jobs via submitit, folder {args.slurm_folder}"
+    elif workers <= 1:
+        executor, where = make("inline"), "1 worker"
+    else:
+        executor, where = make("processes", workers=workers), f"{workers} workers"
+    print(f"{experiment.name}: {len(grid)} grid point(s), {where} → {tracker.uri}", file=sys.stderr)
     summary = run_sweep(
         experiment,
         grid,
         tracker,
-        workers=workers,
         parent=parent,
-        rerun=rerun,
-        use_ray=use_ray,
-        ray_address=getattr(args, "ray_address", None),
+        rerun=getattr(args, "rerun", False),
+        executor=executor,
     )
     s = summary
     if s.dead_sweeps:
@@ -384,6 +411,15 @@ def _check_ray(args, uri: str) -> None:
             raise ConfigError(
                 [f"--ray-address {args.ray_address}: no Ray head answers there ({e})"]
             ) from None
+
+
+def _check_slurm() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("submitit") is None:
+        raise ConfigError(
+            ["--executor slurm needs submitit: pip install 'rnnlab[slurm]' (make install has it)"]
+        )
 
 
 def cmd_report(args) -> int:

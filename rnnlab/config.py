@@ -284,12 +284,18 @@ NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._ -]*[A-Za-z0-9._-])?")
 
 
 class ResourcesConfig(_Section):
-    """What one grid point asks of a Ray worker (``--executor ray``); not part of run_key."""
+    """What one job (an ensemble) asks of a Ray worker or a SLURM node; not part of run_key."""
 
     cpus: Real = Field(1.0, gt=0)
     """CPUs per grid point."""
     gpus: Real = Field(0.0, ge=0)
-    """GPUs per grid point; fractions share a GPU."""
+    """GPUs per grid point; fractions share a GPU (Ray); a SLURM job asks for whole GPUs."""
+    partition: str | None = Field(None, max_length=200)
+    """SLURM partition of the jobs (``--executor slurm``); null: the cluster's default."""
+    time_min: Int = Field(60, ge=1, le=60 * 24 * 365)
+    """SLURM time limit of one job (one ensemble), in minutes."""
+    mem_gb: Real | None = Field(None, gt=0)
+    """SLURM memory of one job in GB; null: the cluster's default."""
 
 
 class Experiment(RunConfig):

@@ -3,10 +3,11 @@
 The unit of work is an ensemble (``rnnlab.ensemble.groups``): grid points that differ only in
 seed, init, gain, lr or clipping train as one stacked model; each is still its own run.
 
-Executors: inline (``workers=1``: train in this process) and local processes (``workers=N``:
-N spawned processes train, this process is the single writer to the tracker, so an embedded
-SQLite store never sees concurrent writers). Progress is shown over the total work
-(Σ steps × sequence length) with an ETA; the returned :class:`Summary` counts outcomes.
+Where the ensembles train is an executor's business (``rnnlab.executors``: inline, local
+processes, Ray, SLURM): this process is the driver, the single writer to the tracker, so an
+embedded SQLite store never sees concurrent writers, and it holds the experiment's lock in
+the store while it trains (one trainer per experiment). Progress is shown over the total
+work (Σ steps × sequence length); the returned :class:`Summary` counts outcomes.
 
 Resume: a grid point whose ``run_key`` already has a finished or diverged run in the
 experiment is skipped. A run left RUNNING by a process that is gone is marked KILLED, and its
@@ -23,16 +24,10 @@ aborts at once.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
-import os
-import queue
 import signal
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -40,7 +35,9 @@ from tqdm import tqdm
 
 from rnnlab.config import Experiment, RunConfig, run_name
 from rnnlab.ensemble import groups
-from rnnlab.train import Measurement, train_ensemble
+from rnnlab.executors import make
+from rnnlab.executors.base import Executor
+from rnnlab.train import Measurement
 
 DONE = ("finished", "diverged")
 FINAL_METRICS = ("eval/loss_ratio", "grad_h/slope")
@@ -138,23 +135,23 @@ def run_sweep(
     workers: int = 1,
     parent: bool = True,
     rerun: bool = False,
-    ray_address: str | None = None,
-    use_ray: bool = False,
+    executor: Executor | None = None,
 ) -> Summary:
-    """Train the grid points not yet done into ``tracker`` (see the module docstring)."""
+    """Train the grid points not yet done into ``tracker`` (see the module docstring).
+    ``executor`` defaults to inline for ``workers=1``, else ``workers`` local processes."""
+    if executor is None:
+        executor = make("inline") if workers <= 1 else make("processes", workers=workers)
     t0 = time.perf_counter()
     summary = Summary(total=len(grid))
     tracker.open_experiment(experiment)
     summary.dead_sweeps = tracker.acquire(experiment)  # StoreBusy if another process trains it
     try:
-        return _sweep(
-            experiment, grid, tracker, workers, parent, rerun, ray_address, use_ray, summary, t0
-        )
+        return _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0)
     finally:
         tracker.release()
 
 
-def _sweep(experiment, grid, tracker, workers, parent, rerun, ray_address, use_ray, summary, t0):
+def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
     names = [run_name(r, experiment.swept_keys()) for r in grid]
     todo = plan(grid, tracker, rerun, summary)
     if not todo:
@@ -221,17 +218,37 @@ def _sweep(experiment, grid, tracker, workers, parent, rerun, ray_address, use_r
                 f"[{done}/{len(todo)}] {names[i]}: {status}{outcome}", file=sys.stderr, flush=True
             )
 
+    pending: set[int] = set()
+
+    def deliver(messages: list) -> None:
+        for kind, i, payload in messages:
+            if kind == "m":
+                on_measurement(i, payload)
+            elif i in pending:
+                pending.discard(i)
+                on_end(i, *payload)
+
+    def job_over(unit: list[int], error: str | None) -> None:
+        """The one dead-worker rule: a member whose job ended without ending it is closed,
+        killed if the sweep was interrupted (or it never started: then no run is created),
+        failed with the job's error otherwise."""
+        for i in unit:
+            if i not in pending:
+                continue
+            pending.discard(i)
+            if interrupted.is_set():
+                if i in started:
+                    on_end(i, "killed")
+            else:
+                on_end(i, "failed", error or "its worker ended without closing this run")
+
     status = "finished"
     try:
         with _interruptible() as interrupted:
-            if use_ray:
-                _ray(grid, partition, experiment, ray_address, on_measurement, on_end, interrupted)
-            elif workers <= 1:
-                _inline(grid, partition(1), on_measurement, on_end, interrupted)
-            else:
-                units = partition(workers)
-                workers = min(workers, len(units))
-                _processes(grid, units, workers, on_measurement, on_end, interrupted)
+            units = partition(executor.slots())
+            pending.update(i for unit in units for i in unit)
+            jobs = [(unit, [grid[i].model_dump_json() for i in unit]) for unit in units]
+            executor.run(jobs, deliver, job_over, interrupted)
         if interrupted.is_set():
             raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -298,251 +315,3 @@ def _interruptible():
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
-
-
-def _run_group(runs: list[RunConfig], emit, end, stop=None) -> None:
-    """Train runs as one ensemble: ``emit(k, m)`` per measurement of member k, then
-    ``end(k, status, traceback)`` once per member (diverged as it happens; finished, killed
-    or failed at the end). Members of one stack share a failure."""
-    open_ = list(range(len(runs)))
-
-    def close(status: str, error: str | None = None) -> None:
-        for k in open_:
-            end(k, status, error)
-        open_.clear()
-
-    try:
-        for k, m in train_ensemble(runs):
-            emit(k, m)
-            if m.diverged:
-                open_.remove(k)
-                end(k, "diverged", None)
-            if stop is not None and stop.is_set():
-                return close("killed")
-    except Exception:
-        return close("failed", traceback.format_exc())
-    close("finished")
-
-
-def _inline(grid, units, on_measurement, on_end, interrupted) -> None:
-    for unit in units:
-        if interrupted.is_set():
-            return
-        _run_group(
-            [grid[i] for i in unit],
-            lambda k, m, u=unit: on_measurement(u[k], m),
-            lambda k, status, error, u=unit: on_end(u[k], status, error),
-            interrupted,
-        )
-
-
-_STOP = None  # the stop event, in worker processes
-
-
-_QUEUE = None  # the queue to the writer, in worker processes
-
-
-def _init_worker(stop, q, threads: int) -> None:
-    import torch
-
-    global _STOP, _QUEUE
-    _STOP, _QUEUE = stop, q
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; workers stop via _STOP
-    torch.set_num_threads(threads)
-    watch_parent()
-
-
-def watch_parent(interval: float = 1.0) -> None:
-    """Exit this worker when the process that started it is gone (SIGKILL leaves no one to
-    stop us: an orphan would train on into a queue nobody reads)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(interval)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="rnnlab-watch-parent").start()
-
-
-FLUSH_SECONDS = 0.2
-"""Workers send their measurements to the writer in batches, at least this often."""
-
-
-def _train_into(unit: list[int], runs_json: list[str]) -> None:
-    """Worker process: train one ensemble, sending its measurements to the single writer in
-    batches (one message per FLUSH_SECONDS: the queue's cost is per message)."""
-    q = _QUEUE
-    if _STOP.is_set():
-        q.put([("skip", i, None) for i in unit])
-        return
-    batch: list = []
-    sent = time.monotonic()
-
-    def emit(k: int, m: Measurement) -> None:
-        nonlocal sent
-        batch.append(("m", unit[k], m))
-        if time.monotonic() - sent >= FLUSH_SECONDS:
-            q.put(batch.copy())
-            batch.clear()
-            sent = time.monotonic()
-
-    def end(k: int, status: str, error: str | None) -> None:
-        batch.append(("end", unit[k], (status, error)))
-
-    runs = [RunConfig.model_validate_json(r) for r in runs_json]
-    _run_group(runs, emit, end, _STOP)
-    q.put(batch)
-
-
-def _processes(grid, units, workers, on_measurement, on_end, interrupted) -> None:
-    ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    stop, q = ctx.Event(), ctx.Queue()
-
-    def halt() -> None:
-        stop.set()  # running workers end their runs as killed at their next step
-        for fut in futures:
-            fut.cancel()
-
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(stop, q, threads)
-    ) as pool:
-        futures = {
-            pool.submit(_train_into, unit, [grid[i].model_dump_json() for i in unit]): unit
-            for unit in units
-        }
-        pending = {i for unit in units for i in unit}
-        try:
-            for kind, i, payload in _drain(q, futures, pending, interrupted):
-                if interrupted.is_set() and not stop.is_set():
-                    halt()
-                if kind == "m":
-                    on_measurement(i, payload)
-                elif kind in ("end", "skip"):
-                    pending.discard(i)
-                    if kind == "end":
-                        on_end(i, *payload)
-        except BaseException:  # the writer failed: stop the workers before waiting for them
-            halt()
-            raise
-
-
-def _drain(q, futures, pending, interrupted) -> Iterator[tuple]:
-    """Messages from the workers until every pending point has ended (or its worker died)."""
-    while pending:
-        try:
-            yield from q.get(timeout=0.2)
-            continue
-        except queue.Empty:
-            if interrupted.is_set():
-                yield ("tick", None, None)  # lets the caller stop the workers
-        for fut, unit in futures.items():
-            if not fut.done() or not pending.intersection(unit):
-                continue
-            if fut.cancelled():  # never started
-                yield from (("skip", i, None) for i in unit)
-            elif fut.exception() is not None:  # the worker died without saying "end"
-                try:
-                    while True:
-                        yield from q.get_nowait()
-                except queue.Empty:
-                    pass
-                error = "".join(traceback.format_exception(fut.exception()))
-                yield from (("end", i, ("failed", error)) for i in unit if i in pending)
-
-
-# ------------------------------------------------------------------------------ Ray
-def _ray_task(q, unit: list[int], runs_json: list[str], threads: int) -> None:
-    """A Ray task: train one ensemble, sending measurements to the driver in small batches."""
-    import torch
-
-    torch.set_num_threads(threads)
-    batch: list = []
-
-    def emit(k: int, m: Measurement) -> None:
-        batch.append(("m", unit[k], m))
-        if len(batch) >= 25:
-            q.put_nowait_batch(batch)
-            batch.clear()
-
-    ended: set[int] = set()
-
-    def end(k: int, status: str, error: str | None) -> None:
-        ended.add(k)
-        batch.append(("end", unit[k], (status, error)))
-
-    try:
-        _run_group([RunConfig.model_validate_json(r) for r in runs_json], emit, end)
-    except KeyboardInterrupt:  # ray.cancel: end as killed, keeping the measurements so far
-        for k in range(len(unit)):
-            if k not in ended:
-                end(k, "killed", None)
-    q.put_nowait_batch(batch)
-
-
-def ray_init(address: str | None):
-    """Connect to a Ray cluster, or start a local instance. Loopback stays on loopback: Ray
-    otherwise advertises the machine's interface address."""
-    local = address is None or address.split(":")[0] in ("127.0.0.1", "localhost")
-    if local:  # Ray rewrites 127.0.0.1 to the interface address unless this is off (read on import)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    kwargs = {"_node_ip_address": "127.0.0.1"} if local else {}
-    if address is None:
-        kwargs |= {"include_dashboard": False, "num_cpus": os.cpu_count() or 1}
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address=address, log_to_driver=False, configure_logging=False, **kwargs)
-    return ray
-
-
-def _ray(grid, partition, experiment, address, on_measurement, on_end, interrupted) -> None:
-    """Each ensemble is a Ray task with the experiment's resources; this process stays the
-    single writer to the store, so resume, divergence and failure work exactly as locally."""
-    ray = ray_init(address)
-    from ray.util.queue import Empty, Queue
-
-    try:
-        res = experiment.resources
-        task = ray.remote(_ray_task).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)
-        q = Queue(actor_options={"num_cpus": 0})
-        threads = max(1, int(res.cpus))
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // res.cpus))
-        refs = {
-            task.remote(q, unit, [grid[i].model_dump_json() for i in unit], threads): unit
-            for unit in partition(slots)
-        }
-        pending, cancelled = {i for unit in refs.values() for i in unit}, False
-        while pending:
-            try:
-                messages = [q.get(timeout=0.2), *q.get_nowait_batch(q.qsize())]
-            except Empty:
-                messages = []
-            for kind, i, payload in messages:
-                if kind == "m":
-                    on_measurement(i, payload)
-                elif i in pending:
-                    pending.discard(i)
-                    on_end(i, *payload)
-            if interrupted.is_set() and not cancelled:
-                cancelled = True
-                for ref in refs:
-                    ray.cancel(ref)  # KeyboardInterrupt in running tasks: they end as killed
-            if messages:
-                continue
-            done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
-            for ref in done:
-                unit = [i for i in refs[ref] if i in pending]
-                if not unit or q.qsize():
-                    continue
-                try:
-                    ray.get(ref)
-                except Exception as e:  # cancelled before it started, or its worker died
-                    for i in unit:
-                        pending.discard(i)
-                        if not cancelled:
-                            on_end(i, "failed", f"{type(e).__name__}: {e}")
-    finally:
-        ray.shutdown()

@@ -78,13 +78,14 @@ def test_failed_and_stale_runs_are_redone(tmp_path, store, monkeypatch):
     path = write(tmp_path / "e.yaml", SMALL)
     # Every run fails at run time (validation leaves nothing that would: a broken step).
     from rnnlab import sweep
+    from rnnlab.executors import base as worker
     from rnnlab.tracking import MlflowTracker
 
     def broken(runs):
         yield from ()
         raise RuntimeError("a broken training step")
 
-    monkeypatch.setattr(sweep, "train_ensemble", broken)
+    monkeypatch.setattr(worker, "train_ensemble", broken)
     experiment, grid = load_experiment(path)
     tracker = MlflowTracker(store)
     summary = sweep.run_sweep(experiment, grid, tracker)

@@ -126,16 +126,16 @@ def test_exploding_network_diverges_as_data_not_a_crash():
 
 
 def test_failure_in_one_run_is_recorded_and_the_sweep_goes_on(monkeypatch):
-    import rnnlab.sweep as sweep
+    import rnnlab.executors.base as worker
 
-    real = sweep.train_ensemble
+    real = worker.train_ensemble
 
     def flaky(runs):
         if any(r.seed == 1 for r in runs):
             raise RuntimeError("injected failure")
         return real(runs)
 
-    monkeypatch.setattr(sweep, "train_ensemble", flaky)
+    monkeypatch.setattr(worker, "train_ensemble", flaky)
     runs = [cfg(seed=s, train={"ensemble": "off"}) for s in range(3)]
     tracker = MemoryTracker()
     summary = run_sweep(Experiment(name="f"), runs, tracker)

@@ -1,0 +1,135 @@
+"""What every executor shares: the worker's body, the one message format, the protocol.
+
+An executor runs *jobs* — one ensemble each (``rnnlab.ensemble.groups``): the grid indices
+of its members and their configs as JSON — somewhere (this process, local processes, Ray
+tasks, SLURM jobs) and carries the workers' messages back to the driver, which stays the
+single writer to the store (``rnnlab.sweep``). Every worker runs :func:`work`, which sends
+lists of messages, flushed at least every ``FLUSH_SECONDS``:
+
+    ("m", i, Measurement)             a measurement of grid point i
+    ("end", i, (status, error))       grid point i ended: finished | diverged | failed | killed
+
+When a job is over the executor calls ``job_over(unit, error)``; the driver ends every member
+that sent no "end" by *one* rule (``rnnlab.sweep``): killed if the sweep was interrupted or
+the member had started, otherwise failed with the job's error — a worker that died never
+leaves a run open.
+
+To add an executor: one file here with a class following :class:`Executor`, registered in
+``rnnlab/executors/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+from rnnlab.config import RunConfig
+from rnnlab.train import Measurement, train_ensemble
+
+Message = tuple[str, int, object]
+Job = tuple[list[int], list[str]]
+"""(grid indices of the ensemble's members, their RunConfigs as JSON)."""
+
+FLUSH_SECONDS = 0.2
+"""Workers send their messages at least this often (a transport's cost is per message)."""
+
+
+class Executor(Protocol):
+    """Runs jobs and delivers their messages; see the module docstring."""
+
+    name: ClassVar[str]
+
+    def slots(self) -> int:
+        """How many jobs run at once (the grid is cut into at least this many ensembles)."""
+        ...
+
+    def run(
+        self,
+        jobs: list[Job],
+        deliver: Callable[[list[Message]], None],
+        job_over: Callable[[list[int], str | None], None],
+        interrupted: threading.Event,
+    ) -> None:
+        """Run every job; ``deliver`` each batch of messages as it arrives (in order per job)
+        and call ``job_over(unit, error)`` once per job when it is over (error: why it died,
+        or None). On ``interrupted``, stop the jobs (their runs end as killed) and return."""
+        ...
+
+
+def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
+    """The worker's body, the same in every executor: train one ensemble, sending its
+    messages in batches. ``stop`` (an Event) ends its runs as killed at the next step; so
+    does a KeyboardInterrupt (Ctrl-C, ``ray.cancel``, a SLURM job's cancel)."""
+    unit, runs_json = job
+    runs = [RunConfig.model_validate_json(r) for r in runs_json]
+    batch: list[Message] = []
+    sent = time.monotonic()
+
+    def emit(k: int, m: Measurement) -> None:
+        nonlocal sent
+        batch.append(("m", unit[k], m))
+        if time.monotonic() - sent >= FLUSH_SECONDS:
+            send(batch.copy())
+            batch.clear()
+            sent = time.monotonic()
+
+    ended: set[int] = set()
+
+    def end(k: int, status: str, error: str | None) -> None:
+        ended.add(k)
+        batch.append(("end", unit[k], (status, error)))
+
+    try:
+        run_group(runs, emit, end, stop)
+    except KeyboardInterrupt:
+        for k in range(len(unit)):
+            if k not in ended:
+                end(k, "killed", None)
+    send(batch)
+
+
+def run_group(runs: list[RunConfig], emit, end, stop=None) -> None:
+    """Train runs as one ensemble: ``emit(k, m)`` per measurement of member k, then
+    ``end(k, status, traceback)`` once per member (diverged as it happens; finished, killed
+    or failed at the end). Members of one stack share a failure of training; a failure of
+    ``emit`` or ``end`` (the transport, the store) is not theirs and propagates."""
+    open_ = list(range(len(runs)))
+
+    def close(status: str, error: str | None = None) -> None:
+        for k in open_:
+            end(k, status, error)
+        open_.clear()
+
+    steps = None
+    while True:
+        try:
+            steps = steps or train_ensemble(runs)
+            k, m = next(steps)
+        except StopIteration:
+            break
+        except Exception:
+            return close("failed", traceback.format_exc())
+        emit(k, m)
+        if m.diverged:
+            open_.remove(k)
+            end(k, "diverged", None)
+        if stop is not None and stop.is_set():
+            steps.close()
+            return close("killed")
+    close("finished")
+
+
+def watch_parent(alive: Callable[[], bool], interval: float = 1.0) -> None:
+    """Exit this worker as soon as ``alive()`` says its driver is gone: a driver killed with
+    SIGKILL leaves no one to stop its workers, and an orphan would train on for nobody."""
+
+    def watch() -> None:
+        while alive():
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="rnnlab-watch-driver").start()

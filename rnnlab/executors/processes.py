@@ -1,0 +1,79 @@
+"""Train the jobs in N local worker processes (``--workers N``): spawned, so torch's threads
+never meet a fork; one queue carries every worker's messages to the driver."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from typing import ClassVar
+
+from rnnlab.executors.base import watch_parent, work
+
+_STOP = None  # in a worker: the driver's stop event
+_QUEUE = None  # in a worker: the queue to the driver
+
+
+def _init_worker(stop, q) -> None:
+    global _STOP, _QUEUE
+    _STOP, _QUEUE = stop, q
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; workers stop via _STOP
+    parent = os.getppid()
+    watch_parent(lambda: os.getppid() == parent)
+
+
+def _work(job) -> None:
+    if not _STOP.is_set():
+        work(job, _QUEUE.put, _STOP)
+
+
+class Processes:
+    name: ClassVar[str] = "processes"
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def slots(self) -> int:
+        return self.workers
+
+    def run(self, jobs, deliver, job_over, interrupted) -> None:
+        ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
+        stop, q = ctx.Event(), ctx.Queue()
+        with ProcessPoolExecutor(
+            min(self.workers, len(jobs)),
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(stop, q),
+        ) as pool:
+            futures = {pool.submit(_work, job): job[0] for job in jobs}
+
+            def halt() -> None:
+                stop.set()  # running workers end their runs as killed at their next step
+                for fut in futures:
+                    fut.cancel()
+
+            try:
+                while futures:
+                    try:
+                        deliver(q.get(timeout=0.2))
+                        continue
+                    except queue.Empty:
+                        pass
+                    if interrupted.is_set() and not stop.is_set():
+                        halt()
+                    for fut in [f for f in futures if f.done()]:
+                        while True:  # what the worker sent before it ended comes first
+                            try:
+                                deliver(q.get_nowait())
+                            except queue.Empty:
+                                break
+                        error = None
+                        if not fut.cancelled() and fut.exception() is not None:
+                            error = "".join(traceback.format_exception(fut.exception()))
+                        job_over(futures.pop(fut), error)
+            except BaseException:  # the driver failed: stop the workers before waiting for them
+                halt()
+                raise

@@ -1,0 +1,165 @@
+"""Executors behind one protocol: the same bits from every one, one dead-worker rule, and
+SLURM through submitit's local executor (real job processes, as on a cluster)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import cli, write
+from mlflow.tracking import MlflowClient
+
+from rnnlab.config import Experiment, RunConfig, load_experiment
+from rnnlab.executors import EXECUTORS, make
+from rnnlab.executors.base import work
+from rnnlab.sweep import run_sweep
+from rnnlab.tracking import MemoryTracker
+from rnnlab.train import train
+
+
+def cfg(seed=0, **train) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "task": {"name": "adding", "seq_len": 8},
+            "model": {"hidden_size": 6},
+            "train": {"steps": 12, "batch_size": 4, "eval_size": 4} | train,
+            "probe": {"every": 4},
+            "seed": seed,
+        }
+    )
+
+
+class Scripted:
+    """A fake executor: runs the first job for real, then reports the second job over after
+    one measurement without ending it (as a worker that dies would)."""
+
+    name = "scripted"
+
+    def slots(self):
+        return 2
+
+    def run(self, jobs, deliver, job_over, interrupted):
+        first, second = jobs
+        work(first, deliver)
+        job_over(first[0], None)
+        messages = []
+        work(second, messages.append)
+        deliver([messages[0][0]])  # one measurement, then the worker "dies"
+        job_over(second[0], "the node went away")
+
+
+def test_a_job_that_dies_ends_its_open_runs_as_failed_by_the_one_rule():
+    grid = [cfg(0, ensemble="off"), cfg(1, ensemble="off")]
+    tracker = MemoryTracker()
+    summary = run_sweep(Experiment(name="x"), grid, tracker, executor=Scripted())
+    assert (summary.finished, summary.failed) == (1, 1)
+    died = [r for r in tracker.history if r["status"] == "failed"]
+    assert len(died) == 1 and died[0]["error"] == "the node went away"
+    assert len(died[0]["metrics"]["train/loss"]) == 1  # what it sent is kept
+
+
+def test_every_executor_is_registered_and_follows_the_protocol():
+    assert set(EXECUTORS) == {"inline", "processes", "ray", "slurm"}
+    for name in ("inline", "processes"):
+        ex = make(name, **({"workers": 2} if name == "processes" else {}))
+        assert ex.name == name and ex.slots() >= 1 and callable(ex.run)
+
+
+SWEEP = """\
+name: slurmy
+task: {name: adding, seq_len: 10}
+model: {hidden_size: 8}
+train: {steps: 40, batch_size: 4, eval_size: 8}
+probe: {every: 10}
+resources: {cpus: 1, time_min: 10}
+sweep:
+  model.activation: [tanh, relu]
+  seed: [0, 1]
+"""
+
+
+def finished(store, name):
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return client, [r for r in runs if "rnnlab.run_key" in r.data.tags]
+
+
+@pytest.mark.cluster
+def test_slurm_executor_through_submitit_gives_the_bits_of_training_alone(tmp_path, store):
+    path = write(tmp_path / "s.yaml", SWEEP)
+    proc = cli(
+        "sweep",
+        path,
+        "--executor",
+        "slurm",
+        "--slurm-folder",
+        tmp_path / "slurm",
+        "--tracking-uri",
+        store,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "local jobs via submitit" in proc.stderr  # no sbatch here: submitit runs them locally
+    client, runs = finished(store, "slurmy")
+    grid = {r.run_key: r for r in load_experiment(path)[1]}
+    assert sorted(r.data.tags["rnnlab.status"] for r in runs) == ["finished"] * 4
+    for r in runs:
+        history = client.get_metric_history(r.info.run_id, "train/loss")
+        stored = [m.value for m in sorted(history, key=lambda m: m.step)]
+        alone = [m.metrics["train/loss"] for m in train(grid[r.data.tags["rnnlab.run_key"]])]
+        assert stored == alone
+    logs = list((tmp_path / "slurm").rglob("*_log.out"))
+    assert logs, "submitit keeps each job's log in the folder"
+    assert not list((tmp_path / "slurm").glob("sweep-*"))  # the spool is cleaned up
+
+
+@pytest.mark.cluster
+def test_slurm_interrupt_then_resume(tmp_path, store):
+    path = write(tmp_path / "s.yaml", SWEEP.replace("steps: 40", "steps: 1500"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    MlflowClient(store).search_experiments()
+    args = [
+        "sweep",
+        str(path),
+        "--executor",
+        "slurm",
+        "--slurm-folder",
+        str(tmp_path / "slurm"),
+        "--tracking-uri",
+        store,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnlab", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        exp = MlflowClient(store).get_experiment_by_name("slurmy")
+        if exp and MlflowClient(store).search_runs(
+            [exp.experiment_id], "tags.`rnnlab.status` = 'running'"
+        ):
+            break
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    client, runs = finished(store, "slurmy")
+    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    assert "killed" in {r.data.tags["rnnlab.status"] for r in runs}
+    assert {r.data.tags["rnnlab.status"] for r in runs} <= {"killed", "finished"}
+
+    resumed = cli(*args, cwd=tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    _client, runs = finished(store, "slurmy")
+    done = [
+        r.data.tags["rnnlab.run_key"] for r in runs if r.data.tags["rnnlab.status"] == "finished"
+    ]
+    assert sorted(done) == sorted({r.run_key for r in load_experiment(path)[1]})
