@@ -151,7 +151,7 @@ def test_slurm_interrupt_then_resume(tmp_path, store):
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    client, runs = finished(store, "slurmy")
+    _, runs = finished(store, "slurmy")
     assert runs and all(r.info.status != "RUNNING" for r in runs)
     assert "killed" in {r.data.tags["rnnlab.status"] for r in runs}
     assert {r.data.tags["rnnlab.status"] for r in runs} <= {"killed", "finished"}
