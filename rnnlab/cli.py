@@ -143,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("results/figures"),
         help="output folder; one subfolder per experiment (default: results/figures)",
     )
+    rp.add_argument(
+        "--ui-url",
+        metavar="URL",
+        help="where the MLflow UI serves this store, for report.md's images on the sweep run "
+        "(default: the tracking server, else http://127.0.0.1:5000 as `make ui` serves it)",
+    )
     rp.set_defaults(func=cmd_report)
 
     th = sub.add_parser("theory", help="mean-field prediction: q*, χ₁, gradient slope, depth scale")
@@ -303,7 +309,7 @@ def cmd_report(args) -> int:
         out = args.out / f.experiment
         t0 = time.perf_counter()
         path = report.report(f, out)
-        logged = report.log_to_parent(tracker.uri, f, out)
+        logged = report.log_to_parent(tracker.uri, f, out, args.ui_url)
         n = len(list(out.glob("*.png")))
         print(f"{f.experiment}: drew {f.selection} ({len(f.drawn)} runs)")
         if len(f.others):
@@ -317,11 +323,7 @@ def cmd_report(args) -> int:
         if logged:
             client = tracker.client
             exp_id = client.get_experiment_by_name(f.experiment).experiment_id
-            base = (
-                tracker.uri.rstrip("/")
-                if tracker.uri.startswith("http")
-                else "http://127.0.0.1:5000"
-            )
+            base = args.ui_url or report.ui_base(tracker.uri)
             how = "open" if tracker.uri.startswith("http") else "make ui, then"
             print(
                 f"  in the UI: {how} {base}/#/experiments/{exp_id}/runs/{f.parent_run_id}"

@@ -780,7 +780,7 @@ def spectrum_over_training(f: Frames, out: Path) -> list[Path]:
         )
     )
     facet = "model.activation" if "model.activation" in h.columns else f.col
-    hue = f.hue if f.hue != facet else None
+    hue = f.hue if f.hue != facet else f.col  # one line per length, not a median over them
     g = sns.relplot(
         data=h,
         x="step",
@@ -814,7 +814,8 @@ def spectrum_over_training(f: Frames, out: Path) -> list[Path]:
     _label_every_panel(g, "training step", r"$W_{hh}$ spectrum")
     _titles(g, facet)
     g.figure.suptitle(
-        "W_hh spectrum over training (median over seeds; red: σ_max = 1/γ, Pascanu et al. 2013)",
+        "W_hh spectrum over training (median over seeds, band: min–max; red: σ_max = 1/γ, "
+        "Pascanu et al. 2013)",
         y=1.03,
     )
     return _save(g, out, "5_spectrum_over_training")
@@ -1338,17 +1339,26 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def log_to_parent(tracking_uri: str, f: Frames, out: Path) -> bool:
+def ui_base(tracking_uri: str) -> str:
+    """Where the UI serves this store: the tracking server, else `make ui`'s address."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def log_to_parent(tracking_uri: str, f: Frames, out: Path, ui: str | None = None) -> bool:
     """Attach the report to the sweep run of the drawn grid, so the UI shows it: the
-    figures, report.html (rendered inline by the artifact view) and a report.md whose
-    images point at the run's own artifacts."""
+    figures, report.html (rendered inline by the artifact view, figures embedded) and a
+    report.md whose images are the run's own artifacts as served by the UI at ``ui``
+    (MLflow's markdown view shows only absolute http(s) images)."""
     if f.parent_run_id is None:
         return False
     client = MlflowClient(tracking_uri)
     client.log_artifacts(f.parent_run_id, str(out), "report")
     md = (out / "report.md").read_text()
+    base = (ui or ui_base(tracking_uri)).rstrip("/")
     for png in out.glob("*.png"):  # ![caption](x.png) → the artifact URL the UI serves
-        url = f"get-artifact?path=report%2F{png.name}&run_uuid={f.parent_run_id}"
+        url = f"{base}/get-artifact?path=report%2F{png.name}&run_uuid={f.parent_run_id}"
         md = md.replace(f"]({png.name})", f"]({url})")
     client.log_text(f.parent_run_id, md, "report/report.md")
     return True

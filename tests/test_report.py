@@ -82,7 +82,7 @@ def test_every_figure_is_a_valid_image_and_logged_to_the_parent_run(swept):
     assert {"report/2_trainability_map.png", "report/report.md", "report/report.html"} <= logged
     # the parent run's report.md points its images at the run's own artifacts: they display
     md = client.download_artifacts(f.parent_run_id, "report/report.md", str(tmp))
-    url = f"get-artifact?path=report%2F1_profile_vs_distance.png&run_uuid={f.parent_run_id}"
+    url = f"http://127.0.0.1:5000/get-artifact?path=report%2F1_profile_vs_distance.png&run_uuid={f.parent_run_id}"
     with open(md) as fh:
         assert f"]({url})" in fh.read()
 
