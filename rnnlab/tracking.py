@@ -41,7 +41,7 @@ from rnnlab import __version__
 from rnnlab.config import ConfigError, Experiment, RunConfig
 from rnnlab.style import ACTIVATION_COLORS
 from rnnlab.train import Measurement
-from rnnlab.ui import save_view
+from rnnlab.ui import decay_url, save_view
 
 RESULTS = Path("results")
 MAX_BATCH = 1000  # MLflow's per-request metric limit
@@ -364,13 +364,14 @@ class MlflowTracker:
             )
 
     def runs_url(self) -> str:
-        """The experiment's runs table: on the tracking server, or under `make ui` for SQLite."""
+        """The experiment's runs page opened on the decay curves (rnnlab.ui): on the tracking
+        server, or under `make ui` for SQLite."""
         host = (
             self.uri.rstrip("/")
             if self.uri.startswith(("http://", "https://"))
             else "http://127.0.0.1:5000"
         )
-        return f"{host}/#/experiments/{self.experiment_id}/runs"
+        return decay_url(host, self.experiment_id)
 
 
 class MemoryTracker:
