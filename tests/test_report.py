@@ -2,6 +2,7 @@
 the grid it draws, what it lists, and figures that mark what they cannot show."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -279,3 +280,38 @@ def test_profile_marks_where_a_profile_leaves_the_range_or_underflows():
     assert sig.loc["below range"].k == report.DECADES + 1  # 10^-9 is the first point below 10^-8
     assert sig.loc["underflow"].k == 45 and sig.loc["underflow"].y == 10.0**-report.DECADES
     assert marks[marks.hue == "tanh"].empty  # flat: nothing to mark, nothing in the legend
+
+
+def test_the_ui_view_and_its_metrics_are_logged(swept):
+    """What the one-click decay view reads: log10 n_{T−k}/n_T per run, run colours, the view."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from rnnlab.style import ACTIVATION_COLORS
+    from rnnlab.ui import TAG
+
+    tmp, store = swept
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("tinyreport")
+    view = json.loads(exp.tags[TAG])
+    assert [c["metricKey"] for c in view["compareRunCharts"]][:2] == [
+        "grad_h/init_log10",
+        "grad_h/final_log10",
+    ]
+    assert view["runsHiddenMode"] == "SHOW_ALL"
+    f = report.load(store, "tinyreport")
+    run = f.runs[f.runs.name == "adding-T9-tanh-orthogonal1-s0"].iloc[0]
+    assert client.get_run(run.run_id).data.tags["mlflow.runColor"] == ACTIVATION_COLORS["tanh"]
+    log10 = sorted(client.get_metric_history(run.run_id, "grad_h/init_log10"), key=lambda m: m.step)
+    first = f.profiles[(f.profiles.run_id == run.run_id) & (f.profiles.step == 0)].sort_values("k")
+    expected = np.log10(first.n_t.to_numpy() / first.n_t.iloc[0])
+    assert [m.step for m in log10] == list(range(9)) and log10[0].value == 0
+    assert [m.value for m in log10] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # the grid the sweep logged: what `rnnlab report` draws by default
+    path = client.download_artifacts(f.parent_run_id, "grid.json", str(tmp))
+    grid = json.loads(Path(path).read_text())
+    assert (
+        len(grid) == 14
+        and grid[client.get_run(run.run_id).data.tags["rnnlab.run_key"]] == run["name"]
+    )
