@@ -98,8 +98,8 @@ def numbers_block(vanishing, criticality, seconds: dict[str, float]) -> str:
         f"`experiments/criticality.yaml`: {len(c)} runs. Measured when these numbers were "
         f"generated (2 workers, `make docs-figures`; timings vary with the machine): "
         f"`make sweep` {seconds['vanishing']:.0f} s, `make sweep "
-        f"EXP=experiments/criticality.yaml` {seconds['criticality']:.0f} s, `make report` "
-        f"{seconds['report']:.0f} s on a {os.cpu_count()}-core CPU.",
+        f"EXP=experiments/criticality.yaml` {seconds['criticality']:.0f} s, `make report` of "
+        f"both {seconds['report']:.0f} s, on a {os.cpu_count()}-core CPU.",
     ]
     return "\n".join(lines)
 
