@@ -642,7 +642,7 @@ def trainability_map(f: Frames, out: Path) -> list[Path]:
                 ax.add_patch(
                     Rectangle((j, i), 1, 1, fill=False, hatch=hatch, edgecolor="0.35", lw=0)
                 )
-            text = _sci(v) if np.isfinite(v) else "n/a"
+            text = _sci(v) if np.isfinite(v) else "n/a" if np.isfinite(k) else "not run"
             if np.isfinite(d) and d > 0:
                 text += f"\n{int(d)}/{int(k)} div."
             shade = (
@@ -668,7 +668,7 @@ def trainability_map(f: Frames, out: Path) -> list[Path]:
     )
     if used:
         labels = {
-            "xxx": "diverged (a seed's loss or gradient overflowed)",
+            "xxx": "diverged (n/m: seeds of the cell that diverged)",
             "///": f"above the colour range (ratio ≥ {hi:g})",
             "...": f"below the colour range (ratio ≤ {lo:g})",
         }
@@ -752,14 +752,28 @@ def grad_norm_over_training(f: Frames, out: Path) -> list[Path]:
             y = norms.reindex(pd.MultiIndex.from_frame(c[["run_id", "step"]])).to_numpy()
             ax.scatter(c.step, y, s=6, marker="|", color="0.2")
         d = diverged if key is None else diverged[diverged[f.col] == key]
-        for _, r in d.iterrows():
+        pal = _palette(f.hue, h) or {}
+        for _, r in d.iterrows():  # the step it diverged, and its norm off the top (inf)
             ax.axvline(r.diverged_step, color="red", lw=0.8, ls=":")
+            ax.plot(
+                r.diverged_step,
+                1.0,
+                "^",
+                ms=5,
+                transform=ax.get_xaxis_transform(),
+                color=pal.get(r.get(f.hue), "0.3"),
+                mec="red",
+                mew=0.6,
+                clip_on=False,
+            )
     extra, events = {}, []
     if not clipped.empty:
         extra["clipped (grad/clipped = 1)"] = Line2D([], [], ls="", marker="|", color="0.2")
         events.append("| clipped")
     if len(diverged):
-        extra["diverged at this step"] = Line2D([], [], color="red", lw=0.8, ls=":")
+        extra["diverged at this step (▲)"] = Line2D(
+            [], [], color="red", lw=0.8, ls=":", marker="^", mec="red", mfc="0.6"
+        )
         events.append("red: diverged")
     _legend(g, extra)
     _label_every_panel(g, "training step", r"$\|\partial L/\partial\theta\|_2$ (before clipping)")
