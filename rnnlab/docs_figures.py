@@ -105,9 +105,9 @@ def numbers_block(vanishing, criticality, seconds: dict[str, float]) -> str:
 
 
 def _g(v: float) -> str:
-    from rnnlab.report import _sci
+    from rnnlab.report import sci
 
-    return _sci(v)
+    return sci(v)
 
 
 def rewrite_readme(block: str, readme: Path = ROOT / "README.md") -> None:
