@@ -107,7 +107,11 @@ def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
         facet_kws={"sharex": False, "sharey": True},
         linewidth=1.2,
     )
-    g.set(yscale="log", ylim=(10.0**-DECADES, 10.0**DECADES))
+    g.set(
+        yscale="log",
+        ylim=(10.0**-DECADES, 10.0**DECADES),
+        yticks=[10.0**e for e in range(-DECADES, DECADES + 1, 4)],
+    )
     marks = profile_marks(f)
     pal = _palette(f.hue, shown) or {}
     for key, ax in _facet_axes(g, f.col):
