@@ -312,6 +312,11 @@ def cmd_report(args) -> int:
         logged = report.log_to_parent(tracker.uri, f, out, args.ui_url)
         n = len(list(out.glob("*.png")))
         print(f"{f.experiment}: drew {f.selection} ({len(f.drawn)} runs)")
+        if f.drawn.empty:
+            print(
+                "  nothing to draw: sweep the grid first (make sweep EXP=…), or draw the runs "
+                "there are with --all"
+            )
         if len(f.others):
             print(
                 f"  {len(f.others)} other run(s) in the experiment are listed in the report, "

@@ -188,6 +188,7 @@ def test_report_draws_the_current_grid_and_lists_the_other_runs(swept):
     assert (
         "with overrides train.steps=3: 14 grid points, 14 without a run yet (0 runs)" in proc.stdout
     )
+    assert "nothing to draw" in proc.stdout and "parent run" not in proc.stdout  # not attached
     proc = cli("report", "--where", "nokey", "--tracking-uri", store, "--out", tmp / "w", cwd=tmp)
     assert proc.returncode == 2 and "expected key=value" in proc.stderr
 

@@ -42,7 +42,7 @@ class Frames:
     history: pd.DataFrame
     profiles: pd.DataFrame
     swept: list[str]
-    parent_run_id: str | None = None
+    parent_run_id: str | None = None  # the latest sweep run that logged a drawn run
     selection: str = "every run"  # what was drawn, in words ("the grid of x.yaml: …")
     others: pd.DataFrame = field(default_factory=pd.DataFrame)  # listed, not drawn
     missing: list[str] = field(default_factory=list)  # grid points without a run yet
@@ -227,7 +227,8 @@ def load(
     runs = runs.merge(first, on="run_id", how="left").merge(last, on="run_id", how="left")
     params = [c for c in runs.columns if "." in c or c == "seed"]
     swept = [c for c in params if runs[c].astype(str).nunique() > 1]
-    ids = set(runs.parent_id) if "parent_id" in runs.columns else set()
+    drawn = runs[runs.status.isin(["finished", "diverged"])]
+    ids = set(drawn.parent_id) if "parent_id" in drawn.columns else set()
     mine = [r.info.run_id for r in parents if r.info.run_id in ids]  # the drawn grid's sweeps
     return Frames(
         experiment,
@@ -235,7 +236,7 @@ def load(
         history,
         profiles,
         swept,
-        mine[-1] if mine else parents[-1].info.run_id if parents else None,
+        mine[-1] if mine else None,  # the latest sweep that logged a drawn run
         selection,
         others,
         missing,
