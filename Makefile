@@ -36,13 +36,16 @@ validate: $(STAMP) ## check an experiment file without running it
 ui: $(STAMP) ## MLflow UI on the results/ store at http://127.0.0.1:PORT (PORT=5000)
 	$(BIN)/rnnlab ui --port $(PORT)
 
-report: $(STAMP) ## figures + report.md for every experiment in results/ → results/figures/<experiment>/
+report: $(STAMP) ## figures, report.md/.html of each experiment's grid → results/figures/<experiment>/ (ARGS: FILE, --all, --where k=v)
 	$(BIN)/rnnlab report $(ARGS)
 
 server: $(STAMP) ## MLflow tracking server on the results/ store for Ray workers and the UI: http://127.0.0.1:SERVER_PORT (5001)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(SERVER_PORT) \
 	  --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db --artifacts-destination $(CURDIR)/results/artifacts \
 	  --serve-artifacts --workers 1
+
+docs-figures: $(STAMP) ## rerun the default sweeps into a temp store; refresh docs/ figures and README's numbers (~3 min)
+	$(BIN)/python -m rnnlab.docs_figures $(ARGS)
 
 bench: $(STAMP) ## time exact-gradient training steps against torch.nn.RNN (writes results/bench.json)
 	$(BIN)/python -m rnnlab.bench $(ARGS)
@@ -69,4 +72,4 @@ clean: ## remove the environment and caches (keeps results/)
 clean-results: ## delete every tracked run, artifact and figure under results/
 	find results -mindepth 1 ! -name README.md -exec rm -rf {} +
 
-.PHONY: help install sweep validate ui report server bench browser-deps test lint clean clean-results
+.PHONY: help install sweep validate ui report docs-figures server bench browser-deps test lint clean clean-results

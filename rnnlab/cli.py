@@ -8,6 +8,7 @@ Heavy libraries (torch, mlflow) are imported only by the commands that need them
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -176,7 +177,18 @@ def _parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     rp = sub.add_parser(
-        "report", help="figures and report.md per experiment, from the MLflow store"
+        "report",
+        help="figures, report.md and report.html of an experiment's grid, from the MLflow store",
+        description="Draw the runs of a grid: an experiment file's current grid (overrides "
+        "applied), else for each experiment in the store the file in experiments/ that names "
+        "it, else its latest sweep's grid. Other runs in the experiment are listed, not drawn.",
+    )
+    rp.add_argument(
+        "targets",
+        nargs="*",
+        metavar="FILE|key=value",
+        help="experiment files whose current grid to draw, and overrides applied to them "
+        "(e.g. experiments/vanishing.yaml train.steps=50)",
     )
     rp.add_argument(
         "--experiment",
@@ -184,12 +196,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="experiment name (repeatable; default: every experiment in the store)",
     )
+    rp.add_argument(
+        "--all",
+        action="store_true",
+        dest="all_runs",
+        help="draw every run in the experiment, not one grid",
+    )
+    rp.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,VALUE]",
+        help="draw only runs whose param KEY is one of the values (repeatable: all must hold); "
+        "alone it selects among every run, with a FILE it narrows the file's grid",
+    )
     uri_arg(rp)
     rp.add_argument(
         "--out",
         type=Path,
         default=Path("results/figures"),
         help="output folder; one subfolder per experiment (default: results/figures)",
+    )
+    rp.add_argument(
+        "--ui-url",
+        metavar="URL",
+        help="where the MLflow UI serves this store, for report.md's images on the sweep run "
+        "(default: the tracking server, else http://127.0.0.1:5000 as `make ui` serves it)",
     )
     rp.set_defaults(func=cmd_report)
 
@@ -427,26 +459,86 @@ def cmd_report(args) -> int:
 
     if args.tracking_uri is not None and not args.tracking_uri.strip():
         raise ConfigError(["--tracking-uri: empty; leave it out for results/mlflow.db"])
+    files = [Path(t) for t in args.targets if "=" not in t]
+    overrides = [t for t in args.targets if "=" in t]
+    if overrides and not files:
+        raise ConfigError(
+            [
+                f"overrides ({' '.join(overrides)}) need an experiment file, e.g. "
+                f"rnnlab report experiments/vanishing.yaml {' '.join(overrides)}"
+            ]
+        )
+    if files and args.experiment:
+        raise ConfigError(["--experiment: an experiment file already names its experiment"])
+    plans = [_file_grid(path, overrides) for path in files]  # bad files fail before any work
     tracker = MlflowTracker(args.tracking_uri)
     tracker.check(create=False)  # a report never creates a store
     from rnnlab import report
 
-    names = args.experiment or report.experiments(tracker.uri)
-    if not names:
-        raise ConfigError([f"no experiments in {tracker.uri}; run `make sweep` first"])
-    frames = [report.load(tracker.uri, name) for name in names]  # all bad names fail before drawing
+    if not files:
+        names = args.experiment or report.experiments(tracker.uri)
+        if not names:
+            raise ConfigError([f"no experiments in {tracker.uri}; run `make sweep` first"])
+        declared = {} if args.all_runs or args.where else _experiment_files()
+        plans = [declared.get(name) or (name, None, None) for name in names]
+    frames = [  # every bad name or filter fails before anything is drawn
+        report.load(
+            tracker.uri, name, None if args.all_runs else grid, args.where, args.all_runs, source
+        )
+        for name, grid, source in plans
+    ]
     for f in frames:
         out = args.out / f.experiment
         t0 = time.perf_counter()
         path = report.report(f, out)
-        logged = report.log_to_parent(tracker.uri, f, out)
+        logged = report.log_to_parent(tracker.uri, f, out, args.ui_url)
         n = len(list(out.glob("*.png")))
-        where = " and to the sweep's parent run" if logged else ""
-        print(
-            f"{f.experiment}: {n} figures (PNG + PDF) in {out}{where} ({time.perf_counter() - t0:.1f} s)"
-        )
-        print(f"  report: {path}")
+        print(f"{f.experiment}: drew {f.selection} ({len(f.drawn)} runs)")
+        if f.drawn.empty:
+            print(
+                "  nothing to draw: sweep the grid first (make sweep EXP=…), or draw the runs "
+                "there are with --all"
+            )
+        if len(f.others):
+            print(
+                f"  {len(f.others)} other run(s) in the experiment are listed in the report, "
+                "not drawn (--all draws every run, --where KEY=VALUE selects)"
+            )
+        where = " and on the sweep's parent run" if logged else ""
+        print(f"  {n} figures (PNG + PDF) in {out}{where} ({time.perf_counter() - t0:.1f} s)")
+        print(f"  report: {path} and {path.with_suffix('.html')}")
+        if logged:
+            client = tracker.client
+            exp_id = client.get_experiment_by_name(f.experiment).experiment_id
+            base = args.ui_url or report.ui_base(tracker.uri)
+            how = "open" if tracker.uri.startswith("http") else "make ui, then"
+            print(
+                f"  in the UI: {how} {base}/#/experiments/{exp_id}/runs/{f.parent_run_id}"
+                "/artifacts/report/report.html"
+            )
     return EXIT_OK
+
+
+def _file_grid(path: Path, overrides: list[str]) -> tuple[str, dict[str, str], str]:
+    """(experiment name, run_key → run name of the file's current grid, how it was chosen)."""
+    experiment, grid = load_experiment(path, overrides)
+    swept = experiment.swept_keys()
+    source = f"the current grid of {path}" + (
+        f" with overrides {' '.join(overrides)}" if overrides else ""
+    )
+    return experiment.name, {r.run_key: run_name(r, swept) for r in grid}, source
+
+
+def _experiment_files() -> dict[str, tuple[str, dict[str, str], str]]:
+    """Experiment name → its file's current grid, for every valid experiments/*.yaml here."""
+    out: dict[str, tuple[str, dict[str, str], str]] = {}
+    for path in sorted(Path("experiments").glob("*.y*ml")):
+        try:
+            plan = _file_grid(path, [])
+        except ConfigError:
+            continue
+        out.setdefault(plan[0], plan)
+    return out
 
 
 def cmd_theory(args) -> int:
@@ -511,11 +603,21 @@ def cmd_ui(args) -> int:
     ]
     from mlflow.tracking import MlflowClient
 
+    from rnnlab.ui import decay_url, save_view
+
     base = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI on {base} (Ctrl-C to stop); each experiment's runs table:")
-    for exp in MlflowClient(uri).search_experiments():
-        if exp.name != "Default":  # the runs table, not the GenAI overview a click opens
-            print(f"  {exp.name:<24} {base}/#/experiments/{exp.experiment_id}/runs")
+    print(f"MLflow UI on {base} (Ctrl-C to stop); for each experiment:")
+    client = MlflowClient(uri)
+    for exp in client.search_experiments():
+        if exp.name == "Default":
+            continue
+        # stores from older sweeps get the decay-curve view too; a read-only store cannot
+        with contextlib.suppress(Exception):
+            save_view(client, exp.experiment_id)
+        # the runs table, not the GenAI overview a click on the experiment opens
+        print(f"  {exp.name}")
+        print(f"    runs table:   {base}/#/experiments/{exp.experiment_id}/runs")
+        print(f"    decay curves: {decay_url(base, exp.experiment_id)}")
     sys.stdout.flush()
     server = subprocess.Popen(cmd, env=env)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server too

@@ -44,7 +44,9 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab import __version__
 from rnnlab.config import ConfigError, Experiment, RunConfig
+from rnnlab.style import ACTIVATION_COLORS
 from rnnlab.train import Measurement
+from rnnlab.ui import decay_url, save_view
 
 RESULTS = Path("results")
 MAX_BATCH = 1000  # MLflow's per-request metric limit
@@ -132,6 +134,17 @@ def profile_frame(profiles: list[tuple[int, np.ndarray]]) -> pd.DataFrame:
         if frames
         else pd.DataFrame(columns=list(cols)).astype(cols)
     )
+
+
+def _grid(spec: dict) -> dict[str, str]:
+    """run_key → run name of every point of an experiment's grid (from its resolved spec)."""
+    from rnnlab.config import load_experiment, run_name
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "experiment.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        experiment, grid = load_experiment(path)
+    return {run.run_key: run_name(run, experiment.swept_keys()) for run in grid}
 
 
 @dataclass(frozen=True)
@@ -286,6 +299,7 @@ class MlflowTracker:
         self.client.set_experiment_tag(
             self.experiment_id, "mlflow.experimentKind", "custom_model_development"
         )
+        save_view(self.client, self.experiment_id)  # the decay curves in one click (rnnlab.ui)
 
     # ------------------------------------------------------------------ the lock
     # One live rnnlab process trains an experiment at a time, so a run_key is never trained
@@ -449,6 +463,7 @@ class MlflowTracker:
         self.client.log_text(
             self.parent_id, yaml.safe_dump(spec, sort_keys=False), "experiment.yaml"
         )
+        self.client.log_dict(self.parent_id, _grid(spec), "grid.json")  # what `report` draws
 
     @_timed
     def start_run(
@@ -464,6 +479,8 @@ class MlflowTracker:
                 "rnnlab.pid": str(os.getpid()),
             }
         )
+        if color := ACTIVATION_COLORS.get(run.model.activation):  # the figures' colours in the UI
+            tags["mlflow.runColor"] = color
         if self.parent_id:
             tags["mlflow.parentRunId"] = self.parent_id
         info = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info
@@ -496,7 +513,17 @@ class MlflowTracker:
         ts = int(time.time() * 1000)
         if r.profiles:  # the decay curves, charted by the UI over the distance k
             for key, (_, n) in (("grad_h/init", r.profiles[0]), ("grad_h/final", r.profiles[-1])):
-                r.metrics += [Metric(key, float(v), ts, k) for k, v in enumerate(n[::-1])]
+                back = np.asarray(n, dtype=np.float64)[::-1]  # n_{L−k} for k = 0, 1, …
+                r.metrics += [Metric(key, float(v), ts, k) for k, v in enumerate(back)]
+                # log10 n_{L−k}/n_L: straight lines on the UI's default linear axis; underflow
+                # (n = 0) and inf are left out, so a curve ends where the profile left range
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rel = np.log10(back / back[0])
+                r.metrics += [
+                    Metric(f"{key}_log10", float(v), ts, k)
+                    for k, v in enumerate(rel)
+                    if np.isfinite(v)
+                ]
         self._flush(r)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -546,13 +573,14 @@ class MlflowTracker:
             )
 
     def runs_url(self) -> str:
-        """The experiment's runs table: on the tracking server, or under `make ui` for SQLite."""
+        """The experiment's runs page opened on the decay curves (rnnlab.ui): on the tracking
+        server, or under `make ui` for SQLite."""
         host = (
             self.uri.rstrip("/")
             if self.uri.startswith(("http://", "https://"))
             else "http://127.0.0.1:5000"
         )
-        return f"{host}/#/experiments/{self.experiment_id}/runs"
+        return decay_url(host, self.experiment_id)
 
 
 class MemoryTracker:

@@ -1,4 +1,8 @@
-"""The MLflow UI as a user sees it: headless chromium (Debian's) driven by Playwright."""
+"""The MLflow UI as a user sees it: headless chromium (Debian's) driven by Playwright.
+
+Screenshots of what a user sees (the decay-curve view, the report on the sweep run) are
+left in the test's temporary folder, and in $RNNLAB_SCREENSHOTS when that is set.
+"""
 
 import os
 import shutil
@@ -9,12 +13,20 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
-from conftest import cli, write
+from conftest import ROOT, write
+from conftest import cli as _cli
 from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ENV = {"PYTHONPATH": str(ROOT)}  # this tree's rnnlab, whichever the venv has installed
+
+
+def cli(*args, cwd=None):
+    return _cli(*args, cwd=cwd, env=ENV)
+
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -64,6 +76,7 @@ def ui(tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
         cwd=tmp,
+        env=os.environ | ENV,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -79,10 +92,14 @@ def ui(tmp_path_factory):
             time.sleep(0.5)
         client = MlflowClient(store)
         exp = client.get_experiment_by_name("tinyui")
-        runs = [
-            r for r in client.search_runs([exp.experiment_id]) if "rnnlab.run_key" in r.data.tags
-        ]
-        yield {"base": base, "exp": exp, "runs": runs, "tmp": tmp}
+        found = client.search_runs([exp.experiment_id])
+        runs = [r for r in found if "rnnlab.run_key" in r.data.tags]
+        parent = next(r for r in found if r.data.tags.get("rnnlab.role") == "sweep")
+        # the report on the sweep run, its report.md's images served by this UI
+        args = ("report", "--tracking-uri", store, "--out", tmp / "figs", "--ui-url", base)
+        proc = cli(*args, cwd=tmp)
+        assert proc.returncode == 0, proc.stderr
+        yield {"base": base, "exp": exp, "runs": runs, "parent": parent, "tmp": tmp}
         out = (tmp / "ui.log").read_text()
         assert f"{base}/#/experiments/{exp.experiment_id}/runs" in out  # the direct link is printed
     finally:
@@ -102,6 +119,17 @@ def browser(ui):
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
+
+
+def shoot(pg, ui, name: str) -> None:
+    """Keep a screenshot of what the user sees (tmp folder, and $RNNLAB_SCREENSHOTS)."""
+    close = pg.get_by_role("button", name="Close")  # the assistant's side panel, as a user would
+    if close.count():
+        close.first.click()
+        pg.wait_for_timeout(1000)
+    for folder in (ui["tmp"], os.environ.get("RNNLAB_SCREENSHOTS")):
+        if folder:
+            pg.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
 @contextmanager
@@ -156,3 +184,60 @@ def test_artifact_view_renders_the_profile_png(browser, ui):
         )
         widths = pg.locator("img").evaluate_all("els => els.map(e => e.naturalWidth)")
         assert 440 in widths  # profile.png is 4 in × 110 dpi wide
+
+
+def test_decay_curves_open_in_one_click(browser, ui):
+    """The link `rnnlab ui` prints opens the chart view: grid points only (no parent row to
+    expand), every run charted, log10 n_{T−k}/n_T on a linear axis, coloured by activation."""
+    from playwright.sync_api import expect
+
+    log = (ui["tmp"] / "ui.log").read_text()
+    link = next(
+        line.split("decay curves:")[1].strip()
+        for line in log.splitlines()
+        if "decay curves:" in line
+    )
+    assert link.startswith(ui["base"]) and "compareRunsMode=CHART" in link
+    with page(browser, ui, "decay") as pg:
+        pg.goto(link)
+        expect(pg.get_by_text("Gradient decay curves")).to_be_visible(timeout=30000)
+        expect(pg.get_by_text("2 matching runs")).to_be_visible(timeout=15000)
+        for metric in ("grad_h/init_log10", "grad_h/final_log10", "grad_h/init", "grad_h/final"):
+            expect(pg.get_by_text(metric, exact=True).first).to_be_attached()
+        pg.wait_for_function(  # four charts, a curve per run in each
+            "() => document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 8",
+            timeout=30000,
+        )
+        strokes = pg.locator(".js-plotly-plot .scatterlayer .trace path.js-line").evaluate_all(
+            "els => els.map(e => e.style.stroke)"
+        )
+        assert {"rgb(1, 115, 178)", "rgb(222, 143, 5)"} <= set(
+            strokes
+        )  # tanh, relu: the figures' colours
+        shoot(pg, ui, "ui_decay_curves")
+
+
+def test_report_renders_on_the_sweep_run(browser, ui):
+    """report.html shows inline with its figures and tables; report.md's images display."""
+    from playwright.sync_api import expect
+
+    parent = ui["parent"].info.run_id
+    url = f"{ui['base']}/#/experiments/{ui['exp'].experiment_id}/runs/{parent}/artifacts/report/report.html"
+    with page(browser, ui, "report") as pg:
+        pg.goto(url)
+        frame = pg.frame_locator("iframe").first
+        expect(frame.get_by_text("Per condition (median over seeds, [min … max])")).to_be_visible(
+            timeout=30000
+        )
+        expect(frame.locator("table").first).to_be_visible()
+        pg.wait_for_timeout(1000)
+        widths = frame.locator("img").evaluate_all("els => els.map(e => e.naturalWidth)")
+        assert len(widths) == 7 and min(widths) > 400  # every figure embedded and decoded
+        shoot(pg, ui, "ui_report_html")
+        pg.get_by_text("report.md", exact=True).click()  # in the artifact tree, as a user does
+        pg.wait_for_function(
+            "() => [...document.images].filter(i => i.src.includes('get-artifact')"
+            " && i.complete && i.naturalWidth > 400).length == 7",
+            timeout=30000,
+        )
+        shoot(pg, ui, "ui_report_md")

@@ -1,12 +1,25 @@
-"""Report: a tiny sweep (with a diverged point) → every figure, and the frames behind them."""
+"""Report: a tiny sweep (with a diverged point) → every figure, and the frames behind them;
+the grid it draws, what it lists, and figures that mark what they cannot show."""
 
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import pytest
-from conftest import cli, write
+from conftest import ROOT, write
+from conftest import cli as _cli
 from PIL import Image
 
 from rnnlab import report
 
 pytestmark = pytest.mark.slow
+
+
+def cli(*args, cwd=None):
+    """`python -m rnnlab` from this tree, whichever rnnlab the venv has installed."""
+    return _cli(*args, cwd=cwd, env={"PYTHONPATH": str(ROOT)})
+
 
 TINY = """\
 name: tinyreport
@@ -56,12 +69,23 @@ def test_every_figure_is_a_valid_image_and_logged_to_the_parent_run(swept):
         pdf = png.with_suffix(".pdf")
         assert pdf.read_bytes()[:5] == b"%PDF-"
     text = (out / "report.md").read_text()
-    assert text.count("![") == 8 and "| adding-T9-linear-gaussian40-s0 | diverged |" in text
+    assert text.count("![") == 8 and "](1_profile_vs_distance.png)" in text  # local: relative
+    assert re.search(r"\| 9 \| linear \| gaussian \| 40 \| 0 \| diverged \|", text)
+    # report.html: self-contained, every figure embedded, the tables in it
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 8 and "<table>" in page
+    assert "Per condition" in page and "adding-T9-linear-gaussian40-s0" in page
     from mlflow.tracking import MlflowClient
 
     f = report.load(store, "tinyreport")
-    logged = {a.path for a in MlflowClient(store).list_artifacts(f.parent_run_id, "report")}
-    assert "report/2_trainability_map.png" in logged and "report/report.md" in logged
+    client = MlflowClient(store)
+    logged = {a.path for a in client.list_artifacts(f.parent_run_id, "report")}
+    assert {"report/2_trainability_map.png", "report/report.md", "report/report.html"} <= logged
+    # the parent run's report.md points its images at the run's own artifacts: they display
+    md = client.download_artifacts(f.parent_run_id, "report/report.md", str(tmp))
+    url = f"http://127.0.0.1:5000/get-artifact?path=report%2F1_profile_vs_distance.png&run_uuid={f.parent_run_id}"
+    with open(md) as fh:
+        assert f"]({url})" in fh.read()
 
 
 def test_frames_have_the_expected_rows(swept):
@@ -124,3 +148,172 @@ def test_unknown_or_empty_experiment_is_bad_input(swept, tmp_path):
     assert proc.returncode == 2 and "no store there yet" in proc.stderr
     assert not (tmp_path / "missing.db").exists()  # a report never creates a store
     assert not (tmp_path / "f").exists()
+
+
+def test_report_draws_the_current_grid_and_lists_the_other_runs(swept):
+    """An ad-hoc run in the same experiment is listed with what differs, never drawn; --all
+    draws it, --where selects by param."""
+    tmp, store = swept
+    path = tmp / "tiny.yaml"
+    proc = cli("run", path, "train.steps=2", "task.seq_len=7", "--tracking-uri", store, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    grid = report.load(store, "tinyreport")  # default: the latest sweep's grid
+    assert len(grid.runs) == 14 and set(grid.runs["train.steps"]) == {4}
+    assert "latest sweep" in grid.selection
+    assert list(grid.others.name) == ["adding-T7-tanh-orthogonal1-s0"]
+    assert grid.others.differs.iloc[0] == "task.seq_len=7, train.steps=2"
+    every = report.load(store, "tinyreport", all_runs=True)
+    assert len(every.runs) == 15 and every.others.empty and "train.steps" in every.swept
+    some = report.load(
+        store, "tinyreport", where=["model.activation=relu,sigmoid", "task.seq_len=9"]
+    )
+    assert sorted(some.runs.name) == [
+        "adding-T9-relu-orthogonal1-s0",
+        "adding-T9-relu-orthogonal1-s1",
+        "adding-T9-sigmoid-orthogonal1-s0",
+        "adding-T9-sigmoid-orthogonal1-s1",
+    ]
+    # the file's current grid, through the CLI: drawn, the other run listed in report.md
+    proc = cli("report", path, "--tracking-uri", store, "--out", tmp / "grid", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert f"the current grid of {path}: 14 grid points (14 runs)" in proc.stdout
+    assert "1 other run(s)" in proc.stdout
+    text = (tmp / "grid" / "tinyreport" / "report.md").read_text()
+    assert "**Not drawn:** 1 other runs" in text and "The drawn runs have train.steps=4" in text
+    assert "| task.seq_len=7, train.steps=2 | 1 | 1 finished | rnnlab run |" in text
+    # overrides change the grid: no run has train.steps=3, so nothing is drawn and all listed
+    proc = cli(
+        "report", path, "train.steps=3", "--tracking-uri", store, "--out", tmp / "o", cwd=tmp
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "with overrides train.steps=3: 14 grid points, 14 without a run yet (0 runs)" in proc.stdout
+    )
+    assert "nothing to draw" in proc.stdout and "parent run" not in proc.stdout  # not attached
+    proc = cli("report", "--where", "nokey", "--tracking-uri", store, "--out", tmp / "w", cwd=tmp)
+    assert proc.returncode == 2 and "expected key=value" in proc.stderr
+
+
+def _frames(runs: list[dict], profiles: pd.DataFrame | None = None) -> report.Frames:
+    runs = pd.DataFrame(runs)
+    swept = [c for c in runs.columns if "." in c or c == "seed"]
+    swept = [c for c in swept if runs[c].nunique() > 1]
+    empty = pd.DataFrame(columns=["run_id", "key", "step", "value"])
+    p = (
+        profiles
+        if profiles is not None
+        else pd.DataFrame(columns=["run_id", "step", "t", "k", "n_t"])
+    )
+    return report.Frames("synthetic", runs, empty, p, swept)
+
+
+def test_condition_table_sorts_T_numerically_with_medians_and_spread():
+    runs = [
+        {
+            "run_id": f"{T}{a}{s}",
+            "name": f"T{T}-{a}-s{s}",
+            "status": "finished",
+            "task.seq_len": T,
+            "model.activation": a,
+            "seed": s,
+            "final_loss_ratio": ratio * (1 + s),
+            "slope_init": -0.1 * s,
+            "slope_final": 0.0,
+        }
+        for T in (200, 10, 100, 25)
+        for a, ratio in (("tanh", 0.5), ("sigmoid", 1.0))
+        for s in (0, 1, 2)
+    ]
+    t = report.condition_table(_frames(runs))
+    assert list(t["task.seq_len"]) == [10, 10, 25, 25, 100, 100, 200, 200]  # not "10, 100, 200, 25"
+    assert list(t["model.activation"][:2]) == ["sigmoid", "tanh"]  # one activation order
+    row = t.iloc[1]
+    assert row["final_loss_ratio median"] == 1.0 and row["final_loss_ratio min"] == 0.5
+    assert row["final_loss_ratio max"] == 1.5 and row.runs == 3
+
+
+def test_trainability_cells_beyond_the_colour_range_are_marked():
+    runs = [
+        {
+            "run_id": f"{a}{s}",
+            "name": f"{a}{s}",
+            "status": st,
+            "task.seq_len": 10,
+            "model.activation": a,
+            "seed": s,
+            "final_loss_ratio": r,
+        }
+        for a, r, st in (
+            ("relu", 0.05, "finished"),
+            ("tanh", 0.5, "finished"),
+            ("linear", 470.0, "finished"),
+            ("sigmoid", 1.0, "diverged"),
+        )
+        for s in (0, 1)
+    ]
+    cells = report.trainability_frame(_frames(runs)).set_index("model.activation")
+    assert report.RATIO_RANGE == (0.1, 10.0)
+    assert cells.clipped.to_dict() == {"linear": "≥ 10", "relu": "≤ 0.1", "sigmoid": "", "tanh": ""}
+    assert cells.diverged.to_dict() == {"linear": 0, "relu": 0, "sigmoid": 2, "tanh": 0}
+
+
+def test_profile_marks_where_a_profile_leaves_the_range_or_underflows():
+    k = np.arange(60)
+    rows, runs = [], []
+    for act, slope in (("sigmoid", -1.0), ("tanh", 0.0)):  # decades per step
+        n = 10.0 ** (slope * k)
+        n[n < 1e-45] = 0.0  # float32 underflow
+        rid = act
+        runs.append(
+            {
+                "run_id": rid,
+                "name": rid,
+                "status": "finished",
+                "task.seq_len": 60,
+                "model.activation": act,
+                "seed": 0,
+            }
+        )
+        for step in (0, 10):
+            rows.append(pd.DataFrame({"run_id": rid, "step": step, "t": 60 - k, "k": k, "n_t": n}))
+    f = _frames(runs, pd.concat(rows, ignore_index=True))
+    marks = report.profile_marks(f)
+    sig = marks[(marks.hue == "sigmoid") & (marks.phase == "init")].set_index("kind")
+    assert sig.loc["below range"].k == report.DECADES + 1  # 10^-9 is the first point below 10^-8
+    assert sig.loc["underflow"].k == 45 and sig.loc["underflow"].y == 10.0**-report.DECADES
+    assert marks[marks.hue == "tanh"].empty  # flat: nothing to mark, nothing in the legend
+
+
+def test_the_ui_view_and_its_metrics_are_logged(swept):
+    """What the one-click decay view reads: log10 n_{T−k}/n_T per run, run colours, the view."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from rnnlab.style import ACTIVATION_COLORS
+    from rnnlab.ui import TAG
+
+    tmp, store = swept
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("tinyreport")
+    view = json.loads(exp.tags[TAG])
+    assert [c["metricKey"] for c in view["compareRunCharts"]][:2] == [
+        "grad_h/init_log10",
+        "grad_h/final_log10",
+    ]
+    assert view["runsHiddenMode"] == "SHOW_ALL"
+    f = report.load(store, "tinyreport")
+    run = f.runs[f.runs.name == "adding-T9-tanh-orthogonal1-s0"].iloc[0]
+    assert client.get_run(run.run_id).data.tags["mlflow.runColor"] == ACTIVATION_COLORS["tanh"]
+    log10 = sorted(client.get_metric_history(run.run_id, "grad_h/init_log10"), key=lambda m: m.step)
+    first = f.profiles[(f.profiles.run_id == run.run_id) & (f.profiles.step == 0)].sort_values("k")
+    expected = np.log10(first.n_t.to_numpy() / first.n_t.iloc[0])
+    assert [m.step for m in log10] == list(range(9)) and log10[0].value == 0
+    assert [m.value for m in log10] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # the grid the sweep logged: what `rnnlab report` draws by default
+    path = client.download_artifacts(f.parent_run_id, "grid.json", str(tmp))
+    grid = json.loads(Path(path).read_text())
+    assert (
+        len(grid) == 14
+        and grid[client.get_run(run.run_id).data.tags["rnnlab.run_key"]] == run["name"]
+    )

@@ -1,0 +1,300 @@
+"""Loading: an experiment's runs → the grid to draw → tidy DataFrames (see the package doc)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from rnnlab.config import ConfigError
+
+HISTORY_KEYS = [
+    "train/loss",
+    "eval/loss_ratio",
+    "grad/norm",
+    "grad/clipped",
+    "grad_h/slope",
+    "weights/W_hh_radius",
+    "weights/W_hh_sigma_max",
+    "theory/slope",
+    "theory/q_in",
+    "theory/bias_var",
+    "dyn/lyapunov_max",
+]
+
+
+NOT_FACETS = {"seed", "run_id", "name", "status"}
+
+
+NOT_COMPARED = {"train.ensemble", "train.device"}  # scheduling, not science: never "differs"
+
+
+@dataclass
+class Frames:
+    experiment: str
+    runs: pd.DataFrame
+    history: pd.DataFrame
+    profiles: pd.DataFrame
+    swept: list[str]
+    parent_run_id: str | None = None  # the latest sweep run that logged a drawn run
+    selection: str = "every run"  # what was drawn, in words ("the grid of x.yaml: …")
+    others: pd.DataFrame = field(default_factory=pd.DataFrame)  # listed, not drawn
+    missing: list[str] = field(default_factory=list)  # grid points without a run yet
+
+    @property
+    def hue(self) -> str | None:
+        return _pick(self.swept, ["model.activation", "model.init", "model.gain", "task.seq_len"])
+
+    @property
+    def col(self) -> str | None:
+        return _pick(
+            [k for k in self.swept if k != self.hue],
+            ["task.seq_len", "model.gain", "model.init", "model.activation", "train.lr"],
+        )
+
+    @property
+    def drawn(self) -> pd.DataFrame:
+        return self.runs[self.runs.status.isin(["finished", "diverged"])]
+
+
+def _pick(keys: list[str], order: list[str]) -> str | None:
+    for k in order:
+        if k in keys:
+            return k
+    rest = [k for k in keys if k not in NOT_FACETS]
+    return rest[0] if rest else None
+
+
+def experiments(tracking_uri: str) -> list[str]:
+    client = MlflowClient(tracking_uri)
+    return [e.name for e in client.search_experiments() if e.name != "Default"]
+
+
+def parse_where(items: list[str]) -> dict[str, list[str]]:
+    """``["model.activation=tanh,relu", "task.seq_len=100"]`` → {key: accepted values}."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(
+                [f"--where {item!r}: expected key=value[,value…], e.g. task.seq_len=100"]
+            )
+        out.setdefault(key.strip(), []).extend(v.strip() for v in value.split(","))
+    return out
+
+
+def _matches(row: dict, where: dict[str, list[str]]) -> bool:
+    for key, values in where.items():
+        if key not in row or not any(_same(row[key], v) for v in values):
+            return False
+    return True
+
+
+def _same(value, text: str) -> bool:
+    return str(value) == text or _typed(str(value)) == _typed(text)
+
+
+def load(
+    tracking_uri: str,
+    experiment: str,
+    grid: dict[str, str] | None = None,
+    where: list[str] = (),
+    all_runs: bool = False,
+    source: str | None = None,
+) -> Frames:
+    """The tidy frames of the runs to draw in one experiment.
+
+    Args:
+        grid: run_key → name of the grid to draw (an experiment file's current grid); None:
+            the latest sweep's grid.
+        where: ``key=value[,value]`` filters on params (and ``status``, ``name``); alone they
+            select among every run, with a grid they narrow it.
+        all_runs: draw every run in the experiment.
+        source: how the grid was chosen, in words (e.g. "the grid of experiments/x.yaml").
+    Raises:
+        ConfigError: no such experiment, no rnnlab runs, or a malformed ``where``.
+    """
+    os.environ.setdefault(
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+    )  # one bar per file otherwise
+    filters = parse_where(list(where))
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        known = ", ".join(experiments(tracking_uri)) or "none"
+        raise ConfigError(
+            [f"no experiment {experiment!r} in {tracking_uri} (experiments: {known})"]
+        )
+    all_found, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+        all_found += list(page)
+        token = page.token
+        if not token:
+            break
+    points = [r for r in all_found if "rnnlab.run_key" in r.data.tags]
+    if not points:
+        raise ConfigError(
+            [f"experiment {experiment!r} has no rnnlab runs yet; run `rnnlab sweep` first"]
+        )
+    parents = sorted(
+        (r for r in all_found if r.data.tags.get("rnnlab.role") == "sweep"),
+        key=lambda r: r.info.start_time,
+    )
+    parent_names = {r.info.run_id: r.info.run_name for r in parents}
+    rank = {"finished": 0, "diverged": 0, "failed": 1, "killed": 1, "running": 2}
+    latest: dict[str, object] = {}
+    for r in sorted(
+        points,
+        key=lambda r: (-rank.get(r.data.tags.get("rnnlab.status", ""), 3), r.info.start_time),
+    ):
+        latest[r.data.tags["rnnlab.run_key"]] = r  # best status wins, then the newest
+    rows = {}
+    for key, r in latest.items():
+        tags = r.data.tags
+        row = {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "status": tags.get("rnnlab.status", "?"),
+            "diverged_step": float(tags.get("rnnlab.diverged_step", "nan")),
+            "sweep": parent_names.get(tags.get("mlflow.parentRunId"), "rnnlab run"),
+            "parent_id": tags.get("mlflow.parentRunId"),
+        }
+        row |= {k: _typed(v) for k, v in r.data.params.items()}
+        row["final_loss_ratio"] = r.data.metrics.get("eval/loss_ratio", math.nan)
+        rows[key] = row
+
+    # which runs to draw: a grid (a file's, else the latest sweep's), all, or a filter
+    missing: list[str] = []
+    if grid is None and not all_runs and not filters:
+        grid, source = _latest_grid(client, parents)
+    if grid is not None:
+        chosen = [k for k in grid if k in rows]
+        missing = [name for k, name in grid.items() if k not in rows]
+        selection = f"{source or 'the given grid'}: {len(grid)} grid points"
+        if missing:
+            selection += f", {len(missing)} without a run yet"
+    else:
+        chosen = list(rows)
+        selection = (
+            "every run in the experiment (--all)"
+            if all_runs
+            else "every run in the experiment (no sweep has run yet)"
+            if not filters
+            else "runs matching --where"
+        )
+    if filters:
+        chosen = [k for k in chosen if _matches(rows[k], filters)]
+        selection += " where " + ", ".join(f"{k}={'|'.join(v)}" for k, v in filters.items())
+    chosen_set = set(chosen)
+    if not chosen:
+        runs = pd.DataFrame(columns=["run_id", "name", "status", "diverged_step"])
+    else:
+        runs = pd.DataFrame([rows[k] for k in chosen])
+    others = _describe_others(pd.DataFrame([rows[k] for k in rows if k not in chosen_set]), runs)
+
+    history, profiles = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in runs.itertuples():
+            if row.status not in ("finished", "diverged"):
+                continue
+            rid = row.run_id
+            for key in HISTORY_KEYS:
+                for m in client.get_metric_history(rid, key):
+                    history.append((rid, key, m.step, m.value))
+            try:
+                path = client.download_artifacts(rid, "profiles.parquet", tmp)
+            except Exception:  # a run without profiles (none recorded) is still a row in `runs`
+                continue
+            frame = pd.read_parquet(path)
+            frame.insert(0, "run_id", rid)
+            profiles.append(frame)
+    history = pd.DataFrame(history, columns=["run_id", "key", "step", "value"])
+    profiles = (
+        pd.concat(profiles, ignore_index=True)
+        if profiles
+        else pd.DataFrame(columns=["run_id", "step", "t", "k", "n_t"])
+    )
+    slopes = history[history.key == "grad_h/slope"].sort_values("step")
+    first = slopes.groupby("run_id").value.first().rename("slope_init")
+    last = slopes.groupby("run_id").value.last().rename("slope_final")
+    runs = runs.merge(first, on="run_id", how="left").merge(last, on="run_id", how="left")
+    params = [c for c in runs.columns if "." in c or c == "seed"]
+    swept = [c for c in params if runs[c].astype(str).nunique() > 1]
+    drawn = runs[runs.status.isin(["finished", "diverged"])]
+    ids = set(drawn.parent_id) if "parent_id" in drawn.columns else set()
+    mine = [r.info.run_id for r in parents if r.info.run_id in ids]  # the drawn grid's sweeps
+    return Frames(
+        experiment,
+        runs,
+        history,
+        profiles,
+        swept,
+        mine[-1] if mine else None,  # the latest sweep that logged a drawn run
+        selection,
+        others,
+        missing,
+    )
+
+
+def _latest_grid(client, parents) -> tuple[dict[str, str] | None, str | None]:
+    """run_key → name of the latest sweep's grid (None when the experiment has no sweep)."""
+    from rnnlab.config import load_experiment, run_name
+
+    for parent in reversed(parents):
+        rid, name = parent.info.run_id, parent.info.run_name
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                grid = json.loads(
+                    Path(client.download_artifacts(rid, "grid.json", tmp)).read_text()
+                )
+                return grid, f"the grid of the latest sweep ({name})"
+            except Exception:  # a sweep logged before grid.json: expand its experiment.yaml
+                pass
+            try:
+                path = client.download_artifacts(rid, "experiment.yaml", tmp)
+                experiment, runs = load_experiment(path)
+            except Exception:
+                continue
+            swept = experiment.swept_keys()
+            return (
+                {r.run_key: run_name(r, swept) for r in runs},
+                f"the grid of the latest sweep ({name})",
+            )
+    return None, None
+
+
+def _describe_others(others: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
+    """The runs not drawn, each with the settings in which it differs from the drawn grid."""
+    cols = ["run_id", "name", "status", "sweep", "differs"]
+    if others.empty:
+        return pd.DataFrame(columns=cols)
+    params = [c for c in others.columns if ("." in c or c == "seed") and c not in NOT_COMPARED]
+    values = {c: set(map(_text, drawn[c])) if c in drawn.columns else set() for c in params}
+    differs = []
+    for _, r in others.iterrows():
+        diff = [f"{c}={r[c]}" for c in params if _text(r[c]) not in values[c]]
+        differs.append(", ".join(diff) if diff else "same settings (another grid)")
+    return others.assign(differs=differs)[cols].sort_values(["differs", "name"])
+
+
+def _text(value) -> str:
+    """A param as text, with None and NaN (a param a run lacks) alike."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "None"
+    return str(value)
+
+
+def _typed(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"None": None, "True": True, "False": False}.get(value, value)

@@ -1,0 +1,85 @@
+"""Figure 4: the global gradient norm over training, clipping and divergence marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+
+from rnnlab.report.frames import Frames
+from rnnlab.report.plotting import (
+    WIDTH,
+    _facet_axes,
+    _label_every_panel,
+    _legend,
+    _palette,
+    _save,
+    _titles,
+    _with_params,
+    _wrap,
+    order,
+)
+
+
+def grad_norm_over_training(f: Frames, out: Path) -> list[Path]:
+    h = _with_params(f.history[f.history.key == "grad/norm"], f)
+    h = h.assign(value=h.value.clip(upper=1e300))  # +inf (stored as 1.8e308) drawn at the top
+    g = sns.relplot(
+        data=h,
+        x="step",
+        y="value",
+        hue=f.hue,
+        hue_order=order(f.hue, h[f.hue]) if f.hue else None,
+        col=f.col,
+        col_order=order(f.col, h[f.col]) if f.col else None,
+        units="run_id",
+        estimator=None,
+        kind="line",
+        palette=_palette(f.hue, h),
+        col_wrap=_wrap(f, h),
+        height=WIDTH * 0.8,
+        aspect=1.1,
+        linewidth=0.6,
+        alpha=0.8,
+    )
+    g.set(yscale="log")
+    clipped = _with_params(f.history[(f.history.key == "grad/clipped") & (f.history.value > 0)], f)
+    diverged = f.drawn[f.drawn.status == "diverged"]
+    for key, ax in _facet_axes(g, f.col):
+        if not clipped.empty:
+            c = clipped if key is None else clipped[clipped[f.col] == key]
+            norms = h.set_index(["run_id", "step"]).value
+            y = norms.reindex(pd.MultiIndex.from_frame(c[["run_id", "step"]])).to_numpy()
+            ax.scatter(c.step, y, s=6, marker="|", color="0.2")
+        d = diverged if key is None else diverged[diverged[f.col] == key]
+        pal = _palette(f.hue, h) or {}
+        for _, r in d.iterrows():  # the step it diverged, and its norm off the top (inf)
+            ax.axvline(r.diverged_step, color="red", lw=0.8, ls=":")
+            ax.plot(
+                r.diverged_step,
+                1.0,
+                "^",
+                ms=5,
+                transform=ax.get_xaxis_transform(),
+                color=pal.get(r.get(f.hue), "0.3"),
+                mec="red",
+                mew=0.6,
+                clip_on=False,
+            )
+    extra, events = {}, []
+    if not clipped.empty:
+        extra["clipped (grad/clipped = 1)"] = Line2D([], [], ls="", marker="|", color="0.2")
+        events.append("| clipped")
+    if len(diverged):
+        extra["diverged at this step (▲)"] = Line2D(
+            [], [], color="red", lw=0.8, ls=":", marker="^", mec="red", mfc="0.6"
+        )
+        events.append("red: diverged")
+    _legend(g, extra)
+    _label_every_panel(g, "training step", r"$\|\partial L/\partial\theta\|_2$ (before clipping)")
+    _titles(g, f.col)
+    what = f" ({', '.join(events)})" if events else ""
+    g.figure.suptitle(f"Gradient norm over training, one line per run{what}", y=1.03)
+    return _save(g, out, "4_grad_norm_over_training")

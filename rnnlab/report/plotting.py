@@ -1,0 +1,147 @@
+"""What every figure shares: colours, labels, one value order, facet layout, legends, saving."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import to_rgb
+
+from rnnlab.report.frames import Frames
+from rnnlab.style import ACTIVATION_COLORS, activation_rank
+
+# One colour per activation, shared by every figure and the MLflow UI (rnnlab.style).
+PALETTE = {a: to_rgb(c) for a, c in ACTIVATION_COLORS.items()}
+
+
+LABELS = {
+    "task.seq_len": "sequence length T",
+    "model.gain": "gain g",
+    "model.activation": "activation",
+    "model.init": "init",
+    "model.hidden_size": "hidden size H",
+    "train.lr": "learning rate",
+    "train.steps": "training steps",
+    "seed": "seed",
+}
+
+
+SHORT = {"task.seq_len": "T", "model.activation": "activation", "model.gain": "g"}
+
+
+WIDTH = 3.4  # inches: one column of a two-column paper
+
+
+DECADES = 8  # figures 1 and 7 show n_{T−k}/n_T within 10^±8; beyond it: clipped and marked
+
+
+RATIO_RANGE = (0.1, 10.0)  # the trainability map's colour scale; beyond it: hatched
+
+
+def _with_params(frame: pd.DataFrame, f: Frames, *extra: str) -> pd.DataFrame:
+    keys = [k for k in dict.fromkeys([f.hue, f.col, "seed", *extra]) if k and k in f.runs.columns]
+    return frame.merge(f.runs[["run_id", "status", *keys]], on="run_id")
+
+
+def order(key: str | None, values) -> list:
+    """One order for a key's values in every figure: activations by regime, numbers by size."""
+    vals = list(dict.fromkeys(v for v in values if v is not None))
+    if key == "model.activation":
+        return sorted(vals, key=activation_rank)
+    try:
+        return sorted(vals, key=float)
+    except (TypeError, ValueError):
+        return sorted(vals, key=str)
+
+
+def _palette(key: str | None, data: pd.DataFrame) -> dict | None:
+    if key == "model.activation" and key in data.columns:
+        return {a: PALETTE[a] for a in data[key].unique() if a in PALETTE}
+    return None
+
+
+def _label(key: str | None) -> str:
+    return LABELS.get(key, key or "")
+
+
+def _panel(key: str | None, value) -> str:
+    """A facet title: "T = 100", "activation = tanh", "g = 1.5"."""
+    return f"{SHORT.get(key, _label(key).split(' ')[-1])} = {value}" if key else ""
+
+
+def _wrap(f: Frames, data: pd.DataFrame, facet: str | None = "col") -> int | None:
+    """Columns per row: one row up to four panels, else rows of (nearly) equal length."""
+    key = f.col if facet == "col" else facet
+    n = data[key].nunique() if key and key in data.columns else 1
+    if n <= 4:
+        return None
+    return math.ceil(n / math.ceil(n / 4))
+
+
+def _facet_axes(g, key):
+    if key is None or key not in g.data.columns or not g.axes_dict:
+        return [(None, ax) for ax in g.axes.flat]
+    return list(g.axes_dict.items())
+
+
+def _label_every_panel(g, xlabel: str, ylabel: str) -> None:
+    """Tick labels and axis labels on every panel: no panel borrows its neighbour's."""
+    for ax in g.axes.flat:
+        ax.tick_params(labelbottom=True, labelleft=True)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+
+
+def _titles(g, key: str | None) -> None:
+    if key:
+        for value, ax in _facet_axes(g, key):
+            ax.set_title(_panel(key, value))
+
+
+def _legend(g, extra: dict[str, object]) -> None:
+    """Seaborn's legend plus ``extra`` (label → handle): entries only for what occurred."""
+    data = {}
+    if g._legend is not None:
+        texts = [t.get_text() for t in g._legend.texts]
+        data = dict(zip(texts, g._legend.legend_handles, strict=False))
+        g._legend.remove()
+        g._legend = None
+    data |= extra
+    if data:
+        g.add_legend(legend_data=data, label_order=list(data))
+
+
+def _save(fig_or_grid, out: Path, name: str) -> list[Path]:
+    if isinstance(fig_or_grid, sns.FacetGrid):  # room for every panel's tick labels
+        fig_or_grid.tight_layout(h_pad=1.5, w_pad=1.0)
+    fig = getattr(fig_or_grid, "figure", fig_or_grid)
+    for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]:
+        for text in legend.get_texts() if legend else []:  # "model.activation" → "activation"
+            text.set_text(LABELS.get(text.get_text(), text.get_text()))
+        if legend and legend.get_title().get_text():
+            legend.get_title().set_text(_label(legend.get_title().get_text()))
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=200, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Producer": None})
+    plt.close(fig)
+    return paths
+
+
+def sci(v: float) -> str:
+    """0.14, 0.95, 470, 1.2e11: two significant digits."""
+    if not np.isfinite(v):
+        return "inf" if v > 0 else "n/a"
+    if v == 0 or 0.01 <= abs(v) < 10:
+        return f"{v:.2g}"
+    if abs(v) < 10_000:
+        return f"{float(f'{v:.2g}'):.0f}"
+    exp = math.floor(math.log10(abs(v)))
+    return f"{v / 10**exp:.2g}e{exp}"

@@ -1,0 +1,146 @@
+"""Figure 1: n_{T−k}/n_T against distance k, at init and after training, one y range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+
+from rnnlab.report.frames import Frames
+from rnnlab.report.plotting import (
+    DECADES,
+    WIDTH,
+    _facet_axes,
+    _label_every_panel,
+    _legend,
+    _palette,
+    _save,
+    _titles,
+    _with_params,
+    _wrap,
+    order,
+)
+
+
+def profile_frame(f: Frames) -> pd.DataFrame:
+    """Profiles at init and at the end, normalised: n_{L−k} / n_L against distance k."""
+    p = f.profiles
+    if p.empty:
+        return p.assign(phase=[], ratio=[])
+    first, last = (
+        p.groupby("run_id").step.transform("min"),
+        p.groupby("run_id").step.transform("max"),
+    )
+    p = p[(p.step == first) | (p.step == last)].copy()
+    p["phase"] = np.where(p.step == first[p.index], "init", "end of training")
+    ref = p[p.k == 0].set_index(["run_id", "step"]).n_t
+    p["ratio"] = (
+        p.n_t.to_numpy() / ref.reindex(pd.MultiIndex.from_frame(p[["run_id", "step"]])).to_numpy()
+    )
+    return _with_params(p, f)
+
+
+def profile_marks(f: Frames) -> pd.DataFrame:
+    """Where each median profile of figure 1 leaves the y range or underflows.
+
+    One row per (panel, hue, phase) with an event: ``kind`` is "below range", "above range"
+    (the median first crosses 10^∓DECADES at ``k``) or "underflow" (some seed's n reached
+    exactly 0 at ``k``: the line ends at k − 1), ``y`` where to draw the marker.
+    """
+    data = profile_frame(f)
+    cols = ["col", "hue", "phase", "kind", "k", "y"]
+    if data.empty:
+        return pd.DataFrame(columns=cols)
+    lo, hi = 10.0**-DECADES, 10.0**DECADES
+    data = data.assign(_col=data[f.col] if f.col else "", _hue=data[f.hue] if f.hue else "")
+    rows = []
+    for (c, h, phase), d in data.groupby(["_col", "_hue", "phase"]):
+        pos = d[np.isfinite(d.ratio) & (d.ratio > 0)]
+        med = pos.groupby("k").ratio.median().sort_index()
+        out = med[(med < lo) | (med > hi)]
+        if len(out):
+            k = int(out.index[0])
+            below = out.iloc[0] < lo
+            rows.append(
+                (c, h, phase, "below range" if below else "above range", k, lo if below else hi)
+            )
+        zero = d[d.ratio == 0]
+        if len(zero):
+            k = int(zero.k.min())
+            end = med[med.index < k]
+            y = float(np.clip(end.iloc[-1], lo, hi)) if len(end) else lo
+            rows.append((c, h, phase, "underflow", k - 1, y))
+    return pd.DataFrame(rows, columns=cols)
+
+
+MARKERS = {
+    "below range": ("v", rf"leaves the y range (below $10^{{-{DECADES}}}$)"),
+    "above range": ("^", rf"leaves the y range (above $10^{{{DECADES}}}$)"),
+    "underflow": ("X", "underflow: n = 0 (float32) beyond"),
+}
+
+
+def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
+    data = profile_frame(f)
+    shown = data[np.isfinite(data.ratio) & (data.ratio > 0)]
+    hue_order = order(f.hue, shown[f.hue]) if f.hue else None
+    g = sns.relplot(
+        data=shown,
+        x="k",
+        y="ratio",
+        hue=f.hue,
+        hue_order=hue_order,
+        style="phase",
+        style_order=[p for p in ("init", "end of training") if p in set(shown.phase)],
+        col=f.col,
+        col_order=order(f.col, shown[f.col]) if f.col else None,
+        kind="line",
+        estimator="median",
+        errorbar=("pi", 100),
+        palette=_palette(f.hue, shown),
+        col_wrap=_wrap(f, shown),
+        height=WIDTH * 0.8,
+        aspect=1.1,
+        facet_kws={"sharex": False, "sharey": True},
+        linewidth=1.2,
+    )
+    g.set(
+        yscale="log",
+        ylim=(10.0**-DECADES, 10.0**DECADES),
+        yticks=[10.0**e for e in range(-DECADES, DECADES + 1, 4)],
+    )
+    marks = profile_marks(f)
+    pal = _palette(f.hue, shown) or {}
+    for key, ax in _facet_axes(g, f.col):
+        m = marks if key is None else marks[marks.col == key]
+        for r in m.itertuples():
+            ax.plot(
+                r.k,
+                r.y,
+                MARKERS[r.kind][0],
+                ms=5,
+                color=pal.get(r.hue, "0.2"),
+                mec="black",
+                mew=0.4,
+                clip_on=False,
+                zorder=5,
+            )
+    extra = {
+        MARKERS[k][1]: Line2D(
+            [], [], ls="", marker=MARKERS[k][0], color="0.5", mec="black", mew=0.4
+        )
+        for k in MARKERS
+        if k in set(marks.kind)
+    }
+    _legend(g, extra)
+    _label_every_panel(g, "distance k = T − t (steps back)", r"$n_{T-k}\,/\,n_T$")
+    _titles(g, f.col)
+    g.figure.suptitle(
+        "Gradient norm ‖∂L/∂h_t‖ vs distance (median over seeds, band: min–max; "
+        rf"y range $10^{{\pm {DECADES}}}$)",
+        y=1.03,
+    )
+    return _save(g, out, "1_profile_vs_distance")

@@ -1,0 +1,102 @@
+"""Figure 8: measured slope at init against gain, beside mean-field theory and λ_max."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from rnnlab.report.frames import Frames
+from rnnlab.report.plotting import (
+    PALETTE,
+    WIDTH,
+    _save,
+    order,
+)
+
+
+def criticality_frame(f: Frames) -> pd.DataFrame:
+    """Per run at init: gain, measured slope, mean-field slope, λ_max (long: one row per quantity)."""
+    h = f.history[f.history.step == 0].pivot_table(index="run_id", columns="key", values="value")
+    need = ["grad_h/slope", "theory/slope", "dyn/lyapunov_max"]
+    if "model.gain" not in f.runs.columns or not set(need) <= set(h.columns):
+        return pd.DataFrame(
+            columns=["run_id", "model.gain", "model.activation", "quantity", "slope"]
+        )
+    wide = f.drawn[["run_id", "model.gain", "model.activation"]].merge(h.reset_index(), on="run_id")
+    names = {
+        "grad_h/slope": "measured slope",
+        "theory/slope": "mean field ½ ln χ₁",
+        "dyn/lyapunov_max": "λ_max (QR)",
+    }
+    long = wide.melt(
+        id_vars=["run_id", "model.gain", "model.activation", "theory/q_in", "theory/bias_var"],
+        value_vars=list(names),
+        var_name="quantity",
+        value_name="slope",
+    )
+    return long.assign(quantity=long.quantity.map(names))
+
+
+def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
+    """Measured slope at init against gain, the mean-field curve, λ_max, the critical gain."""
+    from rnnlab import theory
+
+    data = criticality_frame(f)
+    if data.empty or data["model.gain"].nunique() < 2:
+        return None  # needs a sweep over model.gain
+    acts = order("model.activation", data["model.activation"])
+    fig, axes = plt.subplots(
+        1,
+        len(acts),
+        figsize=(WIDTH * 1.1 * len(acts), WIDTH * 0.9),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, act in zip(axes[0], acts, strict=True):
+        d = data[data["model.activation"] == act]
+        measured = d[d.quantity == "measured slope"]
+        lyap = d[d.quantity == "λ_max (QR)"]
+        ax.scatter(
+            measured["model.gain"],
+            measured.slope,
+            s=14,
+            color=PALETTE.get(act),
+            label="measured slope",
+            zorder=3,
+        )
+        ax.scatter(
+            lyap["model.gain"],
+            lyap.slope,
+            s=18,
+            marker="x",
+            color="0.25",
+            label="λ_max (QR)",
+            zorder=3,
+        )
+        q_in, b = float(d["theory/q_in"].median()), float(d["theory/bias_var"].median())
+        gains = np.geomspace(d["model.gain"].min() * 0.9, d["model.gain"].max() * 1.1, 200)
+        curve = [theory.mean_field(act, g, q_in, b).slope for g in gains]
+        ax.plot(gains, curve, color="black", lw=1.2, label="mean field ½ ln χ₁")
+        crit = theory.critical_gain(act, q_in, b)
+        if np.isfinite(crit):
+            ax.axvline(crit, color="red", lw=0.8, ls="--")
+            ax.annotate(
+                f"edge g = {crit:.3g}",
+                (crit, 0.02),
+                xycoords=("data", "axes fraction"),
+                color="red",
+                fontsize=7,
+                rotation=90,
+                ha="right",
+                va="bottom",
+            )
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_xlabel("gain g (σ_w)")
+        ax.set_ylabel("nats per step")
+        ax.set_title(act, fontsize=9)
+        ax.legend(fontsize=6, loc="upper left")
+    fig.suptitle("Gradient slope at init vs gain: measurement, mean-field theory and λ_max")
+    return _save(fig, out, "8_slope_vs_gain_theory")

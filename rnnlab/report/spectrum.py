@@ -1,0 +1,82 @@
+"""Figure 5: the spectrum of W_hh over training beside the vanishing bound 1/γ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+
+from rnnlab.report.frames import Frames
+from rnnlab.report.plotting import (
+    WIDTH,
+    _facet_axes,
+    _label_every_panel,
+    _save,
+    _titles,
+    _with_params,
+    _wrap,
+    order,
+)
+
+# Pascanu et al. (2013): with |φ′| ≤ γ, σ_max(W_hh) < 1/γ is sufficient for vanishing gradients.
+CRITICAL_SIGMA = {
+    "tanh": 1.0,
+    "relu": 1.0,
+    "linear": 1.0,
+    "leaky_relu": 1.0,
+    "hardtanh": 1.0,
+    "sigmoid": 4.0,
+}
+
+
+def spectrum_over_training(f: Frames, out: Path) -> list[Path]:
+    h = f.history[f.history.key.isin(["weights/W_hh_radius", "weights/W_hh_sigma_max"])]
+    h = _with_params(h, f, "model.activation").assign(
+        quantity=lambda d: d.key.map(
+            {
+                "weights/W_hh_radius": "spectral radius ρ",
+                "weights/W_hh_sigma_max": "largest singular value σ_max",
+            }
+        )
+    )
+    facet = "model.activation" if "model.activation" in h.columns else f.col
+    hue = f.hue if f.hue != facet else f.col  # one line per length, not a median over them
+    g = sns.relplot(
+        data=h,
+        x="step",
+        y="value",
+        hue=hue,
+        hue_order=order(hue, h[hue]) if hue else None,
+        style="quantity",
+        col=facet,
+        col_order=order(facet, h[facet]) if facet else None,
+        kind="line",
+        estimator="median",
+        errorbar=("pi", 100),
+        palette="viridis" if hue and pd.api.types.is_numeric_dtype(h[hue]) else None,
+        height=WIDTH * 0.8,
+        aspect=1.1,
+        col_wrap=_wrap(f, h, facet),
+        linewidth=1.1,
+        facet_kws={"sharey": False},
+    )
+    for key, ax in _facet_axes(g, facet):
+        crit = CRITICAL_SIGMA.get(key, 1.0) if facet == "model.activation" else 1.0
+        ax.axhline(crit, color="red", lw=0.8, ls="--")
+        ax.annotate(
+            f"1/γ = {crit:g}",
+            (0.02, crit),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="red",
+            va="bottom",
+        )
+    _label_every_panel(g, "training step", r"$W_{hh}$ spectrum")
+    _titles(g, facet)
+    g.figure.suptitle(
+        "W_hh spectrum over training (median over seeds, band: min–max; red: σ_max = 1/γ, "
+        "Pascanu et al. 2013)",
+        y=1.03,
+    )
+    return _save(g, out, "5_spectrum_over_training")
