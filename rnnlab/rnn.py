@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from rnnlab import _ext
+from rnnlab import _ext, kernels
 
 
 @dataclass(frozen=True)
@@ -231,9 +231,12 @@ class _ElmanBPTT(torch.autograd.Function):
 
 def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
     """The forward recursion over hs (K, T, B, H), in place; w_t = W_hhᵀ (K, H, H)."""
+    backend = kernels.backend(hs)  # triton (CUDA), cpp or python: rnnlab/kernels/__init__.py
+    if backend == "triton":
+        return kernels.triton_elman.forward_loop(hs, w_t, activation)
     if hs.shape[0] == 1:  # one member: 2-D views and plain multiplies
         hs, w_t = hs[0], w_t[0]
-    ext = _ext.loops()
+    ext = _ext.loops() if backend == "cpp" else None
     if ext is not None:
         ext.forward_loop(hs, w_t, activation)
     else:
@@ -242,10 +245,13 @@ def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
 
 def _run_backward(dz, hs, w, norms: torch.Tensor | None, activation: str) -> None:
     """The BPTT recursion over dz (K, T, B, H), in place; norms (T, K, B) or None."""
+    backend = kernels.backend(hs)
+    if backend == "triton":
+        return kernels.triton_elman.backward_loop(dz, hs, w, norms, activation)
     if hs.shape[0] == 1:
         dz, hs, w = dz[0], hs[0], w[0]
         norms = norms[:, 0] if norms is not None else None
-    ext = _ext.loops()
+    ext = _ext.loops() if backend == "cpp" else None
     if ext is not None:
         ext.backward_loop(dz, hs, w, norms, activation)
     else:
