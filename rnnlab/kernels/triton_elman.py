@@ -41,6 +41,7 @@ switch is read at call time.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -113,6 +114,9 @@ def _elman_backward(
     hs_ptr,
     w_ptr,
     n_ptr,
+    last_d,
+    last_h,
+    last_n,
     T,
     B,
     H,
@@ -139,10 +143,10 @@ def _elman_backward(
     zero = rb[:, None] * 0
     w_ptrs = w_ptr + k.to(tl.int64) * s_wk + rh[:, None] * s_wi + rh[None, :] * s_wj
     w = tl.load(w_ptrs, mask=(rh[:, None] < H) & (rh[None, :] < H), other=0.0)  # W_hh, on chip
-    last = (T - 1).to(tl.int64)
-    pd = dz_ptr + k.to(tl.int64) * s_dk + last * s_dt + rb[:, None] * s_db + rh[None, :]
-    ph = hs_ptr + k.to(tl.int64) * s_hk + last * s_ht + rb[:, None] * s_hb + rh[None, :]
-    pn = n_ptr + k.to(tl.int64) * s_nk + last * s_nt + rb
+    # step T − 1's tiles; last_* = (T − 1)·stride, from the host (64-bit where it must be)
+    pd = dz_ptr + k.to(tl.int64) * s_dk + last_d + rb[:, None] * s_db + rh[None, :]
+    ph = hs_ptr + k.to(tl.int64) * s_hk + last_h + rb[:, None] * s_hb + rh[None, :]
+    pn = n_ptr + k.to(tl.int64) * s_nk + last_n + rb
     d = tl.load(pd, mask=mask, other=0.0)  # δ_{T−1} = ∂ℓ/∂h_{T−1}
     h = tl.load(ph, mask=mask, other=0.0)
     for i in range(T):
@@ -185,8 +189,15 @@ def _kernels(interpret: bool):
 
 
 def _meta(H: int, num_warps: int | None) -> dict:
+    """Tile sizes and warps; ``RNNLAB_TRITON_WARPS`` (read at each call) overrides the warp
+    count for tuning (``rnnlab.bench`` times several)."""
+    num_warps = num_warps or int(os.environ.get("RNNLAB_TRITON_WARPS") or 0)
     block_h = max(16, triton.next_power_of_2(H))
-    warps = num_warps or (2 if block_h <= 32 else 4 if block_h <= 64 else 8)
+    # tl.dot in IEEE fp32 runs on FMA units, each thread holding a K-long column strip of
+    # W_hh: BLOCK_H / 4 warps keep that strip in registers. Compiled for sm_90a (Triton 3.9,
+    # ptxas 13): 4 warps at H = 64 spill (255 registers), 16 use 42–48; at H = 128 8 and 16
+    # warps spill, 32 use 34–38.
+    warps = num_warps or min(32, max(4, block_h // 4))
     return {"BLOCK_B": BLOCK_B, "BLOCK_H": block_h, "num_warps": warps, "num_stages": 1}
 
 
@@ -232,6 +243,9 @@ def backward_loop(
         hs,
         w,
         n,
+        (T - 1) * dz.stride(1),
+        (T - 1) * hs.stride(1),
+        (T - 1) * s_nt,
         T,
         B,
         H,
