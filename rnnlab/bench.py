@@ -259,13 +259,24 @@ def time_stack(L: int, B: int, H: int, device, K: int = STACK_K, steps: int = 20
 
 
 KERNEL_SHAPES = [(100, 64, 64), (1000, 32, 128), (5000, 16, 64)]
-KERNEL_WARPS = (None, 4, 8, 16, 32)  # None: triton_elman's default for H
+KERNEL_TILES = (  # RNNLAB_TRITON_TILE values; "" is triton_elman's default for (B, H)
+    "",
+    "dot=1,warps=8",
+    "dot=1,warps=16",
+    "dot=1,warps=32",
+    "dot=0,block_b=8,warps=8",
+    "dot=0,block_b=4,warps=4",
+    "dot=0,block_b=4,warps=8",
+    "dot=0,block_b=2,warps=4",
+    "dot=0,block_b=1,warps=4",
+)
 
 
 def time_kernels(T: int, B: int, H: int, device, repeats: int = 10) -> list[dict]:
     """Forward + backward of the recursion alone (no readout, no optimizer): cuDNN's nn.RNN
-    against rnnlab's ``_ElmanBPTT`` with the full profile, per backend (and per warp count for
-    Triton), interleaved; medians in ms and their ratio to cuDNN."""
+    against rnnlab's ``_ElmanBPTT`` with the full profile, per backend (and per tile
+    configuration for Triton, ``KERNEL_TILES``), interleaved; medians in ms and their ratio to
+    cuDNN."""
     from rnnlab.kernels import triton_elman
 
     g = torch.Generator().manual_seed(0)
@@ -279,9 +290,9 @@ def time_kernels(T: int, B: int, H: int, device, repeats: int = 10) -> list[dict
         out = out[0] if isinstance(out, tuple) else out
         out.backward(grad)
 
-    def with_backend(name, warps=None):
+    def with_backend(name, tile=""):
         def f():
-            env = {"RNNLAB_BACKEND": name, "RNNLAB_TRITON_WARPS": str(warps or "")}
+            env = {"RNNLAB_BACKEND": name, "RNNLAB_TRITON_TILE": tile}
             old = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             try:
@@ -297,8 +308,8 @@ def time_kernels(T: int, B: int, H: int, device, repeats: int = 10) -> list[dict
 
     contenders = {"cudnn": lambda: run(fused), "cpp": with_backend("cpp")}
     if triton_elman.supported(x.new_empty(1, T, B, H))[0]:
-        for w in KERNEL_WARPS:
-            contenders[f"triton/{w or 'default'}"] = with_backend("triton", w)
+        for tile in KERNEL_TILES:
+            contenders[f"triton/{tile or 'default'}"] = with_backend("triton", tile)
     times = {k: [] for k in contenders}
     failed = {}
     for _ in range(2):  # warm-up (and compilation)
@@ -488,15 +499,15 @@ def main(argv=None) -> int:
     kernel_rows = []
     if cuda and not args.no_kernels:
         print("BPTT recursion alone (forward + backward, full profile), tanh, fp32, vs cuDNN")
-        print(f"{'T':>9} {'B':>9} {'H':>9} {'backend':>16} {'ms':>9} {'/cudnn':>9}")
+        print(f"{'T':>9} {'B':>9} {'H':>9} {'backend':>30} {'ms':>9} {'/cudnn':>9}")
         for T, B, H in KERNEL_SHAPES[:1] if args.quick else KERNEL_SHAPES:
             for row in time_kernels(T, B, H, device):
                 kernel_rows.append(row)
                 if "error" in row:
-                    print(f"{T:9d} {B:9d} {H:9d} {row['backend']:>16} failed: {row['error']}")
+                    print(f"{T:9d} {B:9d} {H:9d} {row['backend']:>30} failed: {row['error']}")
                 else:
                     print(
-                        f"{T:9d} {B:9d} {H:9d} {row['backend']:>16} {row['ms']:9.3f} "
+                        f"{T:9d} {B:9d} {H:9d} {row['backend']:>30} {row['ms']:9.3f} "
                         f"{row['/cudnn']:9.2f}",
                         flush=True,
                     )

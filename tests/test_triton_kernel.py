@@ -39,7 +39,7 @@ def interpreted(monkeypatch):
 @pytest.mark.parametrize("T", [1, 2, 57])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_kernel_equals_autograd(interpreted, activation, T, every_step, dtype):
-    x, w_ih, w_hh, b, weights = stack(1, T, 5, 3, 16, dtype)
+    x, w_ih, w_hh, b, weights = stack(1, T, 5, 3, 16, dtype)  # B = 5: tiles of 4, then 1
     if not every_step:
         weights[:, :-1] = 0  # the loss reads the last step only
     got, want = (
@@ -51,9 +51,25 @@ def test_kernel_equals_autograd(interpreted, activation, T, every_step, dtype):
         assert rel_err(a, r) <= TOL[dtype], f"{name}: {rel_err(a, r):.2e}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_dot_form_equals_autograd(interpreted, monkeypatch, activation, dtype):
+    """The product as tl.dot on tiles of 16 sequences (the default from B = 64 on) instead of
+    broadcast-and-sum on tiles of 4 (the default below, so in the test above)."""
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", "dot=1")
+    args = stack(1, 57, 5, 3, 16, dtype)
+    got, want = fused(*args, activation), reference(*args, activation)
+    for name, a, r in zip(NAMES, got, want, strict=True):
+        assert rel_err(a, r) <= TOL[dtype], f"{name}: {rel_err(a, r):.2e}"
+
+
+@pytest.mark.parametrize("tile", ["dot=1", "dot=0,block_b=4"], ids=["dot", "sum"])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_stack_of_three_equals_autograd_and_each_member_alone_bit_for_bit(interpreted, activation):
-    """B = 20 spans two sequence blocks, H = 24 is padded to 32: the masked edges are covered."""
+def test_stack_of_three_equals_autograd_and_each_member_alone_bit_for_bit(
+    interpreted, monkeypatch, activation, tile
+):
+    """B = 20 spans several sequence blocks, H = 24 is padded to 32: masked edges are covered."""
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", tile)
     x, w_ih, w_hh, b, weights = stack(3, 9, 20, 3, 24, torch.float32, seed=1)
     got = fused(x, w_ih, w_hh, b, weights, activation)
     for name, a, r in zip(

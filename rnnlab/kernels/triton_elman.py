@@ -52,7 +52,6 @@ from rnnlab.kernels import interpreting
 
 ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "linear": 3, "leaky_relu": 4, "hardtanh": 5}
 LEAKY_SLOPE = 0.01  # as rnnlab.rnn.ACTIVATIONS["leaky_relu"]
-BLOCK_B = 16  # sequences per program: tl.dot's smallest tile; fixed, so bits do not depend on B
 MAX_H = {torch.float32: 128, torch.float64: 64}  # W_hh must fit one program's registers
 
 
@@ -72,6 +71,7 @@ def _elman_forward(
     LIBDEVICE_TANH: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     k = tl.program_id(0)
     rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -85,7 +85,10 @@ def _elman_forward(
     h = tl.zeros([BLOCK_B, BLOCK_H], dtype=z.dtype)
     for t in range(T):
         z_next = tl.load(p + s_ht, mask=mask & (zero + t + 1 < T), other=0.0)  # prefetch step t + 1
-        z = tl.dot(h, w, acc=z, input_precision="ieee")  # z_t + h_{t−1} W_hhᵀ (h_{−1} = 0)
+        if DOT:  # z_t + h_{t−1} W_hhᵀ (h_{−1} = 0)
+            z = tl.dot(h, w, acc=z, input_precision="ieee")
+        else:  # the same product as a broadcast and a reduction over the hidden index
+            z = z + tl.sum(h[:, :, None] * w[None, :, :], axis=1)
         # h = φ(z): padded columns may hold φ(0) ≠ 0, but W's padded rows are 0
         if ACT == 0:
             if LIBDEVICE_TANH:
@@ -135,6 +138,7 @@ def _elman_backward(
     NORMS: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     k = tl.program_id(0)
     rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -170,7 +174,10 @@ def _elman_backward(
         else:
             g = tl.where((h > -1.0) & (h < 1.0), d, 0.0)
         tl.store(pd, g, mask=mask)
-        d = tl.dot(g, w, acc=d_prev, input_precision="ieee")  # δ_{t−1} (unused after t = 0)
+        if DOT:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + g W_hh (unused after t = 0)
+            d = tl.dot(g, w, acc=d_prev, input_precision="ieee")
+        else:
+            d = d_prev + tl.sum(g[:, :, None] * w[None, :, :], axis=1)
         h = h_prev
         pd -= s_dt
         ph -= s_ht
@@ -188,24 +195,42 @@ def _kernels(interpret: bool):
     return wrap(_elman_forward), wrap(_elman_backward)
 
 
-def _meta(H: int, num_warps: int | None) -> dict:
-    """Tile sizes and warps; ``RNNLAB_TRITON_WARPS`` (read at each call) overrides the warp
-    count for tuning (``rnnlab.bench`` times several)."""
-    num_warps = num_warps or int(os.environ.get("RNNLAB_TRITON_WARPS") or 0)
+def _meta(B: int, H: int, num_warps: int | None = None) -> dict:
+    """Tile sizes, the product's form and warps, from (B, H) only (never K).
+
+    ``RNNLAB_TRITON_TILE`` (read at each call; for tuning, ``rnnlab.bench`` times several)
+    overrides them, e.g. ``dot=0,block_b=4,warps=8``.
+    """
     block_h = max(16, triton.next_power_of_2(H))
-    # tl.dot in IEEE fp32 runs on FMA units, each thread holding a K-long column strip of
-    # W_hh: BLOCK_H / 4 warps keep that strip in registers. Compiled for sm_90a (Triton 3.9,
-    # ptxas 13): 4 warps at H = 64 spill (255 registers), 16 use 42–48; at H = 128 8 and 16
-    # warps spill, 32 use 34–38.
-    warps = num_warps or min(32, max(4, block_h // 4))
-    return {"BLOCK_B": BLOCK_B, "BLOCK_H": block_h, "num_warps": warps, "num_stages": 1}
+    if B >= 64:
+        # tl.dot (tiles of 16 sequences, its smallest) in IEEE fp32 runs on FMA units, each
+        # thread holding a K-long strip of W_hh: BLOCK_H / 4 warps keep it in registers.
+        # Compiled for sm_90a (Triton 3.9, ptxas 13): 4 warps at H = 64 spill (255 registers),
+        # 16 use 42–48; at H = 128 8 and 16 warps spill, 32 use 34–38.
+        meta = {"DOT": True, "BLOCK_B": 16, "num_warps": min(32, max(4, block_h // 4))}
+    else:
+        # Few sequences: one or two dot tiles would leave one or two programs to walk all T
+        # steps. Tiles of 4 with broadcast-and-sum products spread them over more programs,
+        # W_hh held in registers (sm_90a: 80–96 registers at H = 64 with 4 warps, 126–128 at
+        # H = 128 with 8, no spills).
+        meta = {"DOT": False, "BLOCK_B": 4, "num_warps": 4 if block_h <= 64 else 8}
+    override = os.environ.get("RNNLAB_TRITON_TILE", "").strip()
+    for item in filter(None, override.split(",")):
+        key, _, value = item.partition("=")
+        key = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"}[key.strip()]
+        meta[key] = int(value)
+    if num_warps:
+        meta["num_warps"] = num_warps
+    if meta["DOT"]:
+        meta["BLOCK_B"] = max(16, meta["BLOCK_B"])
+    return {**meta, "DOT": bool(meta["DOT"]), "BLOCK_H": block_h, "num_stages": 1}
 
 
 def forward_loop(hs: torch.Tensor, w_t: torch.Tensor, activation: str, num_warps=None) -> None:
     """The forward recursion over hs (K, T, B, H) in place; w_t = W_hhᵀ (K, H, H)."""
     K, T, B, H = hs.shape
     fwd, _ = _kernels(interpreting())
-    meta = _meta(H, num_warps)
+    meta = _meta(B, H, num_warps)
     grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
     fwd[grid](
         hs,
@@ -234,7 +259,7 @@ def backward_loop(
     """The BPTT recursion over dz (K, T, B, H) in place; norms (T, K, B) gets ‖δ_t‖₂."""
     K, T, B, H = hs.shape
     _, bwd = _kernels(interpreting())
-    meta = _meta(H, num_warps)
+    meta = _meta(B, H, num_warps)
     grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
     n = norms if norms is not None else dz  # a dummy pointer when NORMS is off
     s_nt, s_nk = (norms.stride(0), norms.stride(1)) if norms is not None else (0, 0)
