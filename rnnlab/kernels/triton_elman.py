@@ -13,22 +13,27 @@ Shapes (a stack of K members; a single network is K = 1):
     w      (K, H, H)     W_hh
     norms  (T, K, B)     ‖δ_t‖₂, or None
 
-Design. The grid is (K, ⌈B / BLOCK_B⌉): one program per (member, block of 16 sequences) runs
-every step, with that member's W_hh loaded once into registers (``tl.dot``, IEEE fp32: no TF32)
-and h_{t−1} (forward) or ∂L/∂z_{t+1} (backward) carried in registers from step to step; each
-step reads one (16, H) tile of hs (and of dz) from global memory, prefetched a step ahead, and
-writes one back. The norm of δ_t is reduced inside the program, so the backward pass writes the
-whole profile ‖∂L/∂h_t‖ without extra launches. φ′ is taken through the output h, as PyTorch's
-derivative kernels do.
+Design. The grid is (K, ⌈B / BLOCK_B⌉): one program per (member, block of BLOCK_B sequences)
+runs every step, with that member's W_hh loaded once (kept on chip: registers or shared memory,
+as Triton lays it out) and h_{t−1} (forward) or ∂L/∂z_{t+1} (backward) carried in registers from
+step to step; each step reads one (BLOCK_B, H) tile of hs (and of dz) from global memory,
+prefetched a step ahead, and writes one back. The norm of δ_t is reduced inside the program, so
+the backward pass writes the whole profile ‖∂L/∂h_t‖ without extra launches. φ′ is taken
+through the output h, as PyTorch's derivative kernels do. The per-step product h W takes one
+of two forms (``_meta``): ``tl.dot`` on tiles of 16 sequences (IEEE fp32, never TF32; from
+B = 64 on), or a broadcast-and-sum over the hidden index on tiles of 4 (fewer sequences: more
+programs share the T serial steps' work). All fp32 arithmetic is IEEE; the order of each sum
+differs from cuBLAS's, so results equal the C++ loops to rounding (≈1e-6 relative), not bits.
 
-Bitwise reproducibility: every program runs the same code on its own (member, sequence block)
-with a block size that depends on neither K nor B, and no value crosses programs, so a member's
-numbers are the same bits whether it runs alone or in a stack of any size (tested under the
+Bitwise reproducibility: every program runs the same code on its own (member, sequence block),
+with a tiling chosen from (B, H, dtype) only, and no value crosses programs, so a member's
+numbers are the same bits whether it runs alone or in a stack of any size K (tested under the
 interpreter: ``tests/test_triton_kernel.py``).
 
 Coverage (``supported``): CUDA tensors (or any tensor under ``TRITON_INTERPRET=1``), float32
-with H ≤ 128, float64 with H ≤ 64 where Triton compiles an fp64 ``tl.dot`` for the card (checked
-once per device; else the existing loops). Larger H does not fit one program's registers: a
+with H ≤ 128, float64 with H ≤ 64 (broadcast-and-sum products only: Triton 3.6 has no fp64
+``tl.dot``; if even that fails to compile for the card, checked once per device, float64 takes
+the existing loops). Larger H does not fit one program's registers: a
 hidden dimension split across programs that exchange h_t every step (cuDNN's persistent RNNs)
 is not implemented, so those shapes run the C++ loops. tanh uses libdevice's ``tanh`` on the
 GPU (as ``torch.tanh`` on CUDA) and (1 − e^{−2|z|}) / (1 + e^{−2|z|}) under the interpreter,
@@ -195,11 +200,12 @@ def _kernels(interpret: bool):
     return wrap(_elman_forward), wrap(_elman_backward)
 
 
-def _meta(B: int, H: int, num_warps: int | None = None) -> dict:
-    """Tile sizes, the product's form and warps, from (B, H) only (never K).
+def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> dict:
+    """Tile sizes, the product's form and warps, from (B, H, dtype) only (never K).
 
     ``RNNLAB_TRITON_TILE`` (read at each call; for tuning, ``rnnlab.bench`` times several)
-    overrides them, e.g. ``dot=0,block_b=4,warps=8``.
+    overrides them, e.g. ``dot=0,block_b=4,warps=8``. float64 always takes the broadcast-and-
+    sum form: Triton 3.6's front end rejects an fp64 ``tl.dot``.
     """
     block_h = max(16, triton.next_power_of_2(H))
     if B >= 64:
@@ -221,6 +227,8 @@ def _meta(B: int, H: int, num_warps: int | None = None) -> dict:
         meta[key] = int(value)
     if num_warps:
         meta["num_warps"] = num_warps
+    if dtype == torch.float64:
+        meta["DOT"] = False
     if meta["DOT"]:
         meta["BLOCK_B"] = max(16, meta["BLOCK_B"])
     return {**meta, "DOT": bool(meta["DOT"]), "BLOCK_H": block_h, "num_stages": 1}
@@ -230,7 +238,7 @@ def forward_loop(hs: torch.Tensor, w_t: torch.Tensor, activation: str, num_warps
     """The forward recursion over hs (K, T, B, H) in place; w_t = W_hhᵀ (K, H, H)."""
     K, T, B, H = hs.shape
     fwd, _ = _kernels(interpreting())
-    meta = _meta(B, H, num_warps)
+    meta = _meta(B, H, hs.dtype, num_warps)
     grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
     fwd[grid](
         hs,
@@ -259,7 +267,7 @@ def backward_loop(
     """The BPTT recursion over dz (K, T, B, H) in place; norms (T, K, B) gets ‖δ_t‖₂."""
     K, T, B, H = hs.shape
     _, bwd = _kernels(interpreting())
-    meta = _meta(B, H, num_warps)
+    meta = _meta(B, H, hs.dtype, num_warps)
     grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
     n = norms if norms is not None else dz  # a dummy pointer when NORMS is off
     s_nt, s_nk = (norms.stride(0), norms.stride(1)) if norms is not None else (0, 0)
@@ -291,7 +299,7 @@ def backward_loop(
 
 @functools.cache
 def _fp64_compiles(device: torch.device) -> bool:
-    """Whether Triton builds the fp64 ``tl.dot`` for this device (tried once on a tiny case)."""
+    """Whether Triton builds the fp64 kernels for this device (tried once on a tiny case)."""
     try:
         hs = torch.zeros(1, 2, 16, 16, dtype=torch.float64, device=device)
         forward_loop(hs, torch.eye(16, dtype=torch.float64, device=device)[None], "tanh")
@@ -312,5 +320,5 @@ def supported(hs: torch.Tensor) -> tuple[bool, str]:
     if MAX_H[hs.dtype] < H:
         return False, f"H = {H} > {MAX_H[hs.dtype]} does not fit one program ({hs.dtype})"
     if hs.dtype == torch.float64 and hs.is_cuda and not _fp64_compiles(hs.device):
-        return False, "Triton has no fp64 tl.dot for this device"
+        return False, "Triton does not compile the fp64 kernels for this device"
     return True, ""
