@@ -104,6 +104,9 @@ def test_backend_choice(monkeypatch):
         kernels.backend(x)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert kernels.backend(x) == "triton"
+    monkeypatch.delenv("RNNLAB_BACKEND")  # the interpreter alone does not take CPU runs over
+    assert kernels.backend(x) in ("cpp", "python")
+    monkeypatch.setenv("RNNLAB_BACKEND", "triton")
     with pytest.raises(RuntimeError, match="does not fit"):  # H beyond one program's registers
         kernels.backend(torch.zeros(1, 3, 2, 256))
     monkeypatch.delenv("RNNLAB_BACKEND")

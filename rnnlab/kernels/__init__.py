@@ -8,12 +8,13 @@ Three backends compute the same recursions (``_run_forward`` / ``_run_backward``
 - ``python``: the same loops in Python (``rnnlab.rnn._forward_loop`` / ``_backward_loop``).
 
 ``RNNLAB_BACKEND=triton|cpp|python`` forces one (read at every call, so tests can set it);
-``TRITON_INTERPRET=1`` lets the Triton kernels run on CPU tensors under Triton's interpreter
-(slow: for tests on small shapes only).
+with ``TRITON_INTERPRET=1`` set before triton is imported, a forced ``triton`` runs the kernels
+on CPU tensors under Triton's interpreter (slow: for tests on small shapes only).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -28,6 +29,16 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
+@functools.cache
+def _triton():
+    """(rnnlab.kernels.triton_elman, "") or (None, why): imported once, on first need."""
+    try:
+        from rnnlab.kernels import triton_elman
+    except ImportError as e:  # no triton in this environment
+        return None, f"triton is not importable ({e})"
+    return triton_elman, ""
+
+
 def backend(hs: torch.Tensor) -> str:
     """The backend for the recursions over hs (K, T, B, H): forced by ``RNNLAB_BACKEND``, else
     Triton where it covers the tensor, else the C++ loops, else the Python loops."""
@@ -40,11 +51,11 @@ def backend(hs: torch.Tensor) -> str:
         if _ext.loops() is None:
             raise RuntimeError("RNNLAB_BACKEND=cpp but the C++ loops are unavailable")
         return "cpp"
-    # The Triton module is imported only for tensors it may take (CPU runs never import triton).
-    if hs.is_cuda or interpreting():
-        from rnnlab.kernels import triton_elman
-
-        ok, why = triton_elman.supported(hs)
+    # Triton by default for CUDA tensors only; on CPU tensors (the interpreter) only when forced,
+    # so that TRITON_INTERPRET=1 in a test process leaves every other CPU run on the loops.
+    if hs.is_cuda or (forced == "triton" and interpreting()):
+        module, why = _triton()
+        ok, why = module.supported(hs) if module is not None else (False, why)
         if ok:
             return "triton"
         if forced == "triton":
