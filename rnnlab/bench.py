@@ -391,6 +391,30 @@ def bench_sweep(quick: bool, rounds: int) -> list[dict]:
     return out
 
 
+def _write(args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None) -> int:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "device": device.type,
+                "card": card,
+                "backend": args.backend or "auto",
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+                "matmul_peak_gflops": peak,
+                "rows": list(rows),
+                "ensembles": list(stacks),
+                "kernels": list(kernels),
+                "sweep": sweep,
+            },
+            indent=2,
+        )
+    )
+    print(f"times are medians per training step in ms; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="rnnlab.bench", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -406,6 +430,11 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--no-kernels", action="store_true", help="CUDA: skip the recursion-only timing per backend"
+    )
+    p.add_argument(
+        "--kernels-only",
+        action="store_true",
+        help="CUDA: only the recursion-only timing per backend and tiling (1-3 min, compiles)",
     )
     p.add_argument(
         "--no-sweep",
@@ -433,6 +462,23 @@ def main(argv=None) -> int:
         f"matmul peak {peak:.1f} GFLOP/s",
         file=sys.stderr,
     )
+    kernel_rows = []
+    if cuda and not args.no_kernels:  # first: the tuning data, should a time limit cut the run
+        print("BPTT recursion alone (forward + backward, full profile), tanh, fp32, vs cuDNN")
+        print(f"{'T':>9} {'B':>9} {'H':>9} {'backend':>30} {'ms':>9} {'/cudnn':>9}")
+        for T, B, H in KERNEL_SHAPES[:1] if args.quick else KERNEL_SHAPES:
+            for row in time_kernels(T, B, H, device):
+                kernel_rows.append(row)
+                if "error" in row:
+                    print(f"{T:9d} {B:9d} {H:9d} {row['backend']:>30} failed: {row['error']}")
+                else:
+                    print(
+                        f"{T:9d} {B:9d} {H:9d} {row['backend']:>30} {row['ms']:9.3f} "
+                        f"{row['/cudnn']:9.2f}",
+                        flush=True,
+                    )
+    if args.kernels_only:
+        return _write(args, device, card, peak, kernels=kernel_rows)
     rows = []
     cols = [
         "T",
@@ -470,22 +516,8 @@ def main(argv=None) -> int:
         stack_cases = [(*shape, STACK_K) for shape in STACK_SHAPES]
         stack_cases = [(10, 64, 64, 4)] if args.quick else stack_cases
     print("ensembles: K networks one after another (alone) or stacked (train_ensemble), 20 steps")
-    print(
-        " ".join(
-            f"{c:>9}"
-            for c in (
-                "L",
-                "B",
-                "H",
-                "K",
-                "alone_s",
-                "stacked_s",
-                "alone/K",
-                "stacked/K",
-                "speed-up",
-            )
-        )
-    )
+    stack_cols = ("L", "B", "H", "K", "alone_s", "stacked_s", "alone/K", "stacked/K", "speed-up")
+    print(" ".join(f"{c:>9}" for c in stack_cols))
     stacks = []
     for L, B, H, K in stack_cases:
         row = time_stack(L, B, H, device, K=K)
@@ -496,46 +528,11 @@ def main(argv=None) -> int:
             f"{row['speedup']:8.2f}x",
             flush=True,
         )
-    kernel_rows = []
-    if cuda and not args.no_kernels:
-        print("BPTT recursion alone (forward + backward, full profile), tanh, fp32, vs cuDNN")
-        print(f"{'T':>9} {'B':>9} {'H':>9} {'backend':>30} {'ms':>9} {'/cudnn':>9}")
-        for T, B, H in KERNEL_SHAPES[:1] if args.quick else KERNEL_SHAPES:
-            for row in time_kernels(T, B, H, device):
-                kernel_rows.append(row)
-                if "error" in row:
-                    print(f"{T:9d} {B:9d} {H:9d} {row['backend']:>30} failed: {row['error']}")
-                else:
-                    print(
-                        f"{T:9d} {B:9d} {H:9d} {row['backend']:>30} {row['ms']:9.3f} "
-                        f"{row['/cudnn']:9.2f}",
-                        flush=True,
-                    )
     sweep = None
     if not (args.no_sweep or args.quick):
         print(f"{SWEEP}: wall time by train.ensemble (each a fresh process and store)")
         sweep = bench_sweep(args.quick, args.sweep_rounds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "device": device.type,
-                "card": card,
-                "backend": args.backend or "auto",
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "machine": platform.machine(),
-                "matmul_peak_gflops": peak,
-                "rows": rows,
-                "ensembles": stacks,
-                "kernels": kernel_rows,
-                "sweep": sweep,
-            },
-            indent=2,
-        )
-    )
-    print(f"times are medians per training step in ms; wrote {args.out}", file=sys.stderr)
-    return 0
+    return _write(args, device, card, peak, rows, stacks, kernel_rows, sweep)
 
 
 if __name__ == "__main__":
