@@ -45,6 +45,7 @@ switch is read at call time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -240,20 +241,28 @@ def forward_loop(hs: torch.Tensor, w_t: torch.Tensor, activation: str, num_warps
     fwd, _ = _kernels(interpreting())
     meta = _meta(B, H, hs.dtype, num_warps)
     grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
-    fwd[grid](
-        hs,
-        w_t,
-        T,
-        B,
-        H,
-        hs.stride(0),
-        hs.stride(1),
-        hs.stride(2),
-        *w_t.stride(),
-        ACT=ACT_CODES[activation],
-        LIBDEVICE_TANH=not interpreting(),
-        **meta,
-    )
+    if hs.numel() == 0:
+        return
+    with _on(hs):
+        fwd[grid](
+            hs,
+            w_t,
+            T,
+            B,
+            H,
+            hs.stride(0),
+            hs.stride(1),
+            hs.stride(2),
+            *w_t.stride(),
+            ACT=ACT_CODES[activation],
+            LIBDEVICE_TANH=not interpreting(),
+            **meta,
+        )
+
+
+def _on(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it the tensor's."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def backward_loop(
@@ -271,30 +280,33 @@ def backward_loop(
     grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
     n = norms if norms is not None else dz  # a dummy pointer when NORMS is off
     s_nt, s_nk = (norms.stride(0), norms.stride(1)) if norms is not None else (0, 0)
-    bwd[grid](
-        dz,
-        hs,
-        w,
-        n,
-        (T - 1) * dz.stride(1),
-        (T - 1) * hs.stride(1),
-        (T - 1) * s_nt,
-        T,
-        B,
-        H,
-        dz.stride(0),
-        dz.stride(1),
-        dz.stride(2),
-        hs.stride(0),
-        hs.stride(1),
-        hs.stride(2),
-        *w.stride(),
-        s_nt,
-        s_nk,
-        ACT=ACT_CODES[activation],
-        NORMS=norms is not None,
-        **meta,
-    )
+    if hs.numel() == 0:
+        return
+    with _on(hs):
+        bwd[grid](
+            dz,
+            hs,
+            w,
+            n,
+            (T - 1) * dz.stride(1),
+            (T - 1) * hs.stride(1),
+            (T - 1) * s_nt,
+            T,
+            B,
+            H,
+            dz.stride(0),
+            dz.stride(1),
+            dz.stride(2),
+            hs.stride(0),
+            hs.stride(1),
+            hs.stride(2),
+            *w.stride(),
+            s_nt,
+            s_nk,
+            ACT=ACT_CODES[activation],
+            NORMS=norms is not None,
+            **meta,
+        )
 
 
 @functools.cache
