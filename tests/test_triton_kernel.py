@@ -24,8 +24,8 @@ triton_elman = pytest.importorskip("rnnlab.kernels.triton_elman")  # needs trito
 
 from elman_cases import NAMES, TOL, fused, reference, rel_err, stack  # noqa: E402
 
-from rnnlab import kernels  # noqa: E402
-from rnnlab.rnn import ACTIVATIONS  # noqa: E402
+from rnnlab import _ext, kernels  # noqa: E402
+from rnnlab.rnn import ACTIVATIONS, VanillaRNN  # noqa: E402
 
 
 @pytest.fixture
@@ -90,6 +90,27 @@ def test_stack_of_three_equals_autograd_and_each_member_alone_bit_for_bit(
             dz_k, norms_k = weights[k : k + 1].clone(), hs.new_empty(9, 1, 20)
             triton_elman.backward_loop(dz_k, hs[k : k + 1], w_hh[k : k + 1], norms_k, activation)
             assert torch.equal(dz_k[0], dz[k]) and torch.equal(norms_k[:, 0], norms[:, k])
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["profile", "no-profile"])
+def test_vanilla_rnn_on_triton_equals_the_cpp_loops(monkeypatch, record):
+    """The user-facing module (one network: 2-D weights), with and without the norms."""
+    g = torch.Generator().manual_seed(3)
+    rnn = VanillaRNN(3, 20, "tanh", "gaussian", 1.1, g)
+    rnn.record_hidden_grads = record
+    x = torch.randn(30, 6, 3, generator=g)
+    out = {}
+    for name in ("triton", "cpp" if _ext.loops() is not None else "python"):
+        monkeypatch.setenv("RNNLAB_BACKEND", name)
+        rnn.zero_grad()
+        hs = rnn(x)
+        (hs.sin().sum()).backward()
+        out[name] = [hs.detach(), *(p.grad.clone() for p in rnn.parameters())]
+        assert (rnn.hidden_grad_norms is not None) == record
+        if record:
+            out[name].append(rnn.hidden_grad_norms)
+    for a, b in zip(*out.values(), strict=True):
+        assert rel_err(a, b) <= 1e-5
 
 
 def test_backend_choice(monkeypatch):
