@@ -52,7 +52,7 @@ from rnnlab.rnn import ACTIVATIONS, VanillaRNN
 
 SHAPES = [(100, 64, 64), (1000, 32, 128), (1000, 64, 256), (5000, 16, 64)]
 CUDA_SHAPES = [*SHAPES, (1000, 1024, 1024)]
-QUICK_SHAPES = [(100, 64, 64), (300, 32, 128)]
+QUICK_SHAPES = [(100, 64, 64), (200, 32, 128)]
 D = 2  # input size of the adding problem
 
 
