@@ -12,6 +12,8 @@ TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖a − b‖ / ‖b‖, in float64 (float32 gradients of a linear RNN can pass 1e19)."""
+    a, b = a.double(), b.double()
     scale = b.norm()
     return float((a - b).norm() / scale) if scale > 0 else float(a.norm())
 

@@ -35,11 +35,14 @@ def interpreted(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("every_step", [False, True], ids=["last", "every"])
+@pytest.mark.parametrize(
+    "every_step, K", [(False, 1), (True, 3)], ids=["last-K1", "every-K3"]
+)  # stacks of 1 and 3 alternate with the loss's form: each activation and T meets both
 @pytest.mark.parametrize("T", [1, 2, 57])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_kernel_equals_autograd(interpreted, activation, T, every_step, dtype):
-    x, w_ih, w_hh, b, weights = stack(1, T, 5, 3, 16, dtype)  # B = 5: tiles of 4, then 1
+def test_kernel_equals_autograd(interpreted, activation, T, every_step, K, dtype):
+    B = 5 if K == 1 else 3  # K = 1: a tile of 4 and one of 1; K = 3: one partial tile each
+    x, w_ih, w_hh, b, weights = stack(K, T, B, 3, 16, dtype)
     if not every_step:
         weights[:, :-1] = 0  # the loss reads the last step only
     got, want = (

@@ -21,7 +21,7 @@ prefetched a step ahead, and writes one back. The norm of δ_t is reduced inside
 the backward pass writes the whole profile ‖∂L/∂h_t‖ without extra launches. φ′ is taken
 through the output h, as PyTorch's derivative kernels do. The per-step product h W takes one
 of two forms (``_meta``): ``tl.dot`` on tiles of 16 sequences (IEEE fp32, never TF32; from
-B = 64 on), or a broadcast-and-sum over the hidden index on tiles of 4 (fewer sequences: more
+B = 64 on, H ≤ 64), or a broadcast-and-sum over the hidden index on tiles of 4 (fewer sequences: more
 programs share the T serial steps' work). All fp32 arithmetic is IEEE; the order of each sum
 differs from cuBLAS's, so results equal the C++ loops to rounding (≲1e-6 relative), not bits.
 
@@ -165,8 +165,9 @@ def _elman_backward(
         more = mask & (zero + t > 0)
         d_prev = tl.load(pd - s_dt, mask=more, other=0.0)  # prefetch ∂ℓ/∂h_{t−1}, h_{t−1}
         h_prev = tl.load(ph - s_ht, mask=more, other=0.0)
-        if NORMS:
-            tl.store(pn, tl.sqrt(tl.sum(d * d, axis=1)), mask=rb < B)  # ‖δ_t‖₂
+        if NORMS:  # ‖δ_t‖₂, its squares summed in float64: no overflow below 1e154
+            d64 = d.to(tl.float64)
+            tl.store(pn, tl.sqrt(tl.sum(d64 * d64, axis=1)).to(d.dtype), mask=rb < B)
         # g = ∂L/∂z_t = δ_t ⊙ φ′(z_t), φ′ through h_t = φ(z_t)
         if ACT == 0:
             g = d * (1.0 - h * h)
@@ -207,34 +208,34 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
     """Tile sizes, the product's form and warps, from (B, H, dtype) only (never K).
 
     ``RNNLAB_TRITON_TILE`` (read at each call; for tuning, ``rnnlab.bench`` times several)
-    overrides them, e.g. ``dot=0,block_b=4,warps=8``. float64 always takes the broadcast-and-
-    sum form: Triton 3.6's front end rejects an fp64 ``tl.dot``.
+    overrides them, e.g. ``dot=0,block_b=4,warps=8``; what it leaves out keeps the defaults
+    of the form chosen. float64 always takes the broadcast-and-sum form: Triton 3.6's front
+    end rejects an fp64 ``tl.dot``. Register use per tiling: ``rnnlab.kernels.compile_check``.
     """
     block_h = max(16, triton.next_power_of_2(H))
-    if B >= 64:
-        # tl.dot (tiles of 16 sequences, its smallest) in IEEE fp32 runs on FMA units, each
-        # thread holding a K-long strip of W_hh: BLOCK_H / 4 warps keep it in registers.
-        # Compiled for sm_90a (Triton 3.9, ptxas 13): 4 warps at H = 64 spill (255 registers),
-        # 16 use 42–48; at H = 128 8 and 16 warps spill, 32 use 34–38.
-        meta = {"DOT": True, "BLOCK_B": 16, "num_warps": min(32, max(4, block_h // 4))}
-    else:
-        # Few sequences: one or two dot tiles would leave one or two programs to walk all T
-        # steps. Tiles of 4 with broadcast-and-sum products spread them over more programs,
-        # W_hh held in registers (sm_90a: 80–96 registers at H = 64 with 4 warps, 126–128 at
-        # H = 128 with 8, no spills).
-        meta = {"DOT": False, "BLOCK_B": 4, "num_warps": 4 if block_h <= 64 else 8}
-    override = os.environ.get("RNNLAB_TRITON_TILE", "").strip()
-    for item in filter(None, override.split(",")):
+    names, override = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"}, {}
+    for item in filter(None, os.environ.get("RNNLAB_TRITON_TILE", "").split(",")):
         key, _, value = item.partition("=")
-        key = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"}[key.strip()]
-        meta[key] = int(value)
+        override[names[key.strip()]] = int(value)
+    # tl.dot needs tiles of 16 sequences; in IEEE fp32 it runs on FMA units, each thread
+    # holding a K-long strip of W_hh, kept in registers by BLOCK_H / 4 warps (sm_90a: 4 warps at
+    # H = 64 spill, 16 do not; at H = 128 even 32 spill with tanh). With few sequences, one or
+    # two such tiles would leave one or two programs to walk all T steps: tiles of 4 with
+    # broadcast-and-sum products spread them over more programs, W_hh held in registers
+    # (72–96 registers at H = 64 with 4 warps, 126–128 at H = 128 with 8; no spills).
+    dot = bool(override.get("DOT", B >= 64 and block_h <= 64)) and dtype != torch.float64
+    if dot:
+        meta = {"BLOCK_B": 16, "num_warps": max(4, block_h // 4)}
+    else:
+        meta = {"BLOCK_B": 4, "num_warps": 4 if block_h <= 64 else 8}
+        if dtype == torch.float64 and B >= 64:
+            meta = {"BLOCK_B": 16, "num_warps": max(4, block_h // 4)}
+    meta |= {k: v for k, v in override.items() if k != "DOT"}
     if num_warps:
         meta["num_warps"] = num_warps
-    if dtype == torch.float64:
-        meta["DOT"] = False
-    if meta["DOT"]:
+    if dot:
         meta["BLOCK_B"] = max(16, meta["BLOCK_B"])
-    return {**meta, "DOT": bool(meta["DOT"]), "BLOCK_H": block_h, "num_stages": 1}
+    return {**meta, "DOT": dot, "BLOCK_H": block_h, "num_stages": 1}
 
 
 def forward_loop(hs: torch.Tensor, w_t: torch.Tensor, activation: str, num_warps=None) -> None:
