@@ -261,6 +261,16 @@ def time_stack(L: int, B: int, H: int, device, K: int = STACK_K, steps: int = 20
 KERNEL_SHAPES = [(100, 64, 64), (1000, 32, 128), (5000, 16, 64)]
 KERNEL_TILES = (  # RNNLAB_TRITON_TILE values; "" is triton_elman's default for (B, H)
     "",
+    "dot=1",
+    "dot=1,warps=8",
+    "dot=0,block_b=8",
+    "dot=0,block_b=4",
+    "dot=0,block_b=4,warps=8",
+    "dot=0,block_b=2",
+    "dot=0,block_b=1",
+    "dot=0,block_b=1,warps=8",
+)
+    "",
     "dot=1,warps=8",
     "dot=1,warps=16",
     "dot=1,warps=32",
