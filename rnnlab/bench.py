@@ -270,16 +270,6 @@ KERNEL_TILES = (  # RNNLAB_TRITON_TILE values; "" is triton_elman's default for 
     "dot=0,block_b=1",
     "dot=0,block_b=1,warps=8",
 )
-    "",
-    "dot=1,warps=8",
-    "dot=1,warps=16",
-    "dot=1,warps=32",
-    "dot=0,block_b=8,warps=8",
-    "dot=0,block_b=4,warps=4",
-    "dot=0,block_b=4,warps=8",
-    "dot=0,block_b=2,warps=4",
-    "dot=0,block_b=1,warps=4",
-)
 
 
 def time_kernels(T: int, B: int, H: int, device, repeats: int = 10) -> list[dict]:
