@@ -16,15 +16,25 @@ Then ensembles (``rnnlab.ensemble``): eight networks trained one after another a
 same eight as one stack, at a few shapes; and the sweep throughput: the wall time of the default
 sweep (``make sweep``, experiments/vanishing.yaml) run as a user runs it, each into a fresh
 store, with ``train.ensemble`` off, auto (the default) and 16 (every family stacked),
-interleaved over two rounds, reported as median ratios to off. Everything is printed and written to ``results/bench.json``.
+interleaved over two rounds, reported as median ratios to off (not with ``--quick``). Everything
+is printed and written to ``results/bench.json``.
 
-    python -m rnnlab.bench [--quick] [--device cpu|cuda] [--no-sweep] [--out results/bench.json]
+On CUDA it also names the card, adds the shape (1000, 1024, 1024), times stacks of K = 1, 16
+and 64 networks at (100, 64, 64) (per member, one after another vs stacked), and times the BPTT
+recursions alone (forward + backward, no readout or optimizer) for each backend against cuDNN:
+``triton`` (rnnlab/kernels/triton_elman.py, for several warp counts) and ``cpp``.
+``--backend`` forces rnnlab's backend for the whole run (``RNNLAB_BACKEND``).
+
+    python -m rnnlab.bench [--quick] [--device cpu|cuda] [--backend triton|cpp|python]
+                           [--no-sweep] [--out results/bench.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import re
 import statistics
@@ -41,7 +51,8 @@ from torch import nn
 from rnnlab.rnn import ACTIVATIONS, VanillaRNN
 
 SHAPES = [(100, 64, 64), (1000, 32, 128), (1000, 64, 256), (5000, 16, 64)]
-QUICK_SHAPES = [(100, 64, 64), (300, 32, 128)]
+CUDA_SHAPES = [*SHAPES, (1000, 1024, 1024)]
+QUICK_SHAPES = [(100, 64, 64), (200, 32, 128)]
 D = 2  # input size of the adding problem
 
 
@@ -152,6 +163,20 @@ def matmul_peak(device, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C++ logging bypasses sys.stderr) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory_mb(kind: str, T: int, B: int, H: int, device) -> float:
     """Peak memory allocated during one training step of contender ``kind`` (after a warm-up
     step, so optimizer state and parameters are excluded): the CUDA allocator's peak, or on the
@@ -168,9 +193,15 @@ def peak_memory_mb(kind: str, T: int, B: int, H: int, device) -> float:
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(
-        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
-    ) as prof:
+    with (
+        _quiet_stderr(),  # the profiler's own log lines (USDT: …, CPUAllocator warnings)
+        profile(
+            activities=[ProfilerActivity.CPU],
+            profile_memory=True,
+            record_shapes=True,
+            with_stack=True,
+        ) as prof,
+    ):
         step(x, y)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # deprecated for CUDA; the CPU path stays
@@ -182,6 +213,7 @@ def peak_memory_mb(kind: str, T: int, B: int, H: int, device) -> float:
 
 STACK_SHAPES = [(10, 64, 64), (100, 64, 64), (100, 8, 64), (100, 16, 32), (100, 64, 16)]
 STACK_K = 8
+CUDA_STACKS = [(100, 64, 64, K) for K in (1, 16, 64)]  # (L, B, H, K)
 
 
 def time_stack(L: int, B: int, H: int, device, K: int = STACK_K, steps: int = 20) -> dict:
@@ -220,8 +252,89 @@ def time_stack(L: int, B: int, H: int, device, K: int = STACK_K, steps: int = 20
         "K": K,
         "alone_s": alone,
         "stacked_s": stacked,
+        "alone_per_member_s": alone / K,
+        "stacked_per_member_s": stacked / K,
         "speedup": alone / stacked,
     }
+
+
+KERNEL_SHAPES = [(100, 64, 64), (1000, 32, 128), (5000, 16, 64)]
+KERNEL_TILES = (  # RNNLAB_TRITON_TILE values; "" is triton_elman's default for (B, H)
+    "",
+    "dot=1",
+    "dot=1,warps=8",
+    "dot=0,block_b=8",
+    "dot=0,block_b=4",
+    "dot=0,block_b=4,warps=8",
+    "dot=0,block_b=2",
+    "dot=0,block_b=1",
+    "dot=0,block_b=1,warps=8",
+)
+
+
+def time_kernels(T: int, B: int, H: int, device, repeats: int = 10) -> list[dict]:
+    """Forward + backward of the recursion alone (no readout, no optimizer): cuDNN's nn.RNN
+    against rnnlab's ``_ElmanBPTT`` with the full profile, per backend (and per tile
+    configuration for Triton, ``KERNEL_TILES``), interleaved; medians in ms and their ratio to
+    cuDNN."""
+    from rnnlab.kernels import triton_elman
+
+    g = torch.Generator().manual_seed(0)
+    ours = VanillaRNN(D, H, "tanh", "orthogonal", 1.0, g).to(device)
+    fused = nn.RNN(D, H, nonlinearity="tanh").to(device)
+    x = torch.rand(T, B, D, device=device)
+    grad = torch.rand(T, B, H, device=device)
+
+    def run(model):
+        out = model(x)
+        out = out[0] if isinstance(out, tuple) else out
+        out.backward(grad)
+
+    def with_backend(name, tile=""):
+        def f():
+            env = {"RNNLAB_BACKEND": name, "RNNLAB_TRITON_TILE": tile}
+            old = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                run(ours)
+            finally:
+                for k, v in old.items():
+                    if v is None:
+                        del os.environ[k]
+                    else:
+                        os.environ[k] = v
+
+        return f
+
+    contenders = {"cudnn": lambda: run(fused), "cpp": with_backend("cpp")}
+    if triton_elman.supported(x.new_empty(1, T, B, H))[0]:
+        for tile in KERNEL_TILES:
+            contenders[f"triton/{tile or 'default'}"] = with_backend("triton", tile)
+    times = {k: [] for k in contenders}
+    failed = {}
+    for _ in range(2):  # warm-up (and compilation)
+        for k, f in list(contenders.items()):
+            try:
+                f()
+            except Exception as e:  # e.g. out of resources at a warp count: report, go on
+                failed[k] = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+                del contenders[k]
+    for _ in range(repeats):
+        for k, f in contenders.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            f()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    base = statistics.median(times["cudnn"])
+    rows = []
+    for k in times:
+        if k in failed:
+            rows.append({"T": T, "B": B, "H": H, "backend": k, "error": failed[k]})
+            continue
+        med = statistics.median(times[k])
+        rows.append({"T": T, "B": B, "H": H, "backend": k, "ms": 1e3 * med, "/cudnn": med / base})
+    return rows
 
 
 SWEEP = "experiments/vanishing.yaml"
@@ -278,28 +391,94 @@ def bench_sweep(quick: bool, rounds: int) -> list[dict]:
     return out
 
 
+def _write(args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None) -> int:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "device": device.type,
+                "card": card,
+                "backend": args.backend or "auto",
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+                "matmul_peak_gflops": peak,
+                "rows": list(rows),
+                "ensembles": list(stacks),
+                "kernels": list(kernels),
+                "sweep": sweep,
+            },
+            indent=2,
+        )
+    )
+    print(f"times are medians per training step in ms; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="rnnlab.bench", description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--quick", action="store_true", help="two small shapes, few repeats (a smoke run)"
+        "--quick",
+        action="store_true",
+        help="two small shapes, few repeats, one small stack, no sweep (a smoke run: < 1 min)",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
-        "--no-sweep", action="store_true", help="skip the ensemble sweep timing (about 4 min)"
+        "--backend",
+        choices=["triton", "cpp", "python"],
+        help="force rnnlab's BPTT backend (RNNLAB_BACKEND); default: triton on CUDA where it applies",
+    )
+    p.add_argument(
+        "--no-kernels", action="store_true", help="CUDA: skip the recursion-only timing per backend"
+    )
+    p.add_argument(
+        "--kernels-only",
+        action="store_true",
+        help="CUDA: only the recursion-only timing per backend and tiling (1-3 min, compiles)",
+    )
+    p.add_argument(
+        "--no-sweep",
+        action="store_true",
+        help="skip the ensemble sweep timing (about 4 min; --quick always skips it)",
     )
     p.add_argument(
         "--sweep-rounds", type=int, default=2, help="repeats of each sweep setting (default 2)"
     )
     p.add_argument("--out", type=Path, default=Path("results/bench.json"))
     args = p.parse_args(argv)
+    if args.backend:  # read at every call by rnnlab.kernels.backend; inherited by the sweeps
+        os.environ["RNNLAB_BACKEND"] = args.backend
     device = torch.device(args.device)
-    shapes = QUICK_SHAPES if args.quick else SHAPES
+    cuda = device.type == "cuda"
+    shapes = QUICK_SHAPES if args.quick else CUDA_SHAPES if cuda else SHAPES
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for every contender
+        torch.backends.cudnn.allow_tf32 = False
+    card = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
     peak = matmul_peak(device)
     print(
-        f"device {device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"device {device.type} ({card}), {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, backend {args.backend or 'auto'}; "
         f"matmul peak {peak:.1f} GFLOP/s",
         file=sys.stderr,
     )
+    kernel_rows = []
+    if cuda and not args.no_kernels:  # first: the tuning data, should a time limit cut the run
+        print("BPTT recursion alone (forward + backward, full profile), tanh, fp32, vs cuDNN")
+        print(f"{'T':>9} {'B':>9} {'H':>9} {'backend':>30} {'ms':>9} {'/cudnn':>9}")
+        for T, B, H in KERNEL_SHAPES[:1] if args.quick else KERNEL_SHAPES:
+            for row in time_kernels(T, B, H, device):
+                kernel_rows.append(row)
+                if "error" in row:
+                    print(f"{T:9d} {B:9d} {H:9d} {row['backend']:>30} failed: {row['error']}")
+                else:
+                    print(
+                        f"{T:9d} {B:9d} {H:9d} {row['backend']:>30} {row['ms']:9.3f} "
+                        f"{row['/cudnn']:9.2f}",
+                        flush=True,
+                    )
+    if args.kernels_only:
+        return _write(args, device, card, peak, kernels=kernel_rows)
     rows = []
     cols = [
         "T",
@@ -318,8 +497,8 @@ def main(argv=None) -> int:
     ]
     print(" ".join(f"{c:>9}" for c in cols))
     for T, B, H in shapes:
-        budget = 2e7 if args.quick else 2e8  # fewer repeats for the bigger shapes
-        repeats = max(3, min(25, int(budget / (T * B * H))))
+        budget = 2e8  # fewer repeats for the bigger shapes
+        repeats = 3 if args.quick else max(3, min(25, int(budget / (T * B * H))))
         row = time_shape(T, B, H, device, repeats)
         row["repeats"] = repeats
         row["%peak"] = 100 * row["c_gflops"] / peak
@@ -331,39 +510,29 @@ def main(argv=None) -> int:
             " ".join(f"{row[c]:9d}" if isinstance(row[c], int) else f"{row[c]:9.2f}" for c in cols),
             flush=True,
         )
-    print(f"ensembles: {STACK_K} networks one after another (alone) or stacked (train_ensemble)")
-    print(" ".join(f"{c:>9}" for c in ("L", "B", "H", "alone_s", "stacked_s", "speed-up")))
+    if cuda:
+        stack_cases = CUDA_STACKS[:2] if args.quick else CUDA_STACKS
+    else:
+        stack_cases = [(*shape, STACK_K) for shape in STACK_SHAPES]
+        stack_cases = [(10, 64, 64, 4)] if args.quick else stack_cases
+    print("ensembles: K networks one after another (alone) or stacked (train_ensemble), 20 steps")
+    stack_cols = ("L", "B", "H", "K", "alone_s", "stacked_s", "alone/K", "stacked/K", "speed-up")
+    print(" ".join(f"{c:>9}" for c in stack_cols))
     stacks = []
-    for L, B, H in STACK_SHAPES[:2] if args.quick else STACK_SHAPES:
-        row = time_stack(L, B, H, device)
+    for L, B, H, K in stack_cases:
+        row = time_stack(L, B, H, device, K=K)
         stacks.append(row)
         print(
-            f"{L:9d} {B:9d} {H:9d} {row['alone_s']:9.2f} {row['stacked_s']:9.2f} "
+            f"{L:9d} {B:9d} {H:9d} {K:9d} {row['alone_s']:9.2f} {row['stacked_s']:9.2f} "
+            f"{row['alone_per_member_s']:9.3f} {row['stacked_per_member_s']:9.3f} "
             f"{row['speedup']:8.2f}x",
             flush=True,
         )
     sweep = None
-    if not args.no_sweep:
+    if not (args.no_sweep or args.quick):
         print(f"{SWEEP}: wall time by train.ensemble (each a fresh process and store)")
         sweep = bench_sweep(args.quick, args.sweep_rounds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "device": device.type,
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "machine": platform.machine(),
-                "matmul_peak_gflops": peak,
-                "rows": rows,
-                "ensembles": stacks,
-                "sweep": sweep,
-            },
-            indent=2,
-        )
-    )
-    print(f"times are medians per training step in ms; wrote {args.out}", file=sys.stderr)
-    return 0
+    return _write(args, device, card, peak, rows, stacks, kernel_rows, sweep)
 
 
 if __name__ == "__main__":

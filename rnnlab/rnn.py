@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from rnnlab import _ext
+from rnnlab import _ext, kernels
 
 
 @dataclass(frozen=True)
@@ -282,9 +282,12 @@ def check_reproducible() -> bool:
 def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
     """The forward recursion over hs (K, T, B, H), in place; w_t = W_hhᵀ (K, H, H).
 
-    K = 1 runs the same batched calls as any stack (no 2-D shortcut): a member's numbers are
-    then the same bits whatever K it trains in."""
-    ext = _ext.loops()
+    K = 1 runs the same calls as any stack (no 2-D shortcut): a member's numbers are then
+    the same bits whatever K it trains in."""
+    backend = kernels.backend(hs)  # triton (CUDA), cpp or python: rnnlab/kernels/__init__.py
+    if backend == "triton":
+        return kernels.triton_elman.forward_loop(hs, w_t, activation)
+    ext = _ext.loops() if backend == "cpp" else None
     if ext is not None:
         ext.forward_loop(hs, w_t, activation)
     else:
@@ -293,7 +296,10 @@ def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
 
 def _run_backward(dz, hs, w, norms: torch.Tensor | None, activation: str) -> None:
     """The BPTT recursion over dz (K, T, B, H), in place; norms (T, K, B) or None."""
-    ext = _ext.loops()
+    backend = kernels.backend(hs)
+    if backend == "triton":
+        return kernels.triton_elman.backward_loop(dz, hs, w, norms, activation)
+    ext = _ext.loops() if backend == "cpp" else None
     if ext is not None:
         ext.backward_loop(dz, hs, w, norms, activation)
     else:

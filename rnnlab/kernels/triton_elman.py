@@ -1,0 +1,339 @@
+"""Persistent fused Elman kernels (Triton): all T steps of the recursion in one launch.
+
+The recursions are those of ``rnnlab.rnn._ElmanBPTT`` (one backend of the same autograd
+function; the input projection and the weight gradients stay single large multiplies there):
+
+    forward   h_t = φ(z_t),  z_t = [W_xh x_t + b] + h_{t−1} W_hhᵀ,  h_{−1} = 0
+    backward  δ_t = ∂ℓ/∂h_t + (∂L/∂z_{t+1}) W_hh,  ∂L/∂z_t = δ_t ⊙ φ′(z_t),  n_t = ‖δ_t‖₂
+
+Shapes (a stack of K members; a single network is K = 1):
+    hs     (K, T, B, H)  forward: holds W_xh x_t + b on entry, h_t on exit (in place)
+    w_t    (K, H, H)     W_hhᵀ (any strides)
+    dz     (K, T, B, H)  backward: holds ∂ℓ/∂h_t on entry, ∂L/∂z_t on exit (in place)
+    w      (K, H, H)     W_hh
+    norms  (T, K, B)     ‖δ_t‖₂, or None
+
+Design. The grid is (K, ⌈B / BLOCK_B⌉): one program per (member, block of BLOCK_B sequences)
+runs every step, with that member's W_hh loaded once (kept on chip: registers or shared memory,
+as Triton lays it out) and h_{t−1} (forward) or ∂L/∂z_{t+1} (backward) carried in registers from
+step to step; each step reads one (BLOCK_B, H) tile of hs (and of dz) from global memory,
+prefetched a step ahead, and writes one back. The norm of δ_t is reduced inside the program, so
+the backward pass writes the whole profile ‖∂L/∂h_t‖ without extra launches. φ′ is taken
+through the output h, as PyTorch's derivative kernels do. The per-step product h W takes one
+of two forms (``_meta``): ``tl.dot`` on tiles of 16 sequences (IEEE fp32, never TF32; from
+B = 64 on, H ≤ 64), or a broadcast-and-sum over the hidden index on tiles of 4 (fewer sequences: more
+programs share the T serial steps' work). All fp32 arithmetic is IEEE; the order of each sum
+differs from cuBLAS's, so results equal the C++ loops to rounding (≲1e-6 relative), not bits.
+
+Bitwise reproducibility: every program runs the same code on its own (member, sequence block),
+with a tiling chosen from (B, H, dtype) only, and no value crosses programs, so a member's
+numbers are the same bits whether it runs alone or in a stack of any size K (tested under the
+interpreter: ``tests/test_triton_kernel.py``).
+
+Coverage (``supported``): CUDA tensors (or any tensor under ``TRITON_INTERPRET=1``), float32
+with H ≤ 128, float64 with H ≤ 64 (broadcast-and-sum products only: Triton 3.6 has no fp64
+``tl.dot``; if even that fails to compile for the card, checked once per device, float64 takes
+the existing loops). Larger H does not fit one program's registers: a
+hidden dimension split across programs that exchange h_t every step (cuDNN's persistent RNNs)
+is not implemented, so those shapes run the C++ loops. tanh uses libdevice's ``tanh`` on the
+GPU (as ``torch.tanh`` on CUDA) and (1 − e^{−2|z|}) / (1 + e^{−2|z|}) under the interpreter,
+which has no libdevice.
+
+The kernels are wrapped on first use (``_kernels``) rather than by a decorator at import: with
+TRITON_INTERPRET=1 set before triton itself is imported they run under the interpreter (the CPU
+tests), else compiled. Every default tiling was compiled offline for sm_90a with Triton 3.6 and
+3.9 (all activations, fp32 and fp64): no register spills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from rnnlab.kernels import interpreting
+
+ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "linear": 3, "leaky_relu": 4, "hardtanh": 5}
+MAX_H = {torch.float32: 128, torch.float64: 64}  # W_hh must fit one program's registers
+
+
+def _elman_forward(
+    hs_ptr,
+    wt_ptr,
+    T,
+    B,
+    H,
+    s_hk,
+    s_ht,
+    s_hb,
+    s_wk,
+    s_wi,
+    s_wj,
+    ACT: tl.constexpr,
+    LIBDEVICE_TANH: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    DOT: tl.constexpr,
+):
+    k = tl.program_id(0)
+    rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rh = tl.arange(0, BLOCK_H)
+    mask = (rb[:, None] < B) & (rh[None, :] < H)  # (BLOCK_B, BLOCK_H)
+    zero = rb[:, None] * 0  # a step index as a tensor, so that it can join a mask
+    w_ptrs = wt_ptr + k.to(tl.int64) * s_wk + rh[:, None] * s_wi + rh[None, :] * s_wj
+    w = tl.load(w_ptrs, mask=(rh[:, None] < H) & (rh[None, :] < H), other=0.0)  # W_hhᵀ, on chip
+    p = hs_ptr + k.to(tl.int64) * s_hk + rb[:, None] * s_hb + rh[None, :]  # step t's tile
+    z = tl.load(p, mask=mask, other=0.0)
+    h = tl.zeros([BLOCK_B, BLOCK_H], dtype=z.dtype)
+    for t in range(T):
+        z_next = tl.load(p + s_ht, mask=mask & (zero + t + 1 < T), other=0.0)  # prefetch step t + 1
+        if DOT:  # z_t + h_{t−1} W_hhᵀ (h_{−1} = 0)
+            z = tl.dot(h, w, acc=z, input_precision="ieee")
+        else:  # the same product as a broadcast and a reduction over the hidden index
+            z = z + tl.sum(h[:, :, None] * w[None, :, :], axis=1)
+        # h = φ(z): padded columns may hold φ(0) ≠ 0, but W's padded rows are 0
+        if ACT == 0:
+            if LIBDEVICE_TANH:
+                h = libdevice.tanh(z)
+            else:
+                e = tl.exp(-2.0 * tl.abs(z))
+                a = (1.0 - e) / (1.0 + e)
+                h = tl.where(z < 0, -a, a)
+        elif ACT == 1:
+            h = tl.maximum(z, 0.0)
+        elif ACT == 2:
+            h = 1.0 / (1.0 + tl.exp(-z))
+        elif ACT == 3:
+            h = z
+        elif ACT == 4:
+            h = tl.where(z > 0, z, z * 0.01)  # leaky_relu's slope, as in rnn.ACTIVATIONS
+        else:
+            h = tl.minimum(tl.maximum(z, -1.0), 1.0)
+        tl.store(p, h, mask=mask)
+        z = z_next
+        p += s_ht
+
+
+def _elman_backward(
+    dz_ptr,
+    hs_ptr,
+    w_ptr,
+    n_ptr,
+    last_d,
+    last_h,
+    last_n,
+    T,
+    B,
+    H,
+    s_dk,
+    s_dt,
+    s_db,
+    s_hk,
+    s_ht,
+    s_hb,
+    s_wk,
+    s_wi,
+    s_wj,
+    s_nt,
+    s_nk,
+    ACT: tl.constexpr,
+    NORMS: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    DOT: tl.constexpr,
+):
+    k = tl.program_id(0)
+    rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rh = tl.arange(0, BLOCK_H)
+    mask = (rb[:, None] < B) & (rh[None, :] < H)
+    zero = rb[:, None] * 0
+    w_ptrs = w_ptr + k.to(tl.int64) * s_wk + rh[:, None] * s_wi + rh[None, :] * s_wj
+    w = tl.load(w_ptrs, mask=(rh[:, None] < H) & (rh[None, :] < H), other=0.0)  # W_hh, on chip
+    # step T − 1's tiles; last_* = (T − 1)·stride, from the host (64-bit where it must be)
+    pd = dz_ptr + k.to(tl.int64) * s_dk + last_d + rb[:, None] * s_db + rh[None, :]
+    ph = hs_ptr + k.to(tl.int64) * s_hk + last_h + rb[:, None] * s_hb + rh[None, :]
+    pn = n_ptr + k.to(tl.int64) * s_nk + last_n + rb
+    d = tl.load(pd, mask=mask, other=0.0)  # δ_{T−1} = ∂ℓ/∂h_{T−1}
+    h = tl.load(ph, mask=mask, other=0.0)
+    for i in range(T):
+        t = T - 1 - i
+        more = mask & (zero + t > 0)
+        d_prev = tl.load(pd - s_dt, mask=more, other=0.0)  # prefetch ∂ℓ/∂h_{t−1}, h_{t−1}
+        h_prev = tl.load(ph - s_ht, mask=more, other=0.0)
+        if NORMS:  # ‖δ_t‖₂, its squares summed in float64: no overflow below 1e154
+            d64 = d.to(tl.float64)
+            tl.store(pn, tl.sqrt(tl.sum(d64 * d64, axis=1)).to(d.dtype), mask=rb < B)
+        # g = ∂L/∂z_t = δ_t ⊙ φ′(z_t), φ′ through h_t = φ(z_t)
+        if ACT == 0:
+            g = d * (1.0 - h * h)
+        elif ACT == 1:
+            g = tl.where(h > 0, d, 0.0)
+        elif ACT == 2:
+            g = d * (1.0 - h) * h
+        elif ACT == 3:
+            g = d
+        elif ACT == 4:
+            g = tl.where(h > 0, d, d * 0.01)
+        else:
+            g = tl.where((h > -1.0) & (h < 1.0), d, 0.0)
+        tl.store(pd, g, mask=mask)
+        if DOT:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + g W_hh (unused after t = 0)
+            d = tl.dot(g, w, acc=d_prev, input_precision="ieee")
+        else:
+            d = d_prev + tl.sum(g[:, :, None] * w[None, :, :], axis=1)
+        h = h_prev
+        pd -= s_dt
+        ph -= s_ht
+        pn -= s_nt
+
+
+@functools.cache
+def _kernels(interpret: bool):
+    """(forward, backward) as Triton kernels, interpreted or compiled, wrapped once per mode.
+    The interpreter also needs TRITON_INTERPRET=1 before triton is imported (triton wraps its
+    own library functions then), which is why it is a process-wide switch in the tests."""
+    if interpret:
+        from triton.runtime.interpreter import InterpretedFunction as wrap
+    else:
+        wrap = triton.jit
+    return wrap(_elman_forward), wrap(_elman_backward)
+
+
+def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> dict:
+    """Tile sizes, the product's form and warps, from (B, H, dtype) only (never K).
+
+    ``RNNLAB_TRITON_TILE`` (read at each call; for tuning, ``rnnlab.bench`` times several)
+    overrides them, e.g. ``dot=0,block_b=4,warps=8``; what it leaves out keeps the defaults
+    of the form chosen. float64 always takes the broadcast-and-sum form: Triton 3.6's front
+    end rejects an fp64 ``tl.dot``. Register use per tiling: ``rnnlab.kernels.compile_check``.
+    """
+    block_h = max(16, triton.next_power_of_2(H))
+    names, override = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"}, {}
+    for item in filter(None, os.environ.get("RNNLAB_TRITON_TILE", "").split(",")):
+        key, _, value = item.partition("=")
+        override[names[key.strip()]] = int(value)
+    # tl.dot needs tiles of 16 sequences; in IEEE fp32 it runs on FMA units, each thread
+    # holding a K-long strip of W_hh, kept in registers by BLOCK_H / 4 warps (sm_90a: 4 warps at
+    # H = 64 spill, 16 do not; at H = 128 even 32 spill with tanh). With few sequences, one or
+    # two such tiles would leave one or two programs to walk all T steps: tiles of 4 with
+    # broadcast-and-sum products spread them over more programs, W_hh held in registers
+    # (72–96 registers at H = 64 with 4 warps, 126–128 at H = 128 with 8; no spills).
+    dot = bool(override.get("DOT", B >= 64 and block_h <= 64)) and dtype != torch.float64
+    if dot:
+        meta = {"BLOCK_B": 16, "num_warps": max(4, block_h // 4)}
+    else:
+        meta = {"BLOCK_B": 4, "num_warps": 4 if block_h <= 64 else 8}
+        if dtype == torch.float64 and B >= 64:
+            meta = {"BLOCK_B": 16, "num_warps": max(4, block_h // 4)}
+    meta |= {k: v for k, v in override.items() if k != "DOT"}
+    if num_warps:
+        meta["num_warps"] = num_warps
+    if dot:
+        meta["BLOCK_B"] = max(16, meta["BLOCK_B"])
+    return {**meta, "DOT": dot, "BLOCK_H": block_h, "num_stages": 1}
+
+
+def forward_loop(hs: torch.Tensor, w_t: torch.Tensor, activation: str, num_warps=None) -> None:
+    """The forward recursion over hs (K, T, B, H) in place; w_t = W_hhᵀ (K, H, H)."""
+    K, T, B, H = hs.shape
+    fwd, _ = _kernels(interpreting())
+    meta = _meta(B, H, hs.dtype, num_warps)
+    grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
+    if hs.numel() == 0:
+        return
+    with _on(hs):
+        fwd[grid](
+            hs,
+            w_t,
+            T,
+            B,
+            H,
+            hs.stride(0),
+            hs.stride(1),
+            hs.stride(2),
+            *w_t.stride(),
+            ACT=ACT_CODES[activation],
+            LIBDEVICE_TANH=not interpreting(),
+            **meta,
+        )
+
+
+def _on(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it the tensor's."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def backward_loop(
+    dz: torch.Tensor,
+    hs: torch.Tensor,
+    w: torch.Tensor,
+    norms: torch.Tensor | None,
+    activation: str,
+    num_warps=None,
+) -> None:
+    """The BPTT recursion over dz (K, T, B, H) in place; norms (T, K, B) gets ‖δ_t‖₂."""
+    K, T, B, H = hs.shape
+    _, bwd = _kernels(interpreting())
+    meta = _meta(B, H, hs.dtype, num_warps)
+    grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
+    n = norms if norms is not None else dz  # a dummy pointer when NORMS is off
+    s_nt, s_nk = (norms.stride(0), norms.stride(1)) if norms is not None else (0, 0)
+    if hs.numel() == 0:
+        return
+    with _on(hs):
+        bwd[grid](
+            dz,
+            hs,
+            w,
+            n,
+            (T - 1) * dz.stride(1),
+            (T - 1) * hs.stride(1),
+            (T - 1) * s_nt,
+            T,
+            B,
+            H,
+            dz.stride(0),
+            dz.stride(1),
+            dz.stride(2),
+            hs.stride(0),
+            hs.stride(1),
+            hs.stride(2),
+            *w.stride(),
+            s_nt,
+            s_nk,
+            ACT=ACT_CODES[activation],
+            NORMS=norms is not None,
+            **meta,
+        )
+
+
+@functools.cache
+def _fp64_compiles(device: torch.device) -> bool:
+    """Whether Triton builds the fp64 kernels for this device (tried once on a tiny case)."""
+    try:
+        hs = torch.zeros(1, 2, 16, 16, dtype=torch.float64, device=device)
+        forward_loop(hs, torch.eye(16, dtype=torch.float64, device=device)[None], "tanh")
+        return True
+    except Exception:
+        return False
+
+
+def supported(hs: torch.Tensor) -> tuple[bool, str]:
+    """Whether the kernels cover hs (K, T, B, H), and if not why."""
+    if not (hs.is_cuda or interpreting()):
+        return False, "not a CUDA tensor (and TRITON_INTERPRET is off)"
+    if hs.dtype not in MAX_H:
+        return False, f"dtype {hs.dtype} (float32 and float64 only)"
+    if hs.dim() != 4 or hs.stride(-1) != 1:
+        return False, "hs must be (K, T, B, H) with a contiguous last dimension"
+    H = hs.shape[-1]
+    if MAX_H[hs.dtype] < H:
+        return False, f"H = {H} > {MAX_H[hs.dtype]} does not fit one program ({hs.dtype})"
+    if hs.dtype == torch.float64 and hs.is_cuda and not _fp64_compiles(hs.device):
+        return False, "Triton does not compile the fp64 kernels for this device"
+    return True, ""

@@ -1,0 +1,94 @@
+"""The compiled Triton kernels on a GPU against the C++ loops and autograd (skip without CUDA).
+
+python -m pytest tests/test_triton_cuda.py -q     # on a machine with CUDA and triton
+"""
+
+import os
+
+import pytest
+import torch
+from elman_cases import NAMES, TOL, fused, reference, rel_err, stack
+
+from rnnlab.rnn import ACTIVATIONS
+
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(
+        os.environ.get("TRITON_INTERPRET") == "1", reason="the interpreter is on in this process"
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def compiled():
+    pytest.importorskip("triton")
+
+
+@pytest.mark.parametrize(
+    "K, T, B, H", [(1, 100, 64, 64), (1, 1000, 32, 128), (1, 5000, 16, 64), (16, 100, 64, 64)]
+)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_cuda_kernel_equals_cpp_loops(monkeypatch, activation, K, T, B, H):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    args = stack(K, T, B, 2, H, torch.float32, device="cuda")
+    # ‖W_hh‖₂ = 0.95: every φ here is 1-Lipschitz, so the recursion contracts and rounding
+    # differences between the backends do not grow over 5000 steps (nor does h blow up)
+    args[2] = 0.95 * args[2] / torch.linalg.matrix_norm(args[2], ord=2, keepdim=True)
+    args[4] = args[4] / (T * B) ** 0.5
+    monkeypatch.setenv("RNNLAB_BACKEND", "cpp")
+    want = fused(*args, activation)
+    monkeypatch.setenv("RNNLAB_BACKEND", "triton")
+    got = fused(*args, activation)
+    for name, a, r in zip(NAMES, got, want, strict=True):
+        assert rel_err(a, r) <= 1e-4, f"{name}: {rel_err(a, r):.2e}"
+
+
+@pytest.mark.parametrize("tile", ["dot=1", "dot=1,warps=8", "dot=0,block_b=4", "dot=0,block_b=1"])
+@pytest.mark.parametrize("T, B, H", [(100, 64, 64), (1000, 32, 128), (57, 5, 24)])
+def test_cuda_tiles_equal_cpp_loops(monkeypatch, T, B, H, tile):
+    """The non-default tilings that ``make bench`` times, tanh."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    args = stack(1, T, B, 2, H, torch.float32, device="cuda")
+    args[2] = 0.95 * args[2] / torch.linalg.matrix_norm(args[2], ord=2, keepdim=True)
+    monkeypatch.setenv("RNNLAB_BACKEND", "cpp")
+    want = fused(*args, "tanh")
+    monkeypatch.setenv("RNNLAB_BACKEND", "triton")
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", tile)
+    got = fused(*args, "tanh")
+    for name, a, r in zip(NAMES, got, want, strict=True):
+        assert rel_err(a, r) <= 1e-4, f"{name}: {rel_err(a, r):.2e}"
+
+
+@pytest.mark.parametrize("B", [16, 64])
+def test_cuda_stack_equals_each_member_alone_bit_for_bit(B):
+    """The kernels' outputs (h_t, ∂L/∂z_t, ‖δ_t‖) for member k of a stack of 3 are the bits of
+    member k run alone, in both tilings (B = 16: broadcast-and-sum, B = 64: tl.dot)."""
+    from rnnlab.kernels import triton_elman
+
+    x, w_ih, w_hh, b, weights = stack(3, 100, B, 2, 64, torch.float32, device="cuda")
+    with torch.no_grad():
+        hs = torch.baddbmm(b.unsqueeze(1), x.reshape(3, -1, 2), w_ih.transpose(1, 2))
+        hs = hs.view(3, 100, B, 64)
+        alone = [hs[k : k + 1].clone() for k in range(3)]
+        triton_elman.forward_loop(hs, w_hh.transpose(1, 2), "tanh")
+        dz, norms = weights.clone(), hs.new_empty(100, 3, B)
+        triton_elman.backward_loop(dz, hs, w_hh, norms, "tanh")
+        for k in range(3):
+            triton_elman.forward_loop(alone[k], w_hh[k : k + 1].transpose(1, 2), "tanh")
+            assert torch.equal(alone[k][0], hs[k])
+            dz_k, norms_k = weights[k : k + 1].clone(), hs.new_empty(100, 1, B)
+            triton_elman.backward_loop(dz_k, alone[k], w_hh[k : k + 1], norms_k, "tanh")
+            assert torch.equal(dz_k[0], dz[k]) and torch.equal(norms_k[:, 0], norms[:, k])
+
+
+@pytest.mark.parametrize("B", [5, 64])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_cuda_float64(monkeypatch, activation, B):
+    """fp64 on the GPU: the kernel (broadcast-and-sum form) where Triton compiles it, else the
+    loops; either way equal to autograd."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("RNNLAB_BACKEND", raising=False)
+    args = stack(2, 57, B, 3, 16, torch.float64, device="cuda")
+    got, want = fused(*args, activation), reference(*args, activation)
+    for name, a, r in zip(NAMES, got, want, strict=True):
+        assert rel_err(a, r) <= TOL[torch.float64], f"{name}: {rel_err(a, r):.2e}"

@@ -1,0 +1,140 @@
+"""The persistent Triton kernels (rnnlab/kernels/triton_elman.py) against autograd, run by
+Triton's interpreter on CPU tensors at small shapes.
+
+The interpreter is a process-wide switch read when triton is imported (triton's own library
+functions are wrapped then), so this module sets TRITON_INTERPRET=1 before anything imports
+triton. With a GPU the compiled kernels are tested instead (tests/test_triton_cuda.py) and this
+module skips, unless TRITON_INTERPRET=1 was set by the caller.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+
+if "triton" not in sys.modules and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before the first import of triton, below
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip(
+        "the interpreter must be on from triton's import; with a GPU see test_triton_cuda.py",
+        allow_module_level=True,
+    )
+triton_elman = pytest.importorskip("rnnlab.kernels.triton_elman")  # needs triton
+
+from elman_cases import NAMES, TOL, fused, reference, rel_err, stack  # noqa: E402
+
+from rnnlab import _ext, kernels  # noqa: E402
+from rnnlab.rnn import ACTIVATIONS, VanillaRNN  # noqa: E402
+
+
+@pytest.fixture
+def interpreted(monkeypatch):
+    """The Triton backend, forced (CPU tensors: the interpreter)."""
+    monkeypatch.setenv("RNNLAB_BACKEND", "triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize(
+    "every_step, K", [(False, 1), (True, 3)], ids=["last-K1", "every-K3"]
+)  # stacks of 1 and 3 alternate with the loss's form: each activation and T meets both
+@pytest.mark.parametrize("T", [1, 2, 57])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_kernel_equals_autograd(interpreted, activation, T, every_step, K, dtype):
+    B = 5 if K == 1 else 3  # K = 1: a tile of 4 and one of 1; K = 3: one partial tile each
+    x, w_ih, w_hh, b, weights = stack(K, T, B, 3, 16, dtype)
+    if not every_step:
+        weights[:, :-1] = 0  # the loss reads the last step only
+    got, want = (
+        fused(x, w_ih, w_hh, b, weights, activation),
+        reference(x, w_ih, w_hh, b, weights, activation),
+    )
+    for name, a, r in zip(NAMES, got, want, strict=True):
+        assert a.dtype == dtype and a.shape == r.shape, name
+        assert rel_err(a, r) <= TOL[dtype], f"{name}: {rel_err(a, r):.2e}"
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_dot_form_equals_autograd(interpreted, monkeypatch, activation):
+    """The product as tl.dot on tiles of 16 sequences (float32's default from B = 64 on)
+    instead of broadcast-and-sum on tiles of 4 (the default below, so in the test above)."""
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", "dot=1")
+    dtype = torch.float32  # float64 never takes tl.dot (Triton 3.6 has none)
+    args = stack(1, 57, 5, 3, 16, dtype)
+    got, want = fused(*args, activation), reference(*args, activation)
+    for name, a, r in zip(NAMES, got, want, strict=True):
+        assert rel_err(a, r) <= TOL[dtype], f"{name}: {rel_err(a, r):.2e}"
+
+
+@pytest.mark.parametrize("tile", ["dot=1", "dot=0,block_b=4"], ids=["dot", "sum"])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_stack_of_three_equals_autograd_and_each_member_alone_bit_for_bit(
+    interpreted, monkeypatch, activation, tile
+):
+    """B = 20 spans several sequence blocks, H = 24 is padded to 32: masked edges are covered."""
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", tile)
+    x, w_ih, w_hh, b, weights = stack(3, 9, 20, 3, 24, torch.float32, seed=1)
+    got = fused(x, w_ih, w_hh, b, weights, activation)
+    for name, a, r in zip(
+        NAMES, got, reference(x, w_ih, w_hh, b, weights, activation), strict=True
+    ):
+        assert rel_err(a, r) <= TOL[torch.float32], f"{name}: {rel_err(a, r):.2e}"
+    with torch.no_grad():  # the recursions themselves: the stack's h_t and ∂L/∂z_t, member k
+        hs = torch.baddbmm(b.unsqueeze(1), x.reshape(3, -1, 3), w_ih.transpose(1, 2))
+        hs = hs.view(3, 9, 20, 24)
+        alone = [hs[k : k + 1].clone() for k in range(3)]
+        triton_elman.forward_loop(hs, w_hh.transpose(1, 2), activation)
+        for k in range(3):
+            triton_elman.forward_loop(alone[k], w_hh[k : k + 1].transpose(1, 2), activation)
+            assert torch.equal(alone[k][0], hs[k])
+        dz, norms = weights.clone(), hs.new_empty(9, 3, 20)
+        triton_elman.backward_loop(dz, hs, w_hh, norms, activation)
+        for k in range(3):
+            dz_k, norms_k = weights[k : k + 1].clone(), hs.new_empty(9, 1, 20)
+            triton_elman.backward_loop(dz_k, hs[k : k + 1], w_hh[k : k + 1], norms_k, activation)
+            assert torch.equal(dz_k[0], dz[k]) and torch.equal(norms_k[:, 0], norms[:, k])
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["profile", "no-profile"])
+def test_vanilla_rnn_on_triton_equals_the_cpp_loops(monkeypatch, record):
+    """The user-facing module (one network: 2-D weights), with and without the norms."""
+    g = torch.Generator().manual_seed(3)
+    rnn = VanillaRNN(3, 20, "tanh", "gaussian", 1.1, g)
+    rnn.record_hidden_grads = record
+    x = torch.randn(30, 6, 3, generator=g)
+    out = {}
+    for name in ("triton", "cpp" if _ext.loops() is not None else "python"):
+        monkeypatch.setenv("RNNLAB_BACKEND", name)
+        rnn.zero_grad()
+        hs = rnn(x)
+        (hs.sin().sum()).backward()
+        out[name] = [hs.detach(), *(p.grad.clone() for p in rnn.parameters())]
+        assert (rnn.hidden_grad_norms is not None) == record
+        if record:
+            out[name].append(rnn.hidden_grad_norms)
+    for a, b in zip(*out.values(), strict=True):
+        assert rel_err(a, b) <= 1e-5
+
+
+def test_backend_choice(monkeypatch):
+    x = torch.zeros(1, 3, 2, 16)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.delenv("RNNLAB_BACKEND", raising=False)
+    assert kernels.backend(x) in ("cpp", "python")  # CPU tensors never take Triton by default
+    monkeypatch.setenv("RNNLAB_BACKEND", "python")
+    assert kernels.backend(x) == "python"
+    monkeypatch.setenv("RNNLAB_BACKEND", "triton")
+    with pytest.raises(RuntimeError, match="CUDA tensors"):
+        kernels.backend(x)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert kernels.backend(x) == "triton"
+    monkeypatch.delenv("RNNLAB_BACKEND")  # the interpreter alone does not take CPU runs over
+    assert kernels.backend(x) in ("cpp", "python")
+    monkeypatch.setenv("RNNLAB_BACKEND", "triton")
+    with pytest.raises(RuntimeError, match="does not fit"):  # H beyond one program's registers
+        kernels.backend(torch.zeros(1, 3, 2, 256))
+    monkeypatch.delenv("RNNLAB_BACKEND")
+    assert kernels.backend(torch.zeros(1, 3, 2, 256)) in ("cpp", "python")  # falls back
+    monkeypatch.setenv("RNNLAB_BACKEND", "fortran")
+    with pytest.raises(ValueError, match="fortran"):
+        kernels.backend(x)
