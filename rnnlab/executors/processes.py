@@ -17,12 +17,13 @@ _STOP = None  # in a worker: the driver's stop event
 _QUEUE = None  # in a worker: the queue to the driver
 
 
-def _init_worker(stop, q) -> None:
+def _init_worker(stop, q, driver: int) -> None:
     global _STOP, _QUEUE
     _STOP, _QUEUE = stop, q
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; workers stop via _STOP
-    parent = os.getppid()
-    watch_parent(lambda: os.getppid() == parent)
+    # The driver's pid comes from the driver: a worker still starting when its driver died
+    # would otherwise take its new parent (init) for the driver and never notice.
+    watch_parent(lambda: os.getppid() == driver)
 
 
 def _work(job) -> None:
@@ -46,7 +47,7 @@ class Processes:
             min(self.workers, len(jobs)),
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(stop, q),
+            initargs=(stop, q, os.getpid()),
         ) as pool:
             futures = {pool.submit(_work, job): job[0] for job in jobs}
 
