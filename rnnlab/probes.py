@@ -25,6 +25,8 @@ import math
 
 import torch
 
+from rnnlab.rnn import aligned
+
 
 def gradient_profile(hidden_grad_norms: torch.Tensor, loss_scale: float) -> torch.Tensor:
     """n_t from the per-sequence norms of the *batch-mean* loss's gradient.
@@ -38,7 +40,7 @@ def gradient_profile(hidden_grad_norms: torch.Tensor, loss_scale: float) -> torc
     """
     n = hidden_grad_norms.detach().double() * loss_scale
     if n.dim() == 3:  # each member by its own reduction: its bits must not depend on the stack
-        return torch.stack([member.mean(dim=-1) for member in n]).cpu()
+        return torch.stack([aligned(member).mean(dim=-1) for member in n]).cpu()
     return n.mean(dim=-1).cpu()
 
 

@@ -225,12 +225,31 @@ class _ElmanBPTT(torch.autograd.Function):
         )
         # this order is ~6x faster for small D
         grad_w_ih = member_mm(x.reshape(K, T * B, -1).transpose(1, 2), flat).transpose(1, 2)
-        grad_b = torch.stack([f.sum(0) for f in flat])
+        grad_b = torch.stack([aligned(f).sum(0) for f in flat])
         grad_x = member_mm(flat, weight_ih).view(x.shape) if ctx.needs_input_grad[0] else None
         grads = (grad_x, grad_w_ih, grad_w_hh, grad_b)
         if single:
             grads = tuple(g[0] if g is not None else None for g in grads)
         return *grads, None, None
+
+
+ALIGN = 256
+"""Bytes: a member's slice of a stacked CUDA tensor is copied to an address aligned to this
+before a multiply or a reduction (see ``aligned``)."""
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or on CUDA a copy of it at an aligned address when it is not aligned.
+
+    CUDA libraries choose their kernels, and with them the order of additions, by the
+    operands' alignment (vectorised loads need 16 bytes, Hopper's bulk copies more), and
+    member k of a stack sits k·(its size) bytes into the stacked tensor: alone at offset 0.
+    Aligning every per-member operand makes a member's bits independent of its stack
+    (measured: an H200's reductions over a misaligned row summed in another order). A CPU's
+    ATen kernels and MKL in strict mode (``rnnlab/__init__.py``) do not depend on it."""
+    if t.is_cuda and t.data_ptr() % ALIGN:
+        return t.clone()
+    return t
 
 
 def member_mm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -242,9 +261,11 @@ def member_mm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -
     this same loop for all but the smallest shapes, so nothing is lost. Differentiable.
     """
     if c is None:
-        return torch.stack([x @ y for x, y in zip(a, b, strict=True)])
+        return torch.stack([aligned(x) @ aligned(y) for x, y in zip(a, b, strict=True)])
     c = c.expand(a.shape[0], *c.shape[1:])
-    return torch.stack([torch.addmm(z, x, y) for x, y, z in zip(a, b, c, strict=True)])
+    return torch.stack(
+        [torch.addmm(aligned(z), aligned(x), aligned(y)) for x, y, z in zip(a, b, c, strict=True)]
+    )
 
 
 def _member_addmm_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
