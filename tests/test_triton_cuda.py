@@ -39,8 +39,13 @@ def test_cuda_kernel_equals_cpp_loops(monkeypatch, activation, K, T, B, H):
     want = fused(*args, activation)
     monkeypatch.setenv("RNNLAB_BACKEND", "triton")
     got = fused(*args, activation)
+    # A kinked φ (relu, leaky_relu, hardtanh) switches φ′ where z crosses its kink: over
+    # 1000 steps one unit whose z sits within rounding of 0 takes the other branch in one
+    # backend (measured on an H200: ∂L/∂x 8.9e-4 for relu at (1000, 32, 128), all else
+    # ≤ 1e-4); the smooth ones keep 1e-4.
+    tol = 2e-3 if activation in ("relu", "leaky_relu", "hardtanh") else 1e-4
     for name, a, r in zip(NAMES, got, want, strict=True):
-        assert rel_err(a, r) <= 1e-4, f"{name}: {rel_err(a, r):.2e}"
+        assert rel_err(a, r) <= tol, f"{name}: {rel_err(a, r):.2e}"
 
 
 @pytest.mark.parametrize("tile", ["dot=1", "dot=1,warps=8", "dot=0,block_b=4", "dot=0,block_b=1"])
