@@ -96,7 +96,21 @@ def _finite(text: str) -> float:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with a bad argument reported on one line (exit 2) instead of usage + error."""
+    """argparse, with a bad argument reported on one line (exit 2) instead of usage + error;
+    ``intermixed`` parsers take their positionals anywhere among the options, so that
+    ``rnnlab sweep FILE --workers 1 train.steps=50`` reads the override too."""
+
+    intermixed = False
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.intermixed and not self._inside:
+            self._inside = True  # parse_known_intermixed_args calls back into this method
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._inside = False
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
         self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
@@ -108,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def experiment_args(sp: argparse.ArgumentParser) -> None:
+        sp.intermixed = True
         sp.add_argument("file", type=Path, help="experiment YAML, e.g. experiments/vanishing.yaml")
         sp.add_argument(
             "overrides",
@@ -309,6 +324,7 @@ def _execute(
     if kind == "slurm":
         _check_slurm()
     tracker.check()  # an unreachable or unwritable store is bad input: exit 2, nothing run
+    tracker.check_experiment(experiment.name)
     res = experiment.resources
     if kind == "ray":
         executor = make("ray", address=args.ray_address, cpus=res.cpus, gpus=res.gpus)
@@ -432,17 +448,32 @@ def _check_ray(args, uri: str) -> None:
             ]
         )
     if args.ray_address:  # a head that is not there: seconds, not Ray's minutes of retries
-        import socket
-
         host, _, port = args.ray_address.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError([f"--ray-address: expected HOST:PORT, got {args.ray_address!r}"])
-        try:
-            socket.create_connection((host, int(port)), timeout=5).close()
-        except OSError as e:
+        if not _speaks_grpc(host, int(port)):
             raise ConfigError(
-                [f"--ray-address {args.ray_address}: no Ray head answers there ({e})"]
-            ) from None
+                [
+                    f"--ray-address {args.ray_address}: no Ray head answers there (nothing "
+                    "listens, or it is not Ray's gRPC port)"
+                ]
+            )
+
+
+def _speaks_grpc(host: str, port: int, timeout: float = 5.0) -> bool:
+    """Does ``host:port`` answer the HTTP/2 connection preface with a SETTINGS frame, as a
+    Ray head's gRPC server does? Seconds, where ray.init waits minutes on a wrong port."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS
+            head = conn.recv(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[3] == 0x04  # frame type 4: SETTINGS
 
 
 def _check_slurm() -> None:
@@ -551,10 +582,10 @@ def cmd_theory(args) -> int:
     names = typing.get_args(ActivationName)
     if args.activation not in names:
         raise ConfigError([f"--activation: {args.activation!r} is not one of: {', '.join(names)}"])
-    checks = (
-        ("--gain", args.gain, args.gain > 0, "> 0"),
-        ("--input-var", args.input_var, args.input_var >= 0, "≥ 0"),
-        ("--bias-var", args.bias_var, args.bias_var >= 0, "≥ 0"),
+    checks = (  # beyond these the fixed point itself overflows float64
+        ("--gain", args.gain, 0 < args.gain <= 1e6, "in (0, 1e6]"),
+        ("--input-var", args.input_var, 0 <= args.input_var <= 1e12, "in [0, 1e12]"),
+        ("--bias-var", args.bias_var, 0 <= args.bias_var <= 1e12, "in [0, 1e12]"),
     )
     bad = [f"{flag}: must be {rule} (got {value})" for flag, value, ok, rule in checks if not ok]
     if bad:

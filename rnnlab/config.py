@@ -252,10 +252,13 @@ class RunConfig(_Section):
         B, H, E = self.train.batch_size, self.model.hidden_size, self.train.eval_size
         width = 8 if self.train.dtype == "float64" else 4
         weights = H * H + H * D + H + O * H + O
+        # One-hot inputs are drawn as int64 (8 bytes) before the cast: 12 bytes an entry.
         return {  # h_t, δ_t and ∂ℓ/∂h_t for every step; the batch; an eval chunk's states
             "states (task.seq_len × train.batch_size × model.hidden_size)": width
-            * (3 * L * B * H + L * B * D + L * min(B, E) * H),
-            "held-out set (train.eval_size × sequence length)": width * E * L * (D + 1),
+            * (3 * L * B * H + L * min(B, E) * H)
+            + 12 * L * B * D,
+            "held-out set (train.eval_size × sequence length)": width * E * L * (D + 1)
+            + 8 * L * min(B, E) * D,
             "weights (model.hidden_size²)": width * 5 * weights,  # + grads, optimizer, copies
         }
 
@@ -340,9 +343,9 @@ class Experiment(RunConfig):
             shown = v if len(v) <= 40 else v[:37] + "..."
             raise PydanticCustomError(
                 "experiment_name",
-                "{name!r} is not a valid experiment name: use 1–100 letters, digits, '.', '_', "
+                "{name} is not a valid experiment name: use 1–100 letters, digits, '.', '_', "
                 "'-' or inner spaces, starting with a letter or digit",
-                {"name": shown},
+                {"name": repr(shown)},
             )
         return v
 
@@ -409,6 +412,10 @@ def load_experiment(
     except YAMLProblem as e:
         raise ConfigError([str(e)]) from None
     lines = _line_numbers(node)
+    if raw is None and not overrides:
+        raise ConfigError(
+            [f"{path}: the file has no settings; an experiment needs at least a name"]
+        )
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -421,6 +428,10 @@ def load_experiment(
         for n in range(len(loc), 0, -1):
             if loc[:n] in from_override:
                 return f"override {from_override[loc[:n]]!r}"
+        for source, item in from_override.items():  # an override that set keys below loc
+            if source[: len(loc)] == loc:
+                return f"override {item!r}"
+        for n in range(len(loc), 0, -1):
             if loc[:n] in lines:
                 return f"{path}:{lines[loc[:n]]}"
         return str(path)
@@ -441,7 +452,7 @@ def load_experiment(
             [f"{path}: the sweep has {n:,} grid points, more than {max_points:,}{more}"]
         )
     grid = _expand(experiment, raw, where)
-    _check_memory(grid, path)
+    _check_memory(grid, path, experiment.swept_keys())
     return experiment, grid
 
 
@@ -458,7 +469,7 @@ def machine_memory() -> int:
         return 0
 
 
-def _check_memory(grid: list[RunConfig], path) -> None:
+def _check_memory(grid: list[RunConfig], path, swept: list[str] = ()) -> None:
     """Refuse a run whose estimated peak (``RunConfig.memory``) exceeds 80 % of this
     machine's memory, before it fills it and fails as a FAILED run minutes later."""
     total = machine_memory()
@@ -472,7 +483,7 @@ def _check_memory(grid: list[RunConfig], path) -> None:
     if need <= 0.8 * total:
         return
     culprit = max(parts, key=parts.get)
-    where = "" if len(grid) == 1 else f" (grid point {run_name(worst)})"
+    where = "" if len(grid) == 1 else f" (grid point {run_name(worst, swept)})"
     raise ConfigError(
         [
             f"{path}: a run needs about {_bytes(need)} of memory{where}, mostly {culprit}: "
@@ -615,7 +626,8 @@ def _explain(err: ValidationError) -> list[tuple[tuple, str]]:
             names = ", ".join(TASK_CONFIGS)
             msg = f"{dotted}.name: unknown task {e['ctx']['tag']!r}; expected one of: {names}"
         else:
-            msg = f"{dotted}: {e['msg'][0].lower()}{e['msg'][1:]} (got {e['input']!r})"
+            got = "" if kind in OWN_MESSAGES else f" (got {_short(e['input'])})"
+            msg = f"{dotted}: {e['msg'][0].lower()}{e['msg'][1:]}{got}"
         out.append((loc, msg))
     # A bad sweep triggers one error per union member; keep each message once.
     return list(dict.fromkeys(out))
@@ -650,6 +662,16 @@ SYNONYMS = {
     "precision": "dtype",
 }
 """Names other tools use for rnnlab's keys, for the did-you-mean of an unknown key."""
+
+
+OWN_MESSAGES = ("sweep_empty", "sweep_shape", "sweep_values", "experiment_name")
+"""Errors whose message already says what was wrong with the value."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr of a bad value, cut to ``limit`` characters: a message is one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 12]}… ({len(text):,} chars)"
 
 
 def _guess(word: str, allowed: list[str]) -> str:

@@ -98,7 +98,13 @@ class _Loader(yaml.SafeLoader):
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
+                    raise _Limit(
+                        None,
+                        None,
+                        "merge keys (<<) are not supported: a merged key and a written one "
+                        "would silently override each other; write the keys out",
+                        key_node.start_mark,
+                    )
                 key = self.construct_object(key_node, deep=True)
                 if not isinstance(key, str):
                     raise _Limit(
@@ -133,8 +139,9 @@ _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
 
 def parse(text: str, where: str = "<text>") -> tuple[Any, yaml.Node | None]:
     """The document in ``text`` and its node tree (for line numbers), within the limits."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # checks the characters: a control character is refused here
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
         return data, node
@@ -147,7 +154,8 @@ def parse(text: str, where: str = "<text>") -> tuple[Any, yaml.Node | None]:
     except RecursionError:  # a limit above should have caught it first
         raise YAMLProblem(f"{where}: nesting too deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:

@@ -54,6 +54,22 @@ def _composite_gauss_legendre(
 
 
 _Z, _W = _composite_gauss_legendre()
+U_MAX = 40.0
+"""|u| beyond which tanh′ and the sigmoid's derivative are below 1e-30 and φ² is its limit."""
+_U, _WU = np.polynomial.legendre.leggauss(16)
+_EDGES = np.linspace(-U_MAX, U_MAX, 257)
+_MID, _HALF = (_EDGES[1:] + _EDGES[:-1]) / 2, (_EDGES[1:] - _EDGES[:-1]) / 2
+_U_NODES = (_MID[:, None] + _HALF[:, None] * _U[None, :]).ravel()
+_U_WEIGHTS = (_HALF[:, None] * _WU[None, :]).ravel()
+
+
+def _wide(f, q: float, tail: float) -> float:
+    """E[f(u)], u ~ N(0, q), for a wide Gaussian (√q > 4): the nodes sit on u's scale (where
+    f changes, |u| ≲ 40), not on z's, which at √q ≳ 100 would step over tanh′ entirely; the
+    mass beyond ±U_MAX contributes ``tail`` × P(|u| > U_MAX)."""
+    density = np.exp(-(_U_NODES**2) / (2 * q)) / math.sqrt(2 * math.pi * q)
+    beyond = math.erfc(U_MAX / math.sqrt(2 * q))
+    return float((_U_WEIGHTS * density) @ f(_U_NODES)) + tail * beyond
 
 
 def _npdf(a: float) -> float:
@@ -82,6 +98,15 @@ def second_moments(activation: str, q: float) -> tuple[float, float]:
         inside = _inside(a)
         e_z2_inside = inside - 2 * a * _npdf(a)  # E[z² 1{|z| < a}]
         return q * e_z2_inside + (1 - inside), inside
+    if math.sqrt(q) > 4 and activation in ("tanh", "sigmoid"):
+        if activation == "tanh":
+            return _wide(lambda u: np.tanh(u) ** 2, q, 1.0), _wide(
+                lambda u: (1 - np.tanh(u) ** 2) ** 2, q, 0.0
+            )
+        sig = lambda u: 1 / (1 + np.exp(-u))  # noqa: E731
+        return _wide(lambda u: sig(u) ** 2, q, 0.5), _wide(
+            lambda u: (sig(u) * (1 - sig(u))) ** 2, q, 0.0
+        )
     z = math.sqrt(q) * _Z
     if activation == "tanh":
         t = np.tanh(z)

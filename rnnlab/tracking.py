@@ -223,6 +223,13 @@ class MlflowTracker:
         missing folder: seconds, not MLflow's minutes of retries) and created under a lock,
         so two processes creating one store do not race in MLflow's schema migrations.
         ``create=False`` (report, ui) refuses a store that does not exist yet."""
+        if self.uri.startswith("sqlite:") and sqlite_path(self.uri) is None:
+            raise ConfigError(
+                [
+                    f"cannot use the MLflow tracking store {self.uri}: an in-memory store loses "
+                    "every run when rnnlab exits; name a file, e.g. sqlite:////abs/path/mlflow.db"
+                ]
+            )
         if (db := sqlite_path(self.uri)) is not None:
             self._check_sqlite(db, create)
         quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -265,19 +272,28 @@ class MlflowTracker:
             refuse(f"{db.parent} is not writable (read-only filesystem or permissions)")
         if db.exists() and not os.access(db, os.R_OK | os.W_OK):
             refuse(f"{db} is not writable (read-only filesystem or permissions)")
+        try:  # os.access trusts the mode bits: some filesystems (/proc, /sys) refuse anyway
+            tempfile.TemporaryFile(dir=db.parent).close()
+        except OSError as e:
+            refuse(f"cannot write in {db.parent} ({e.strerror})")
 
-    @_timed
-    def open_experiment(self, experiment: Experiment) -> None:
-        """Get or create the MLflow experiment; its note is the experiment's description."""
-        exp = self.client.get_experiment_by_name(experiment.name)
+    def check_experiment(self, name: str) -> None:
+        """Refuse (exit 2) an experiment name the store holds as deleted, before any work."""
+        exp = self.client.get_experiment_by_name(name)
         if exp is not None and exp.lifecycle_stage == "deleted":
             raise ConfigError(
                 [
-                    f"experiment {experiment.name!r} was deleted in {self.uri}; restore it "
+                    f"experiment {name!r} was deleted in {self.uri}; restore it "
                     f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or "
                     "choose another name"
                 ]
             )
+
+    @_timed
+    def open_experiment(self, experiment: Experiment) -> None:
+        """Get or create the MLflow experiment; its note is the experiment's description."""
+        self.check_experiment(experiment.name)
+        exp = self.client.get_experiment_by_name(experiment.name)
         if exp is None:
             location = None
             if (db := sqlite_path(self.uri)) is not None:  # artifacts beside the store

@@ -255,7 +255,11 @@ STORE_CASES = [
         ["theory", "--activation", "tahn", "--gain", "1"],
         "'tahn' is not one of",
     ),
-    ("theory-negative", ["theory", "--activation", "tanh", "--gain", "-1"], "--gain: must be > 0"),
+    (
+        "theory-negative",
+        ["theory", "--activation", "tanh", "--gain", "-1"],
+        "--gain: must be in (0, 1e6]",
+    ),
     (
         "dead-server",
         ["sweep", "{e}", "--tracking-uri", "http://127.0.0.1:{port}"],

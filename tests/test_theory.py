@@ -251,3 +251,24 @@ def test_underflow_is_counted_and_the_fit_uses_the_finite_part():
     s = probes.profile_summary(n)
     assert s["grad_h/underflow"] > 100 and s["grad_h/fit_points"] == 200 - s["grad_h/underflow"]
     assert np.isfinite(s["grad_h/slope"]) and s["grad_h/slope"] < -1
+
+
+def test_moments_stay_accurate_for_wide_pre_activations():
+    """At large q the nodes follow u = √q z (where tanh′ lives), not z: checked against a dense
+    trapezoid rule in u, and χ₁ against the large-gain asymptote σ_w·4/(3√(2π)) for tanh
+    (E[tanh′(u)²] → ∫ sech⁴ / √(2πq) = (4/3)/√(2πq), q* → σ_w²)."""
+    import numpy as np
+
+    from rnnlab.theory import mean_field, second_moments
+
+    for q in (9.0, 15.9, 16.1, 400.0, 1e6):
+        u = np.linspace(-60, 60, 2_000_001)
+        density = np.exp(-(u**2) / (2 * q)) / np.sqrt(2 * np.pi * q)
+        t = np.tanh(u)
+        want = (np.trapezoid(t**2 * density, u), np.trapezoid((1 - t**2) ** 2 * density, u))
+        tail = math.erfc(60 / math.sqrt(2 * q))  # tanh² = 1 beyond the grid
+        got = second_moments("tanh", q)
+        assert abs(got[0] - (want[0] + tail)) < 1e-7 and abs(got[1] / want[1] - 1) < 1e-6
+    for gain in (1e3, 1e4):
+        chi1 = mean_field("tanh", gain).chi1
+        assert abs(chi1 / (gain * 4 / (3 * math.sqrt(2 * math.pi))) - 1) < 1e-3
