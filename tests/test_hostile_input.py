@@ -54,6 +54,11 @@ CASES = [
     ("syntax", BASE + "train: {steps: [1, 2\n", [], "YAML syntax error"),
     ("top-level-list", "- 1\n- 2\n", [], "must be a mapping"),
     ("nul-byte", BASE + 'description: "a\\0b"\n', [], None),  # NUL inside a string is fine
+    ("control-char", BASE + 'description: "a\\x07b"\n', [], None),  # escaped: fine
+    ("raw-control-char", BASE.encode() + b"description: a\x07b\n", [], "unacceptable character"),
+    ("merge-key", BASE + "task2: &t {seq_len: 9}\nresources: {<<: *t}\n", [], "merge keys"),
+    ("empty-file", "", [], "the file has no settings"),
+    ("comments-only", "# nothing\n", [], "the file has no settings"),
     # --- names and text
     (
         "name-escape",
@@ -130,10 +135,16 @@ CASES = [
     ("override-bad-yaml", BASE, ["train.steps=[1, 2"], "override 'train.steps=[1, 2'"),
     ("override-bad-type", BASE, ["train.steps=abc"], "override 'train.steps=abc'"),
     ("override-empty-key", BASE, ["=3"], "expected dotted.key=value"),
+    ("override-new-section", BASE, ["bogus.x=1"], "override 'bogus.x=1': bogus: unknown key"),
+    ("override-below-scalar", BASE, ["seed.x=1"], "override 'seed.x=1'"),
+    ("override-scalar-axis", BASE, ["sweep.seed=3"], "override 'sweep.seed=3'"),
+    ("override-control-char", BASE, ["train.steps=1\x01"], "unacceptable character"),
     # --- command-line arguments
     ("workers-zero", BASE, ["--workers", "0"], "--workers: must be between 1 and 1024"),
     ("workers-text", BASE, ["--workers", "many"], "--workers: not a number"),
     ("tracking-uri-empty", BASE, ["--tracking-uri", ""], "--tracking-uri: empty"),
+    ("tracking-uri-memory", BASE, ["--tracking-uri", "sqlite://"], "an in-memory store"),
+    ("tracking-uri-proc", BASE, ["--tracking-uri", "sqlite:////proc/m.db"], "cannot write in /proc"),
     ("ray-address-alone", BASE, ["--ray-address", "127.0.0.1:1"], "needs --executor ray"),
 ]
 
