@@ -383,16 +383,20 @@ def _execute(
     if s.failed:
         print("  tracebacks: each failed run's error.txt artifact; rerun the command to retry them")
     print(f"results: {tracker.uri} (experiment {experiment.name!r})")
+    print(f"browse:  {_how_to_open(tracker.uri)} {tracker.runs_url()}")
+    return EXIT_OK if s.ok else EXIT_FAILED
+
+
+def _how_to_open(uri: str) -> str:
+    """How a user opens this store's UI: a server is open already; the default store has
+    ``make ui``; another store needs its URI."""
     from rnnlab.tracking import default_tracking_uri
 
-    if tracker.uri.startswith(("http://", "https://")):
-        how = "open"
-    elif tracker.uri == default_tracking_uri():
-        how = "make ui, then"
-    else:
-        how = f"rnnlab ui --tracking-uri {tracker.uri}, then"
-    print(f"browse:  {how} {tracker.runs_url()}")
-    return EXIT_OK if s.ok else EXIT_FAILED
+    if uri.startswith(("http://", "https://")):
+        return "open"
+    if uri == default_tracking_uri():
+        return "make ui, then"
+    return f"rnnlab ui --tracking-uri {uri}, then"
 
 
 def medians_table(grid: list[RunConfig], finals: dict, swept: list[str], rows: int = 30) -> str:
@@ -415,7 +419,15 @@ def medians_table(grid: list[RunConfig], finals: dict, swept: list[str], rows: i
 
     header = [k.rsplit(".", 1)[-1] for k in keys] + ["runs", "loss ratio (range)", "slope/step"]
     lines = []
-    for cond in sorted(table, key=lambda c: [(str(type(v)), v) for v in c]):
+    from rnnlab.style import activation_rank
+
+    def order(cond: tuple) -> list:  # numbers by value, activations in the figures' order
+        return [
+            activation_rank(v) if k == "model.activation" else (str(type(v)), v)
+            for k, v in zip(keys, cond, strict=True)
+        ]
+
+    for cond in sorted(table, key=order):
         finals_ = table[cond]
         ratio = [f["eval/loss_ratio"] for f in finals_ if "eval/loss_ratio" in f]
         slope = [f["grad_h/slope"] for f in finals_ if "grad_h/slope" in f]
@@ -542,7 +554,7 @@ def cmd_report(args) -> int:
             client = tracker.client
             exp_id = client.get_experiment_by_name(f.experiment).experiment_id
             base = args.ui_url or report.ui_base(tracker.uri)
-            how = "open" if tracker.uri.startswith("http") else "make ui, then"
+            how = _how_to_open(tracker.uri)
             print(
                 f"  in the UI: {how} {base}/#/experiments/{exp_id}/runs/{f.parent_run_id}"
                 "/artifacts/report/report.html"

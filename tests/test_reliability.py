@@ -315,9 +315,9 @@ def test_sigkill_of_the_main_process_leaves_no_orphans_and_the_next_sweep_cleans
     """Only the writer is killed (as an OOM killer would): its workers, queue and resource
     tracker go with it; the next sweep takes over the dead writer's lock, closes its parent
     run and its half-runs as KILLED and completes the grid, one finished run per run_key."""
-    path = write(tmp_path / "slow.yaml", SLOW)
+    path = write(tmp_path / "slow.yaml", SLOW.replace(f"steps: {STEPS}", "steps: 500"))
     keys = {r.run_key for r in load_experiment(path)[1]}
-    proc = start(path, store, "--workers", "2")
+    proc = start(path, store, "--workers", "2", "train.ensemble=off")
     try:
         wait_for(lambda: len(finished_keys(grid_runs(store, "slow")[1])) >= 1)
         assert len(session_processes(proc.pid)) >= 3  # the writer and its two workers
