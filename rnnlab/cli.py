@@ -65,24 +65,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port (1–65535)")
-    return port
+def _int_in(lo: int, hi: int, what: str):
+    """An argparse type: an integer in [lo, hi], refused in one line naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"{n} is not {what} ({lo}–{hi})")
+        return n
+
+    return parse
 
 
-def _workers(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= n <= 1024:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 1024 (got {n})")
-    return n
+_port = _int_in(1, 65535, "a port")
+_workers = _int_in(1, 1024, "a number of workers")
 
 
 def _finite(text: str) -> float:

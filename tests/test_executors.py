@@ -118,7 +118,7 @@ def test_slurm_executor_through_submitit_gives_the_bits_of_training_alone(tmp_pa
 
 @pytest.mark.cluster
 def test_slurm_interrupt_then_resume(tmp_path, store):
-    path = write(tmp_path / "s.yaml", SWEEP.replace("steps: 40", "steps: 1500"))
+    path = write(tmp_path / "s.yaml", SWEEP.replace("steps: 40", "steps: 800"))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     MlflowClient(store).search_experiments()
     args = [

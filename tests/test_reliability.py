@@ -27,7 +27,7 @@ sweep:
 """
 
 # Runs long enough (several seconds each) that a signal lands in the middle of one.
-STEPS = 1200
+STEPS = 600
 SLOW = f"""\
 name: slow
 task: {{name: adding, seq_len: 100}}
@@ -315,7 +315,7 @@ def test_sigkill_of_the_main_process_leaves_no_orphans_and_the_next_sweep_cleans
     """Only the writer is killed (as an OOM killer would): its workers, queue and resource
     tracker go with it; the next sweep takes over the dead writer's lock, closes its parent
     run and its half-runs as KILLED and completes the grid, one finished run per run_key."""
-    path = write(tmp_path / "slow.yaml", SLOW.replace(f"steps: {STEPS}", "steps: 500"))
+    path = write(tmp_path / "slow.yaml", SLOW.replace(f"steps: {STEPS}", "steps: 400"))
     keys = {r.run_key for r in load_experiment(path)[1]}
     proc = start(path, store, "--workers", "2", "train.ensemble=off")
     try:
@@ -340,7 +340,7 @@ def test_sigkill_of_the_main_process_leaves_no_orphans_and_the_next_sweep_cleans
 def test_two_sweeps_of_one_file_at_once_train_each_point_once(tmp_path, store):
     """Started together on a fresh store: no race in MLflow's schema creation, and one of
     the two trains while the other says who holds the experiment (or finds nothing to do)."""
-    path = write(tmp_path / "e.yaml", SLOW.replace(f"steps: {STEPS}", "steps: 300"))
+    path = write(tmp_path / "e.yaml", SLOW.replace(f"steps: {STEPS}", "steps: 120"))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [sys.executable, "-m", "rnnlab", "sweep", str(path), "--tracking-uri", store]
     procs = [
