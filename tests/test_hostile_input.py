@@ -144,7 +144,12 @@ CASES = [
     ("workers-text", BASE, ["--workers", "many"], "--workers: not a number"),
     ("tracking-uri-empty", BASE, ["--tracking-uri", ""], "--tracking-uri: empty"),
     ("tracking-uri-memory", BASE, ["--tracking-uri", "sqlite://"], "an in-memory store"),
-    ("tracking-uri-proc", BASE, ["--tracking-uri", "sqlite:////proc/m.db"], "cannot write in /proc"),
+    (
+        "tracking-uri-proc",
+        BASE,
+        ["--tracking-uri", "sqlite:////proc/m.db"],
+        "cannot write in /proc",
+    ),
     ("ray-address-alone", BASE, ["--ray-address", "127.0.0.1:1"], "needs --executor ray"),
 ]
 
@@ -191,27 +196,50 @@ def experiment_file(tmp_path: Path, content) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize(
-    "content, extra, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
-)
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, content, extra, expected):
-    path = experiment_file(tmp_path, content)
-    store = tmp_path / "store"
+def attempt(case: tuple, folder: Path) -> dict:
+    """Run one case as a user would: ``sweep`` into a store under ``folder``, then for a bad
+    file ``validate`` too (it reads files the same way)."""
+    _, content, extra, expected = case
+    folder.mkdir()
+    path = experiment_file(folder, content)
+    store = folder / "store"
     uri = (
         ["--tracking-uri", f"sqlite:///{store / 'mlflow.db'}"]
         if "--tracking-uri" not in extra
         else []
     )
-    proc, seconds = run(["sweep", path, *extra, *uri], tmp_path)
+    out = {"sweep": run(["sweep", path, *extra, *uri], folder), "store": store, "folder": folder}
+    if expected and not extra and content not in ("FIFO", "DIR", "MISSING", "/dev/zero"):
+        out["validate"] = run(["validate", path], folder)
+    return out
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict:
+    """Every case at once, three at a time: each is a separate process in its own folder, and
+    the answer-in-seconds check holds under that load too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path_factory.mktemp("hostile")
+    with ThreadPoolExecutor(3) as pool:
+        futures = {c[0]: pool.submit(attempt, c, root / c[0]) for c in CASES}
+    return {name: fut.result() for name, fut in futures.items()}
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(outcomes, case):
+    expected = next(c[3] for c in CASES if c[0] == case)
+    out = outcomes[case]
+    proc, seconds = out["sweep"]
     if expected is None:  # a control: this one is fine
         assert proc.returncode == 0, proc.stderr
         return
     assert_refused(proc, seconds, expected)
-    assert not store.exists(), "the store was created"
-    assert not (tmp_path / "results").exists() and not (tmp_path / "mlruns").exists()
-    if not extra and content not in ("FIFO", "DIR", "MISSING", "/dev/zero"):
-        proc, seconds = run(["validate", path], tmp_path)  # validate reads files the same way
-        assert_refused(proc, seconds, expected)
+    assert not out["store"].exists(), "the store was created"
+    folder = out["folder"]
+    assert not (folder / "results").exists() and not (folder / "mlruns").exists()
+    if "validate" in out:
+        assert_refused(*out["validate"], expected)
 
 
 # ------------------------------------------------------------ store and server cases

@@ -124,7 +124,7 @@ def cluster(tmp_path_factory):
         yield {"address": f"127.0.0.1:{ray_port}", "uri": uri, "tmp": tmp}
     finally:
         stop(server, 15)
-        stop(head, 45)  # a SIGTERM'd head drains for up to 30 s
+        stop(head, 5)  # a SIGTERM'd head drains for up to 30 s; nothing here needs that
         logs.close()
         shutil.rmtree(tmp / "ray", ignore_errors=True)
 
