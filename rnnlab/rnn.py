@@ -225,7 +225,7 @@ class _ElmanBPTT(torch.autograd.Function):
         )
         # this order is ~6x faster for small D
         grad_w_ih = member_mm(x.reshape(K, T * B, -1).transpose(1, 2), flat).transpose(1, 2)
-        grad_b = torch.stack([aligned(f).sum(0) for f in flat])
+        grad_b = stack([aligned(f).sum(0) for f in flat])
         grad_x = member_mm(flat, weight_ih).view(x.shape) if ctx.needs_input_grad[0] else None
         grads = (grad_x, grad_w_ih, grad_w_hh, grad_b)
         if single:
@@ -261,11 +261,16 @@ def member_mm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -
     this same loop for all but the smallest shapes, so nothing is lost. Differentiable.
     """
     if c is None:
-        return torch.stack([aligned(x) @ aligned(y) for x, y in zip(a, b, strict=True)])
+        return stack([aligned(x) @ aligned(y) for x, y in zip(a, b, strict=True)])
     c = c.expand(a.shape[0], *c.shape[1:])
-    return torch.stack(
+    return stack(
         [torch.addmm(aligned(z), aligned(x), aligned(y)) for x, y, z in zip(a, b, c, strict=True)]
     )
+
+
+def stack(members: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack of per-member results; one member is a view, not a copy (same bits)."""
+    return members[0].unsqueeze(0) if len(members) == 1 else torch.stack(members)
 
 
 def _member_addmm_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -303,11 +308,13 @@ def check_reproducible() -> bool:
 def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
     """The forward recursion over hs (K, T, B, H), in place; w_t = W_hhᵀ (K, H, H).
 
-    K = 1 runs the same calls as any stack (no 2-D shortcut): a member's numbers are then
-    the same bits whatever K it trains in."""
+    A stack multiplies member by member with the very 2-D calls a single network makes, so
+    one member runs on 2-D views (no per-step slicing) and gets the same bits."""
     backend = kernels.backend(hs)  # triton (CUDA), cpp or python: rnnlab/kernels/__init__.py
     if backend == "triton":
         return kernels.triton_elman.forward_loop(hs, w_t, activation)
+    if hs.shape[0] == 1:
+        hs, w_t = hs[0], w_t[0]
     ext = _ext.loops() if backend == "cpp" else None
     if ext is not None:
         ext.forward_loop(hs, w_t, activation)
@@ -320,6 +327,9 @@ def _run_backward(dz, hs, w, norms: torch.Tensor | None, activation: str) -> Non
     backend = kernels.backend(hs)
     if backend == "triton":
         return kernels.triton_elman.backward_loop(dz, hs, w, norms, activation)
+    if hs.shape[0] == 1:  # 2-D views, as in _run_forward
+        dz, hs, w = dz[0], hs[0], w[0]
+        norms = norms[:, 0] if norms is not None else None
     ext = _ext.loops() if backend == "cpp" else None
     if ext is not None:
         ext.backward_loop(dz, hs, w, norms, activation)

@@ -45,7 +45,7 @@ from rnnlab import probes, theory
 from rnnlab.config import RunConfig
 from rnnlab.ensemble import Ensemble
 from rnnlab.optim import OPTIMIZERS
-from rnnlab.rnn import RNNModel, aligned, check_reproducible
+from rnnlab.rnn import RNNModel, aligned, check_reproducible, stack
 from rnnlab.tasks import Task, make_task
 
 
@@ -276,12 +276,12 @@ def _per_member(fn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     a reduction over several members' data may sum in another order than over one member's
     (it did for the copy task's loss at B = 2), and a member's bits must not depend on its
     stack (tests/test_reproducibility.py)."""
-    return torch.stack([fn(aligned(o), aligned(t)) for o, t in zip(out, y, strict=True)])
+    return stack([fn(aligned(o), aligned(t)) for o, t in zip(out, y, strict=True)])
 
 
 def _norms(x: torch.Tensor) -> torch.Tensor:
     """‖x_k‖₂ per member of a (K, …) tensor, each by its own reduction (see _per_member)."""
-    return torch.stack([torch.linalg.vector_norm(aligned(row)) for row in x])
+    return stack([torch.linalg.vector_norm(aligned(row)) for row in x])
 
 
 @torch.no_grad()
