@@ -59,7 +59,7 @@ browser-deps: ## install Debian's chromium for the browser tests when missing (n
 
 test: $(STAMP) browser-deps ## lint + the whole test suite (what CI runs)
 	$(BIN)/ruff check rnnlab tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile  # two processes: most tests wait on subprocesses
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check rnnlab tests

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -53,6 +54,8 @@ def stop(proc: subprocess.Popen, grace: float) -> None:
 def cluster(tmp_path_factory):
     """A Ray head (ray start --block) and an MLflow server, each a process on a free loopback port."""
     tmp = tmp_path_factory.mktemp("cluster")
+    # Ray's socket paths must fit AF_UNIX's 107 bytes: a short folder of its own
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     logs = contextlib.ExitStack()
     # Loopback only: Ray rewrites 127.0.0.1 to the interface address unless the "cluster on a
     # laptop" switch is off; token auth (on by default since Ray 2.5x) is off for this test head.
@@ -78,7 +81,7 @@ def cluster(tmp_path_factory):
             "false",
             "--disable-usage-stats",
             "--temp-dir",
-            str(tmp / "ray"),
+            ray_tmp,
         ],
         stdout=logs.enter_context(open(tmp / "head.log", "w")),  # noqa: SIM115
         stderr=subprocess.STDOUT,
@@ -126,7 +129,7 @@ def cluster(tmp_path_factory):
         stop(server, 15)
         stop(head, 5)  # a SIGTERM'd head drains for up to 30 s; nothing here needs that
         logs.close()
-        shutil.rmtree(tmp / "ray", ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def runs_of(uri, name):
