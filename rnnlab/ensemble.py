@@ -3,14 +3,16 @@
 A sweep is mostly many small, shape-identical runs (seeds above all). Grid points whose
 configs agree on everything but ``config.MEMBER_KEYS`` (seed, init, gain, lr, clip_norm,
 divergence_threshold) train together: their parameters are stacked along a leading member
-dimension, every multiply of the fused BPTT is batched over the members, and the loop's
-per-step work (loss, backward, optimizer, the one host sync) is paid once for all K.
+dimension, the recursion and the optimizer step run over all members in one call, and the
+loop's per-step work (backward call, optimizer step, the host sync at probe steps) is paid
+once for all K.
 
 Nothing is shared but the computation: each member draws its own batches, has its own
-optimizer state (the optimizers are elementwise), its own clipping and learning rate, and
-stops alone when it diverges (``rnnlab.train`` drops it from the stack). Each member's
-numbers equal training it alone up to float reassociation, so ``train.ensemble`` is not part
-of ``run_key`` and a resumed sweep may regroup the members still to train.
+optimizer state (``rnnlab.optim``), its own clipping and learning rate, and stops alone when
+it diverges (``rnnlab.train`` drops it from the stack). Every per-member multiply and
+reduction runs on the shapes it has alone (``rnn.member_mm``), so each member's numbers are
+the same bits as training it alone: ``train.ensemble`` is not part of ``run_key`` and a
+resumed sweep may regroup the members still to train.
 
     Ensemble([build(r)[1] for r in runs])      # K RNNModels → one stacked module
     groups(grid, todo, workers)                # which grid points train together

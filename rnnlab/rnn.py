@@ -184,8 +184,9 @@ class _ElmanBPTT(torch.autograd.Function):
     autograd's. Peak memory: the saved outputs plus one (T, B, H) buffer, as torch.nn.RNN.
 
     Stacked: weights with a leading member dimension K — W_xh (K, H, D), W_hh (K, H, H),
-    b (K, H) — run K independent networks on x (K, T, B, D) → (K, T, B, H) with the same calls,
-    each multiply batched over the members (``rnnlab.ensemble``). Norms are then (K, T, B).
+    b (K, H) — run K independent networks on x (K, T, B, D) → (K, T, B, H), each multiply done
+    member by member with the 2-D call a single network makes (``member_mm``: the same bits
+    for any K), the recursion by the backend (``rnnlab.kernels``). Norms are then (K, T, B).
     """
 
     @staticmethod

@@ -277,8 +277,9 @@ class MlflowTracker:
         except OSError as e:
             refuse(f"cannot write in {db.parent} ({e.strerror})")
 
-    def check_experiment(self, name: str) -> None:
-        """Refuse (exit 2) an experiment name the store holds as deleted, before any work."""
+    def check_experiment(self, name: str):
+        """The store's live experiment of that name (or None); refuses (exit 2) a name the
+        store holds as deleted, before any work."""
         exp = self.client.get_experiment_by_name(name)
         if exp is not None and exp.lifecycle_stage == "deleted":
             raise ConfigError(
@@ -288,12 +289,12 @@ class MlflowTracker:
                     "choose another name"
                 ]
             )
+        return exp
 
     @_timed
     def open_experiment(self, experiment: Experiment) -> None:
         """Get or create the MLflow experiment; its note is the experiment's description."""
-        self.check_experiment(experiment.name)
-        exp = self.client.get_experiment_by_name(experiment.name)
+        exp = self.check_experiment(experiment.name)
         if exp is None:
             location = None
             if (db := sqlite_path(self.uri)) is not None:  # artifacts beside the store

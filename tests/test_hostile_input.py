@@ -33,6 +33,18 @@ LAUGHS = "\n".join(
     ]
 )
 
+SEVEN_AXES = (
+    "seed",
+    "train.steps",
+    "train.batch_size",
+    "model.hidden_size",
+    "probe.every",
+    "train.eval_size",
+    "task.seq_len",
+)
+TEN_MILLION = BASE + "sweep:\n" + "".join(f"  {k}: {list(range(2, 12))}\n" for k in SEVEN_AXES)
+"""Seven axes of ten values: 10⁷ points, refused before any expansion."""
+
 # (id, file text or bytes or a special, command arguments after the file, expected message)
 CASES = [
     # --- the file itself
@@ -87,44 +99,8 @@ CASES = [
     ("sweep-scalar", BASE + "sweep: {task.seq_len: 10}\n", [], "expected a list of values"),
     ("sweep-empty-axis", BASE + "sweep: {seed: []}\n", [], "empty list"),
     ("sweep-unknown-key", BASE + "sweep: {model.gian: [1, 2]}\n", [], "did you mean"),
-    (
-        "sweep-10-million",
-        BASE
-        + "sweep:\n"
-        + "".join(
-            f"  {k}: {list(range(1, 11))}\n"
-            for k in (
-                "seed",
-                "train.steps",
-                "train.batch_size",
-                "model.hidden_size",
-                "probe.every",
-                "train.eval_size",
-                "task.seq_len",
-            )
-        ),
-        [],
-        "10,000,000 grid points, more than 10,000; pass --yes",
-    ),
-    (
-        "sweep-10-million-yes",
-        BASE
-        + "sweep:\n"
-        + "".join(
-            f"  {k}: {list(range(2, 12))}\n"
-            for k in (
-                "seed",
-                "train.steps",
-                "train.batch_size",
-                "model.hidden_size",
-                "probe.every",
-                "train.eval_size",
-                "task.seq_len",
-            )
-        ),
-        ["--yes"],
-        "more than 100,000",
-    ),
+    ("sweep-10-million", TEN_MILLION, [], "10,000,000 grid points, more than 10,000; pass --yes"),
+    ("sweep-10-million-yes", TEN_MILLION, ["--yes"], "more than 100,000"),
     # --- keys and names
     ("unknown-key", BASE + "trian: {}\n", [], "did you mean 'train'"),
     ("unknown-activation", BASE, ["model.activation=tahn"], "'tahn' is not allowed"),
