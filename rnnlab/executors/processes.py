@@ -26,9 +26,12 @@ def _init_worker(stop, q, driver: int) -> None:
     watch_parent(lambda: os.getppid() == driver)
 
 
-def _work(job) -> None:
-    if not _STOP.is_set():
-        work(job, _QUEUE.put, _STOP)
+def _work(job) -> bool:
+    """Train one job; False if the sweep was stopped before it began."""
+    if _STOP.is_set():
+        return False
+    work(job, _QUEUE.put, _STOP)
+    return True
 
 
 class Processes:
@@ -50,6 +53,11 @@ class Processes:
             initargs=(stop, q, os.getpid()),
         ) as pool:
             futures = {pool.submit(_work, job): job[0] for job in jobs}
+            ended: set[int] = set()
+
+            def receive(batch) -> None:
+                ended.update(i for kind, i, _ in batch if kind == "end")
+                deliver(batch)
 
             def halt() -> None:
                 stop.set()  # running workers end their runs as killed at their next step
@@ -59,7 +67,7 @@ class Processes:
             try:
                 while futures:
                     try:
-                        deliver(q.get(timeout=0.2))
+                        receive(q.get(timeout=0.2))
                         continue
                     except queue.Empty:
                         pass
@@ -68,12 +76,18 @@ class Processes:
                     for fut in [f for f in futures if f.done()]:
                         while True:  # what the worker sent before it ended comes first
                             try:
-                                deliver(q.get_nowait())
+                                receive(q.get_nowait())
                             except queue.Empty:
                                 break
-                        error = None
-                        if not fut.cancelled() and fut.exception() is not None:
-                            error = "".join(traceback.format_exception(fut.exception()))
+                        died = not fut.cancelled() and fut.exception() is not None
+                        trained = not fut.cancelled() and not died and fut.result()
+                        if trained and not ended.issuperset(futures[fut]):
+                            # it sent an "end" for every member, but the queue's feeder
+                            # thread may still be carrying them: wait for them
+                            continue
+                        error = (
+                            "".join(traceback.format_exception(fut.exception())) if died else None
+                        )
                         job_over(futures.pop(fut), error)
             except BaseException:  # the driver failed: stop the workers before waiting for them
                 halt()
