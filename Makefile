@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray,slurm]' -c constraints.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
-	$(BIN)/python -m rnnlab._ext  # compile the C++ BPTT loops once (cached)
+	$(BIN)/python -m rnnlab.model.backends.cpp  # compile the C++ BPTT loops once (cached)
 	touch $@
 
 install: $(STAMP) ## create .venv and install rnnlab with pinned deps (redone only when pyproject/constraints change)

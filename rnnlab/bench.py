@@ -12,7 +12,7 @@ reported as ratios to (a). Also: (c)'s achieved GFLOP/s against a large-matmul p
 in the same run, and the peak memory of one step of (a) and (c) (CUDA: the allocator's peak;
 CPU: the profiler's allocation timeline).
 
-Then ensembles (``rnnlab.ensemble``): eight networks trained one after another against the
+Then ensembles (``rnnlab.model.elman``): eight networks trained one after another against the
 same eight as one stack, at a few shapes; and the sweep throughput: the wall time of the default
 sweep (``make sweep``, experiments/vanishing.yaml) run as a user runs it, each into a fresh
 store, with ``train.ensemble`` off, auto (the default) and 16 (every family stacked),
@@ -22,7 +22,7 @@ is printed and written to ``results/bench.json``.
 On CUDA it also names the card, adds the shape (1000, 1024, 1024), times stacks of K = 1, 16
 and 64 networks at (100, 64, 64) (per member, one after another vs stacked), and times the BPTT
 recursions alone (forward + backward, no readout or optimizer) for each backend against cuDNN:
-``triton`` (rnnlab/kernels/triton_elman.py, for several warp counts) and ``cpp``.
+``triton`` (rnnlab/model/backends/triton_elman.py, for several warp counts) and ``cpp``.
 ``--backend`` forces rnnlab's backend for the whole run (``RNNLAB_BACKEND``).
 
     python -m rnnlab.bench [--quick] [--device cpu|cuda] [--backend triton|cpp|python]
@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rnnlab.rnn import ACTIVATIONS, VanillaRNN
+from rnnlab.model.elman import ACTIVATIONS, VanillaRNN
 
 SHAPES = [(100, 64, 64), (1000, 32, 128), (1000, 64, 256), (5000, 16, 64)]
 CUDA_SHAPES = [*SHAPES, (1000, 1024, 1024)]
@@ -277,7 +277,7 @@ def time_kernels(T: int, B: int, H: int, device, repeats: int = 10) -> list[dict
     against rnnlab's ``_ElmanBPTT`` with the full profile, per backend (and per tile
     configuration for Triton, ``KERNEL_TILES``), interleaved; medians in ms and their ratio to
     cuDNN."""
-    from rnnlab.kernels import triton_elman
+    from rnnlab.model.backends import triton_elman
 
     g = torch.Generator().manual_seed(0)
     ours = VanillaRNN(D, H, "tanh", "orthogonal", 1.0, g).to(device)
@@ -446,7 +446,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", type=Path, default=Path("results/bench.json"))
     args = p.parse_args(argv)
-    if args.backend:  # read at every call by rnnlab.kernels.backend; inherited by the sweeps
+    if args.backend:  # read at every call by rnnlab.model.backends.backend; inherited by the sweeps
         os.environ["RNNLAB_BACKEND"] = args.backend
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -312,9 +312,9 @@ def cmd_run(args) -> int:
 def _execute(
     experiment: Experiment, grid: list[RunConfig], args, workers: int, parent: bool
 ) -> int:
-    from rnnlab.executors import make
-    from rnnlab.sweep import run_sweep
-    from rnnlab.tracking import MlflowTracker
+    from rnnlab.run.executors import make
+    from rnnlab.run.sweep import run_sweep
+    from rnnlab.track import MlflowTracker
 
     tracker = MlflowTracker(args.tracking_uri)
     kind = getattr(args, "executor", "local")
@@ -389,7 +389,7 @@ def _execute(
 def _how_to_open(uri: str) -> str:
     """How a user opens this store's UI: a server is open already; the default store has
     ``make ui``; another store needs its URI."""
-    from rnnlab.tracking import default_tracking_uri
+    from rnnlab.track import default_tracking_uri
 
     if uri.startswith(("http://", "https://")):
         return "open"
@@ -497,7 +497,7 @@ def _check_slurm() -> None:
 
 
 def cmd_report(args) -> int:
-    from rnnlab.tracking import MlflowTracker
+    from rnnlab.track import MlflowTracker
 
     if args.tracking_uri is not None and not args.tracking_uri.strip():
         raise ConfigError(["--tracking-uri: empty; leave it out for results/mlflow.db"])
@@ -587,8 +587,8 @@ def cmd_theory(args) -> int:
     import json
     import typing
 
-    from rnnlab import theory
     from rnnlab.config import ActivationName
+    from rnnlab.measure import theory
 
     names = typing.get_args(ActivationName)
     if args.activation not in names:
@@ -622,7 +622,7 @@ def cmd_theory(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from rnnlab.tracking import default_tracking_uri, sqlite_path
+    from rnnlab.track import default_tracking_uri, sqlite_path
 
     uri = args.tracking_uri or default_tracking_uri()
     db = sqlite_path(uri)

@@ -1,6 +1,6 @@
 """Optimizers for a stack of K networks, each member with its own learning rate.
 
-Parameters carry a leading member dimension K (``rnnlab.ensemble``); ``lr`` is a (K,) tensor.
+Parameters carry a leading member dimension K (``rnnlab.model.elman``); ``lr`` is a (K,) tensor.
 The updates are PyTorch's (``torch.optim.SGD``, ``Adam``, ``RMSprop`` with their default
 hyper-parameters; tested against them) written as plain elementwise tensor ops, so that:
 

@@ -2,12 +2,12 @@
 
 ``train(run)`` is a generator of :class:`Measurement` — one per training step s = 0..steps.
 It is ``train_ensemble([run])``: the same loop trains several runs as one stacked model
-(``rnnlab.ensemble``), yielding (member, measurement) pairs with each member's numbers as if
+(``rnnlab.model.elman``), yielding (member, measurement) pairs with each member's numbers as if
 it trained alone.
 Measurement s is taken on step s's batch *before* its update (so step 0 describes the network
 at initialisation); the last one (s = steps) is taken after the final update and makes no
 update. Every ``probe.every`` steps, and at the first and last, it also carries the gradient
-profile n_t (see ``rnnlab.probes``), parameter gradient norms, the W_hh spectrum and
+profile n_t (see ``rnnlab.measure.probes``), parameter gradient norms, the W_hh spectrum and
 held-out evaluation.
 
 Metrics (every step): ``train/loss``, ``train/accuracy`` (classification tasks), ``grad/norm``
@@ -19,7 +19,7 @@ baseline), ``grad/<parameter>``, ``weights/W_hh_radius``, ``weights/W_hh_sigma_m
 Step 0 adds the mean-field predictions ``theory/slope``, ``theory/chi1``,
 ``theory/depth_scale``, ``theory/q_star`` (and the inputs they used, ``theory/q_in``,
 ``theory/bias_var``); steps 0 and last add ``dyn/lyapunov_max``
-(see ``rnnlab.theory``).
+(see ``rnnlab.measure.theory``).
 
 A non-finite loss or gradient norm, or a norm above ``train.divergence_threshold``, ends the run
 at that step as *diverged*: its measurement is yielded (inf and nan included, they are data)
@@ -41,11 +41,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rnnlab import probes, theory
 from rnnlab.config import RunConfig
-from rnnlab.ensemble import Ensemble
+from rnnlab.measure import probes, theory
+from rnnlab.model.elman import Ensemble, RNNModel, aligned, check_reproducible, stack
 from rnnlab.optim import OPTIMIZERS
-from rnnlab.rnn import RNNModel, aligned, check_reproducible, stack
 from rnnlab.tasks import Task, make_task
 
 
@@ -101,7 +100,7 @@ def train(run: RunConfig) -> Iterator[Measurement]:
 
 
 def train_ensemble(runs: list[RunConfig]) -> Iterator[tuple[int, Measurement]]:
-    """Train runs that share an ``ensemble_key`` as one stacked model (``rnnlab.ensemble``).
+    """Train runs that share an ``ensemble_key`` as one stacked model (``rnnlab.model.elman``).
 
     Yields (index into ``runs``, :class:`Measurement`): every member still training, in
     order, each step. Each member sees exactly the batches, initialisation, clipping and

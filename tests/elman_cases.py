@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import torch
 
 from rnnlab.bench import autograd_reference
-from rnnlab.rnn import _ElmanBPTT
+from rnnlab.model.elman import _ElmanBPTT
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from rnnlab import _ext
 from rnnlab.bench import autograd_reference
-from rnnlab.rnn import ACTIVATIONS, VanillaRNN, _ElmanBPTT
+from rnnlab.model.backends import cpp as _ext
+from rnnlab.model.elman import ACTIVATIONS, VanillaRNN, _ElmanBPTT
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
@@ -16,7 +16,9 @@ def loops(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(_ext, "loops", lambda: None)
     else:  # make install builds it; a missing build is a failure, not a skip
-        assert _ext.loops() is not None, "C++ loops unavailable: run `python -m rnnlab._ext`"
+        assert _ext.loops() is not None, (
+            "C++ loops unavailable: run `python -m rnnlab.model.backends.cpp`"
+        )
     return request.param
 
 

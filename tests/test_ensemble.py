@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlab import _ext
 from rnnlab.bench import autograd_reference
 from rnnlab.config import Experiment, RunConfig
-from rnnlab.ensemble import AUTO_MEMORY, CPU_SMALL_OP, Ensemble, group_limit, groups
-from rnnlab.rnn import ACTIVATIONS
-from rnnlab.sweep import run_sweep
-from rnnlab.tracking import MemoryTracker
+from rnnlab.model.backends import cpp as _ext
+from rnnlab.model.elman import ACTIVATIONS, Ensemble
+from rnnlab.run.schedule import AUTO_MEMORY, CPU_SMALL_OP, group_limit, groups
+from rnnlab.run.sweep import run_sweep
+from rnnlab.track import MemoryTracker
 from rnnlab.train import build, train, train_ensemble
 
 
@@ -83,7 +83,9 @@ def loops(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(_ext, "loops", lambda: None)
     else:
-        assert _ext.loops() is not None, "C++ loops unavailable: run `python -m rnnlab._ext`"
+        assert _ext.loops() is not None, (
+            "C++ loops unavailable: run `python -m rnnlab.model.backends.cpp`"
+        )
     return request.param
 
 

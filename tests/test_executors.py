@@ -12,10 +12,10 @@ from conftest import cli, write
 from mlflow.tracking import MlflowClient
 
 from rnnlab.config import Experiment, RunConfig, load_experiment
-from rnnlab.executors import EXECUTORS, make
-from rnnlab.executors.base import work
-from rnnlab.sweep import run_sweep
-from rnnlab.tracking import MemoryTracker
+from rnnlab.run.executors import EXECUTORS, make
+from rnnlab.run.executors.base import work
+from rnnlab.run.sweep import run_sweep
+from rnnlab.track import MemoryTracker
 from rnnlab.train import train
 
 

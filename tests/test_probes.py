@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlab import probes
-from rnnlab.rnn import RNNModel
+from rnnlab.measure import probes
+from rnnlab.model.elman import RNNModel
 from rnnlab.tasks import make_task
 
 

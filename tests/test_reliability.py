@@ -77,9 +77,9 @@ def test_rerun_of_a_complete_sweep_trains_nothing_and_rerun_flag_replaces(tmp_pa
 def test_failed_and_stale_runs_are_redone(tmp_path, store, monkeypatch):
     path = write(tmp_path / "e.yaml", SMALL)
     # Every run fails at run time (validation leaves nothing that would: a broken step).
-    from rnnlab import sweep
-    from rnnlab.executors import base as worker
-    from rnnlab.tracking import MlflowTracker
+    from rnnlab.run import sweep
+    from rnnlab.run.executors import base as worker
+    from rnnlab.track import MlflowTracker
 
     def broken(runs):
         yield from ()

@@ -15,8 +15,8 @@ import torch
 
 from rnnlab.config import Experiment, RunConfig
 from rnnlab.optim import OPTIMIZERS
-from rnnlab.sweep import run_sweep
-from rnnlab.tracking import MemoryTracker
+from rnnlab.run.sweep import run_sweep
+from rnnlab.track import MemoryTracker
 from rnnlab.train import train, train_ensemble
 
 

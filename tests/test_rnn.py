@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rnnlab import config
-from rnnlab.rnn import ACTIVATIONS, INITS, VanillaRNN
+from rnnlab.model.elman import ACTIVATIONS, INITS, VanillaRNN
 from rnnlab.train import OPTIMIZERS
 
 

@@ -10,8 +10,8 @@ import torch
 from conftest import cli
 from scipy import integrate
 
-from rnnlab import probes, theory
-from rnnlab.rnn import ACTIVATIONS, RNNModel, VanillaRNN
+from rnnlab.measure import probes, theory
+from rnnlab.model.elman import ACTIVATIONS, RNNModel, VanillaRNN
 
 
 def measured_slope(rnn, x, readout):
@@ -259,7 +259,7 @@ def test_moments_stay_accurate_for_wide_pre_activations():
     (E[tanh′(u)²] → ∫ sech⁴ / √(2πq) = (4/3)/√(2πq), q* → σ_w²)."""
     import numpy as np
 
-    from rnnlab.theory import mean_field, second_moments
+    from rnnlab.measure.theory import mean_field, second_moments
 
     for q in (9.0, 15.9, 16.1, 400.0, 1e6):
         u = np.linspace(-60, 60, 2_000_001)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from rnnlab.config import Experiment, RunConfig
-from rnnlab.sweep import run_sweep
+from rnnlab.run.sweep import run_sweep
 from rnnlab.tasks import make_task
-from rnnlab.tracking import MemoryTracker
+from rnnlab.track import MemoryTracker
 from rnnlab.train import build, stream, train
 
 
@@ -126,7 +126,7 @@ def test_exploding_network_diverges_as_data_not_a_crash():
 
 
 def test_failure_in_one_run_is_recorded_and_the_sweep_goes_on(monkeypatch):
-    import rnnlab.executors.base as worker
+    import rnnlab.run.executors.base as worker
 
     real = worker.train_ensemble
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from elman_cases import NAMES, TOL, fused, reference, rel_err, stack
 
-from rnnlab.rnn import ACTIVATIONS
+from rnnlab.model.elman import ACTIVATIONS
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -68,7 +68,7 @@ def test_cuda_tiles_equal_cpp_loops(monkeypatch, T, B, H, tile):
 def test_cuda_stack_equals_each_member_alone_bit_for_bit(B):
     """The kernels' outputs (h_t, ∂L/∂z_t, ‖δ_t‖) for member k of a stack of 3 are the bits of
     member k run alone, in both tilings (B = 16: broadcast-and-sum, B = 64: tl.dot)."""
-    from rnnlab.kernels import triton_elman
+    from rnnlab.model.backends import triton_elman
 
     x, w_ih, w_hh, b, weights = stack(3, 100, B, 2, 64, torch.float32, device="cuda")
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""The persistent Triton kernels (rnnlab/kernels/triton_elman.py) against autograd, run by
+"""The persistent Triton kernels (rnnlab/model/backends/triton_elman.py) against autograd, run by
 Triton's interpreter on CPU tensors at small shapes.
 
 The interpreter is a process-wide switch read when triton is imported (triton's own library
@@ -20,12 +20,13 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         "the interpreter must be on from triton's import; with a GPU see test_triton_cuda.py",
         allow_module_level=True,
     )
-triton_elman = pytest.importorskip("rnnlab.kernels.triton_elman")  # needs triton
+triton_elman = pytest.importorskip("rnnlab.model.backends.triton_elman")  # needs triton
 
 from elman_cases import NAMES, TOL, fused, reference, rel_err, stack  # noqa: E402
 
-from rnnlab import _ext, kernels  # noqa: E402
-from rnnlab.rnn import ACTIVATIONS, VanillaRNN  # noqa: E402
+from rnnlab.model import backends as kernels  # noqa: E402
+from rnnlab.model.backends import cpp as _ext  # noqa: E402
+from rnnlab.model.elman import ACTIVATIONS, VanillaRNN  # noqa: E402
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ from rnnlab.report.document import (
     run_table,
     ui_base,
 )
-from rnnlab.report.frames import Frames, experiments, load, parse_where
+from rnnlab.report.load import Frames, experiments, load, parse_where
 from rnnlab.report.plotting import DECADES, PALETTE, RATIO_RANGE, order, sci
 from rnnlab.report.profile_over_training import profile_heatmap_frame
 from rnnlab.report.profile_vs_distance import profile_frame, profile_marks

@@ -12,9 +12,9 @@ import pandas as pd
 import seaborn as sns
 from mlflow.tracking import MlflowClient
 
-from rnnlab.report.frames import Frames
 from rnnlab.report.grad_norm import grad_norm_over_training
 from rnnlab.report.learning_curves import learning_curves
+from rnnlab.report.load import Frames
 from rnnlab.report.plotting import SHORT, order
 from rnnlab.report.profile_over_training import profile_heatmaps
 from rnnlab.report.profile_vs_distance import gradient_profile_vs_distance

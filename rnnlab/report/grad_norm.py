@@ -8,7 +8,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-from rnnlab.report.frames import Frames
+from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     WIDTH,
     _facet_axes,

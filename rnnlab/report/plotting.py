@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import to_rgb
 
-from rnnlab.report.frames import Frames
+from rnnlab.report.load import Frames
 from rnnlab.style import ACTIVATION_COLORS, activation_rank
 
 # One colour per activation, shared by every figure and the MLflow UI (rnnlab.style).

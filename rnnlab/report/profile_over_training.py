@@ -11,7 +11,7 @@ import seaborn as sns
 from matplotlib.colors import Normalize
 from matplotlib.patches import Patch
 
-from rnnlab.report.frames import Frames
+from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     DECADES,
     WIDTH,

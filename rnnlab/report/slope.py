@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import seaborn as sns
 
-from rnnlab.report.frames import Frames
+from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     WIDTH,
     _label,

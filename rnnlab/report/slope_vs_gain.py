@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rnnlab.report.frames import Frames
+from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     PALETTE,
     WIDTH,
@@ -42,7 +42,7 @@ def criticality_frame(f: Frames) -> pd.DataFrame:
 
 def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
     """Measured slope at init against gain, the mean-field curve, λ_max, the critical gain."""
-    from rnnlab import theory
+    from rnnlab.measure import theory
 
     data = criticality_frame(f)
     if data.empty or data["model.gain"].nunique() < 2:

@@ -13,7 +13,7 @@ import seaborn as sns
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.patches import Patch, Rectangle
 
-from rnnlab.report.frames import Frames
+from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     RATIO_RANGE,
     WIDTH,

@@ -1,6 +1,6 @@
-"""The C++ BPTT loops (rnnlab/csrc/elman.cpp): compiled once, cached, loaded on first use.
+"""The C++ BPTT loops (rnnlab/model/backends/csrc/elman.cpp): compiled once, cached, loaded on first use.
 
-``make install`` builds them (``python -m rnnlab._ext``, about 20 s) into PyTorch's extension
+``make install`` builds them (``python -m rnnlab.model.backends.cpp``, about 20 s) into PyTorch's extension
 cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later loads take
 milliseconds. Without a C++ compiler, or with ``RNNLAB_PURE_PYTHON=1``, rnnlab runs the same
 loops in Python (about 10–20 % slower at the benchmark's small shapes) and says so once.

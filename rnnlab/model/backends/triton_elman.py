@@ -1,6 +1,6 @@
 """Persistent fused Elman kernels (Triton): all T steps of the recursion in one launch.
 
-The recursions are those of ``rnnlab.rnn._ElmanBPTT`` (one backend of the same autograd
+The recursions are those of ``rnnlab.model.elman._ElmanBPTT`` (one backend of the same autograd
 function; the input projection and the weight gradients stay single large multiplies there):
 
     forward   h_t = φ(z_t),  z_t = [W_xh x_t + b] + h_{t−1} W_hhᵀ,  h_{−1} = 0
@@ -56,7 +56,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from rnnlab.kernels import interpreting
+from rnnlab.model.backends import interpreting
 
 ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "linear": 3, "leaky_relu": 4, "hardtanh": 5}
 MAX_H = {torch.float32: 128, torch.float64: 64}  # W_hh must fit one program's registers
@@ -210,7 +210,7 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
     ``RNNLAB_TRITON_TILE`` (read at each call; for tuning, ``rnnlab.bench`` times several)
     overrides them, e.g. ``dot=0,block_b=4,warps=8``; what it leaves out keeps the defaults
     of the form chosen. float64 always takes the broadcast-and-sum form: Triton 3.6's front
-    end rejects an fp64 ``tl.dot``. Register use per tiling: ``rnnlab.kernels.compile_check``.
+    end rejects an fp64 ``tl.dot``. Register use per tiling: ``rnnlab.model.backends.compile_check``.
     """
     block_h = max(16, triton.next_power_of_2(H))
     names, override = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"}, {}

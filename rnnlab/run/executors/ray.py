@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
-from rnnlab.executors.base import work
+from rnnlab.run.executors.base import work
 
 
 def ray_init(address: str | None):

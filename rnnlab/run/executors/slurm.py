@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import ClassVar
 
-from rnnlab.executors.base import watch_parent, work
+from rnnlab.run.executors.base import watch_parent, work
 
 HEARTBEAT_SECONDS = 5.0
 """The driver touches its heartbeat file this often…"""

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-LEAKY_SLOPE = 0.01  # as rnnlab.rnn.ACTIVATIONS["leaky_relu"]
+LEAKY_SLOPE = 0.01  # as rnnlab.model.elman.ACTIVATIONS["leaky_relu"]
 
 
 def _composite_gauss_legendre(
@@ -216,7 +216,7 @@ def lyapunov_spectrum(
     """
     import torch
 
-    from rnnlab.rnn import ACTIVATIONS
+    from rnnlab.model.elman import ACTIVATIONS
 
     if qr_every < 1:
         raise ValueError(f"qr_every must be >= 1, got {qr_every}")
@@ -286,7 +286,7 @@ def lyapunov_max_perturbation(
     """λ_max from two nearby trajectories, renormalised every step (an independent estimate)."""
     import torch
 
-    from rnnlab.rnn import ACTIVATIONS
+    from rnnlab.model.elman import ACTIVATIONS
 
     w, u = weight_hh.detach().double(), u.detach().double()
     T, B, H = u.shape

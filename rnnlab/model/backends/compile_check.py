@@ -4,8 +4,8 @@ Triton compiles down to PTX on any machine; the ``ptxas`` it bundles then report
 program of each kernel needs. A tiling that spills (or fails to compile) here will be slow (or
 fail) on the card, so check a change to ``triton_elman._meta`` or to the kernels here first:
 
-    python -m rnnlab.kernels.compile_check                  # the default tilings, sm_90a
-    python -m rnnlab.kernels.compile_check --tile dot=0,block_b=1,warps=4 --H 64 128
+    python -m rnnlab.model.backends.compile_check                  # the default tilings, sm_90a
+    python -m rnnlab.model.backends.compile_check --tile dot=0,block_b=1,warps=4 --H 64 128
 
 Columns: kernel, dtype, H, activation, the tile (product form, BLOCK_B, warps), shared memory
 in bytes, registers per thread, spilled bytes (stores / loads).
@@ -25,7 +25,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from rnnlab.kernels import triton_elman as te
+from rnnlab.model.backends import triton_elman as te
 
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 
@@ -95,7 +95,7 @@ def check(kernel: str, dtype: str, H: int, B: int, activation: str, tile: str, c
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="rnnlab.kernels.compile_check", description=__doc__)
+    p = argparse.ArgumentParser(prog="rnnlab.model.backends.compile_check", description=__doc__)
     p.add_argument("--cc", type=int, default=90, help="compute capability (90: H100/H200)")
     p.add_argument("--H", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--B", type=int, nargs="+", default=[16, 64], help="picks the default tile")

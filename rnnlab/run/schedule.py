@@ -1,4 +1,4 @@
-"""Ensembles: K independent networks trained as one stacked computation.
+"""Scheduling: which grid points train together as one stack (``rnnlab.model``).
 
 A sweep is mostly many small, shape-identical runs (seeds above all). Grid points whose
 configs agree on everything but ``config.MEMBER_KEYS`` (seed, init, gain, lr, clip_norm,
@@ -14,7 +14,6 @@ reduction runs on the shapes it has alone (``rnn.member_mm``), so each member's 
 the same bits as training it alone: ``train.ensemble`` is not part of ``run_key`` and a
 resumed sweep may regroup the members still to train.
 
-    Ensemble([build(r)[1] for r in runs])      # K RNNModels → one stacked module
     groups(grid, todo, workers)                # which grid points train together
 """
 
@@ -23,10 +22,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from rnnlab.config import RunConfig
-from rnnlab.rnn import RNNModel, _ElmanBPTT, member_mm
 
 AUTO_MAX = 16
 """``train.ensemble: auto`` stacks at most this many members…"""
@@ -41,75 +38,6 @@ dominates. Above both the kernels are compute-bound and a stack of K costs what 
 (measured on a 2-core AVX-512 CPU: 0.87–1.05× there; 1.05–2.6× below; see README)."""
 
 
-class Ensemble(nn.Module):
-    """K RNNModels of one shape stacked along a leading member dimension.
-
-    Parameters keep the member's names with a leading K: ``rnn.weight_ih`` (K, H, D),
-    ``rnn.weight_hh`` (K, H, H), ``rnn.bias`` (K, H), ``readout.weight`` (K, O, H),
-    ``readout.bias`` (K, O). ``forward`` maps x (K, L, B, D) to the readout (K, S, B, O);
-    after backward, ``hidden_grad_norms`` is (K, L, B), as for a single VanillaRNN.
-
-    Args:
-        members: freshly built (or trained) models of identical shape and activation, on the
-            device the ensemble should use. They serve as templates for :meth:`member`.
-    """
-
-    def __init__(self, members: list[RNNModel]):
-        super().__init__()
-        first = members[0]
-        self.activation = first.rnn.activation
-        self.readout_steps = first.readout_steps
-        named = [dict(m.named_parameters()) for m in members]
-
-        def stack(name: str) -> nn.Parameter:
-            return nn.Parameter(torch.stack([n[name].detach() for n in named]))
-
-        self.rnn = nn.ParameterDict(
-            {k: stack(f"rnn.{k}") for k in ("weight_ih", "weight_hh", "bias")}
-        )
-        self.readout = nn.ParameterDict({k: stack(f"readout.{k}") for k in ("weight", "bias")})
-        self.members = list(members)  # a plain list: templates, not submodules
-        self.record_hidden_grads = True
-        self.hidden_grad_norms: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (K, L, B, D) → outputs at the read-out steps (K, S, B, O)."""
-        self.hidden_grad_norms = None
-        r = self.rnn
-        recorder = self if self.record_hidden_grads else None
-        hs = _ElmanBPTT.apply(
-            x, r["weight_ih"], r["weight_hh"], r["bias"], self.activation, recorder
-        )
-        seen = hs[:, self.readout_steps]  # (K, S, B, H)
-        K, S, B, H = seen.shape
-        out = member_mm(
-            seen.reshape(K, S * B, H),
-            self.readout["weight"].transpose(1, 2),
-            self.readout["bias"].unsqueeze(1),
-        )
-        return out.view(K, S, B, -1)
-
-    @torch.no_grad()
-    def member(self, k: int) -> RNNModel:
-        """Member k as a plain RNNModel holding its current weights (for theory probes)."""
-        model = self.members[k]
-        for name, p in model.named_parameters():
-            p.copy_(self.get_parameter(name)[k])
-        return model
-
-    @torch.no_grad()
-    def keep(self, positions: list[int]) -> None:
-        """Keep only the members at ``positions``: new, smaller parameters (gradients kept).
-        An optimizer over the old parameters must be rebuilt (``rnnlab.train`` does)."""
-        for params in (self.rnn, self.readout):
-            for name, p in list(params.items()):
-                kept = nn.Parameter(p[positions])
-                kept.grad = p.grad[positions] if p.grad is not None else None
-                params[name] = kept
-        self.members = [self.members[i] for i in positions]
-
-
-# ------------------------------------------------------------------------ grouping
 def group_limit(run: RunConfig) -> int:
     """The largest ensemble ``run.train.ensemble`` allows for this run's shape and device."""
     setting = run.train.ensemble

@@ -1,11 +1,11 @@
-"""Which implementation runs the two BPTT loops of ``rnnlab.rnn._ElmanBPTT``.
+"""Which implementation runs the two BPTT loops of ``rnnlab.model.elman._ElmanBPTT``.
 
 Three backends compute the same recursions (``_run_forward`` / ``_run_backward``):
 
-- ``triton``: one persistent fused kernel per direction (``rnnlab/kernels/triton_elman.py``);
+- ``triton``: one persistent fused kernel per direction (``rnnlab/model/backends/triton_elman.py``);
   chosen for CUDA tensors when Triton is importable and the shape is covered;
-- ``cpp``: the compiled ATen loops (``rnnlab/csrc/elman.cpp``, ``rnnlab._ext``);
-- ``python``: the same loops in Python (``rnnlab.rnn._forward_loop`` / ``_backward_loop``).
+- ``cpp``: the compiled ATen loops (``rnnlab/model/backends/csrc/elman.cpp``, ``rnnlab.model.backends.cpp``);
+- ``python``: the same loops in Python (``rnnlab.model.elman._forward_loop`` / ``_backward_loop``).
 
 ``RNNLAB_BACKEND=triton|cpp|python`` forces one (read at every call, so tests can set it);
 with ``TRITON_INTERPRET=1`` set before triton is imported, a forced ``triton`` runs the kernels
@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from rnnlab import _ext
+from rnnlab.model.backends import cpp as _ext
 
 BACKENDS = ("triton", "cpp", "python")
 
@@ -31,9 +31,9 @@ def interpreting() -> bool:
 
 @functools.cache
 def _triton():
-    """(rnnlab.kernels.triton_elman, "") or (None, why): imported once, on first need."""
+    """(rnnlab.model.backends.triton_elman, "") or (None, why): imported once, on first need."""
     try:
-        from rnnlab.kernels import triton_elman
+        from rnnlab.model.backends import triton_elman
     except ImportError as e:  # no triton in this environment
         return None, f"triton is not importable ({e})"
     return triton_elman, ""

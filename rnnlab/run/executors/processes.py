@@ -11,7 +11,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from typing import ClassVar
 
-from rnnlab.executors.base import watch_parent, work
+from rnnlab.run.executors.base import watch_parent, work
 
 _STOP = None  # in a worker: the driver's stop event
 _QUEUE = None  # in a worker: the queue to the driver

@@ -1,9 +1,9 @@
 """Run a grid of configs: train each point, stream its measurements into a tracker.
 
-The unit of work is an ensemble (``rnnlab.ensemble.groups``): grid points that differ only in
+The unit of work is an ensemble (``rnnlab.run.schedule.groups``): grid points that differ only in
 seed, init, gain, lr or clipping train as one stacked model; each is still its own run.
 
-Where the ensembles train is an executor's business (``rnnlab.executors``: inline, local
+Where the ensembles train is an executor's business (``rnnlab.run.executors``: inline, local
 processes, Ray, SLURM): this process is the driver, the single writer to the tracker, so an
 embedded SQLite store never sees concurrent writers, and it holds the experiment's lock in
 the store while it trains (one trainer per experiment). Progress is shown over the total
@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from rnnlab.config import Experiment, RunConfig, run_name
-from rnnlab.ensemble import groups
-from rnnlab.executors import make
-from rnnlab.executors.base import Executor
+from rnnlab.run.executors import make
+from rnnlab.run.executors.base import Executor
+from rnnlab.run.schedule import groups
 from rnnlab.train import Measurement
 
 DONE = ("finished", "diverged")

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from rnnlab import _ext, kernels
+from rnnlab.model import backends as kernels
+from rnnlab.model.backends import cpp as _ext
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class _ElmanBPTT(torch.autograd.Function):
     Stacked: weights with a leading member dimension K — W_xh (K, H, D), W_hh (K, H, H),
     b (K, H) — run K independent networks on x (K, T, B, D) → (K, T, B, H), each multiply done
     member by member with the 2-D call a single network makes (``member_mm``: the same bits
-    for any K), the recursion by the backend (``rnnlab.kernels``). Norms are then (K, T, B).
+    for any K), the recursion by the backend (``rnnlab.model.backends``). Norms are then (K, T, B).
     """
 
     @staticmethod
@@ -311,7 +312,7 @@ def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
 
     A stack multiplies member by member with the very 2-D calls a single network makes, so
     one member runs on 2-D views (no per-step slicing) and gets the same bits."""
-    backend = kernels.backend(hs)  # triton (CUDA), cpp or python: rnnlab/kernels/__init__.py
+    backend = kernels.backend(hs)  # triton (CUDA), cpp or python: rnnlab/model/backends/__init__.py
     if backend == "triton":
         return kernels.triton_elman.forward_loop(hs, w_t, activation)
     if hs.shape[0] == 1:
@@ -392,3 +393,71 @@ class RNNModel(nn.Module):
         """x (L, B, D) → outputs at the read-out steps (S, B, O)."""
         hs = self.rnn(x)
         return self.readout(hs[self.readout_steps])
+
+
+class Ensemble(nn.Module):
+    """K RNNModels of one shape stacked along a leading member dimension.
+
+    Parameters keep the member's names with a leading K: ``rnn.weight_ih`` (K, H, D),
+    ``rnn.weight_hh`` (K, H, H), ``rnn.bias`` (K, H), ``readout.weight`` (K, O, H),
+    ``readout.bias`` (K, O). ``forward`` maps x (K, L, B, D) to the readout (K, S, B, O);
+    after backward, ``hidden_grad_norms`` is (K, L, B), as for a single VanillaRNN.
+
+    Args:
+        members: freshly built (or trained) models of identical shape and activation, on the
+            device the ensemble should use. They serve as templates for :meth:`member`.
+    """
+
+    def __init__(self, members: list[RNNModel]):
+        super().__init__()
+        first = members[0]
+        self.activation = first.rnn.activation
+        self.readout_steps = first.readout_steps
+        named = [dict(m.named_parameters()) for m in members]
+
+        def stack(name: str) -> nn.Parameter:
+            return nn.Parameter(torch.stack([n[name].detach() for n in named]))
+
+        self.rnn = nn.ParameterDict(
+            {k: stack(f"rnn.{k}") for k in ("weight_ih", "weight_hh", "bias")}
+        )
+        self.readout = nn.ParameterDict({k: stack(f"readout.{k}") for k in ("weight", "bias")})
+        self.members = list(members)  # a plain list: templates, not submodules
+        self.record_hidden_grads = True
+        self.hidden_grad_norms: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (K, L, B, D) → outputs at the read-out steps (K, S, B, O)."""
+        self.hidden_grad_norms = None
+        r = self.rnn
+        recorder = self if self.record_hidden_grads else None
+        hs = _ElmanBPTT.apply(
+            x, r["weight_ih"], r["weight_hh"], r["bias"], self.activation, recorder
+        )
+        seen = hs[:, self.readout_steps]  # (K, S, B, H)
+        K, S, B, H = seen.shape
+        out = member_mm(
+            seen.reshape(K, S * B, H),
+            self.readout["weight"].transpose(1, 2),
+            self.readout["bias"].unsqueeze(1),
+        )
+        return out.view(K, S, B, -1)
+
+    @torch.no_grad()
+    def member(self, k: int) -> RNNModel:
+        """Member k as a plain RNNModel holding its current weights (for theory probes)."""
+        model = self.members[k]
+        for name, p in model.named_parameters():
+            p.copy_(self.get_parameter(name)[k])
+        return model
+
+    @torch.no_grad()
+    def keep(self, positions: list[int]) -> None:
+        """Keep only the members at ``positions``: new, smaller parameters (gradients kept).
+        An optimizer over the old parameters must be rebuilt (``rnnlab.train`` does)."""
+        for params in (self.rnn, self.readout):
+            for name, p in list(params.items()):
+                kept = nn.Parameter(p[positions])
+                kept.grad = p.grad[positions] if p.grad is not None else None
+                params[name] = kept
+        self.members = [self.members[i] for i in positions]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rnnlab.executors.base import work
+from rnnlab.run.executors.base import work
 
 
 class Inline:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from rnnlab.executors.base import Executor
+from rnnlab.run.executors.base import Executor
 
 EXECUTORS = {
-    "inline": "rnnlab.executors.inline:Inline",
-    "processes": "rnnlab.executors.processes:Processes",
-    "ray": "rnnlab.executors.ray:Ray",
-    "slurm": "rnnlab.executors.slurm:Slurm",
+    "inline": "rnnlab.run.executors.inline:Inline",
+    "processes": "rnnlab.run.executors.processes:Processes",
+    "ray": "rnnlab.run.executors.ray:Ray",
+    "slurm": "rnnlab.run.executors.slurm:Slurm",
 }
 """Name → class, imported on use (Ray and submitit are optional and slow to import)."""
 

@@ -1,21 +1,21 @@
 """What every executor shares: the worker's body, the one message format, the protocol.
 
-An executor runs *jobs* — one ensemble each (``rnnlab.ensemble.groups``): the grid indices
+An executor runs *jobs* — one ensemble each (``rnnlab.run.schedule.groups``): the grid indices
 of its members and their configs as JSON — somewhere (this process, local processes, Ray
 tasks, SLURM jobs) and carries the workers' messages back to the driver, which stays the
-single writer to the store (``rnnlab.sweep``). Every worker runs :func:`work`, which sends
+single writer to the store (``rnnlab.run.sweep``). Every worker runs :func:`work`, which sends
 lists of messages, flushed at least every ``FLUSH_SECONDS``:
 
     ("m", i, Measurement)             a measurement of grid point i
     ("end", i, (status, error))       grid point i ended: finished | diverged | failed | killed
 
 When a job is over the executor calls ``job_over(unit, error)``; the driver ends every member
-that sent no "end" by *one* rule (``rnnlab.sweep``): killed if the sweep was interrupted or
+that sent no "end" by *one* rule (``rnnlab.run.sweep``): killed if the sweep was interrupted or
 the member had started, otherwise failed with the job's error — a worker that died never
 leaves a run open.
 
 To add an executor: one file here with a class following :class:`Executor`, registered in
-``rnnlab/executors/__init__.py``.
+``rnnlab/run/executors/__init__.py``.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ MAX_BATCH = 1000  # MLflow's per-request metric limit
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
 # MLflow logs a failed SQL statement (with its parameters) before raising; rnnlab reports
-# the failure itself, in one line (rnnlab.sweep.StoreError).
+# the failure itself, in one line (rnnlab.run.sweep.StoreError).
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 

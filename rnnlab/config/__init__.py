@@ -44,7 +44,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rnnlab.safeyaml import YAMLProblem, parse, read_yaml
+from rnnlab.config.safeyaml import YAMLProblem, parse, read_yaml
 
 # Names of the registered components (see the module docstring for where each lives).
 TaskName = Literal["adding", "copy", "temporal_order", "permutation"]
@@ -152,7 +152,7 @@ TASK_CONFIGS: dict[str, type[_Task]] = {
 
 # -------------------------------------------------------------------------- model
 class ModelConfig(_Section):
-    """Elman RNN h_t = φ(W_hh h_{t−1} + W_xh x_t + b) with a linear readout (rnnlab.rnn)."""
+    """Elman RNN h_t = φ(W_hh h_{t−1} + W_xh x_t + b) with a linear readout (rnnlab.model.elman)."""
 
     hidden_size: Int = Field(64, ge=1)
     """H: number of hidden units."""
@@ -190,7 +190,7 @@ class TrainConfig(_Section):
     """auto: CUDA when present, else CPU."""
     ensemble: Literal["auto", "off"] | Annotated[int, Field(ge=1)] = "auto"
     """Train grid points that differ only in seed, init, gain, lr, clip_norm or
-    divergence_threshold together, as one stacked model of up to K networks (rnnlab.ensemble).
+    divergence_threshold together, as one stacked model of up to K networks (rnnlab.model.elman).
     Each is still its own run with the same numbers as alone. off: one at a time; K: stacks of
     at most K; auto: up to 16 where stacking pays (CUDA; on a CPU small multiplies or short
     sequences), fewer where memory or idle workers call for it. Not part of run_key."""
@@ -207,7 +207,7 @@ class TrainConfig(_Section):
 
 # -------------------------------------------------------------------------- probe
 class ProbeConfig(_Section):
-    """When gradients are measured (rnnlab.probes)."""
+    """When gradients are measured (rnnlab.measure.probes)."""
 
     every: Int = Field(10, ge=1)
     """Measure the full gradient profile every N steps; always at step 0 and after the last."""

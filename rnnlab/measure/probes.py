@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from rnnlab.rnn import aligned
+from rnnlab.model.elman import aligned
 
 
 def gradient_profile(hidden_grad_norms: torch.Tensor, loss_scale: float) -> torch.Tensor:
