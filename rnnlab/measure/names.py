@@ -1,0 +1,64 @@
+"""Every metric and tag name rnnlab writes, once. Producers (``rnnlab.train``,
+``rnnlab.measure``) and consumers (``rnnlab.track``, ``rnnlab.report``, ``rnnlab.ui``, the
+sweep's closing table) import them from here; no other module spells one.
+
+Metric names follow MLflow's ``group/name`` convention, so the UI groups them into sections.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- every training step
+TRAIN_LOSS = "train/loss"
+TRAIN_ACCURACY = "train/accuracy"  # classification tasks
+GRAD_NORM = "grad/norm"
+"""The global gradient norm ‖∂L/∂θ‖₂ before clipping."""
+GRAD_CLIPPED = "grad/clipped"
+"""1 where clipping fired (only with ``train.clip_norm``)."""
+
+# ---------------------------------------------------------------- probe steps
+EVAL_LOSS = "eval/loss"
+EVAL_ACCURACY = "eval/accuracy"
+EVAL_LOSS_RATIO = "eval/loss_ratio"
+"""Held-out loss over the task's memoryless baseline: 1 = learned nothing."""
+
+
+def grad_param(parameter: str) -> str:
+    """‖∂L/∂θ‖₂ of one parameter: ``grad/weight_hh``, ``grad/readout.weight`` …"""
+    return f"grad/{parameter}"
+
+
+W_HH_RADIUS = "weights/W_hh_radius"
+W_HH_SIGMA_MAX = "weights/W_hh_sigma_max"
+SLOPE = "grad_h/slope"
+"""Fitted d log10 n_t / dt of the gradient profile (``rnnlab.measure.probes``)."""
+LOG10_RATIO = "grad_h/log10_ratio"
+FIT_POINTS = "grad_h/fit_points"
+UNDERFLOW = "grad_h/underflow"
+
+# ---------------------------------------------------------------- theory beside measurement
+THEORY_SLOPE = "theory/slope"
+THEORY_CHI1 = "theory/chi1"
+THEORY_DEPTH_SCALE = "theory/depth_scale"
+THEORY_Q_STAR = "theory/q_star"
+THEORY_Q_IN = "theory/q_in"
+THEORY_BIAS_VAR = "theory/bias_var"
+LYAPUNOV_MAX = "dyn/lyapunov_max"
+
+# ---------------------------------------------------------------- profiles as metric series
+PROFILE_INIT = "grad_h/init"
+PROFILE_FINAL = "grad_h/final"
+"""The first and last gradient profiles n_{T−k} with MLflow step = distance k."""
+PROFILE_INIT_LOG10 = "grad_h/init_log10"
+PROFILE_FINAL_LOG10 = "grad_h/final_log10"
+"""The same, as log10 n_{T−k}/n_T (the decay curves)."""
+
+# ---------------------------------------------------------------- tags
+TAG_VERSION = "rnnlab.version"
+TAG_RUN_KEY = "rnnlab.run_key"
+TAG_STATUS = "rnnlab.status"
+TAG_HOST = "rnnlab.host"
+TAG_PID = "rnnlab.pid"
+TAG_ROLE = "rnnlab.role"
+TAG_GRID_SIZE = "rnnlab.grid_size"
+TAG_ENSEMBLE_SIZE = "rnnlab.ensemble_size"
+TAG_DIVERGED_STEP = "rnnlab.diverged_step"
