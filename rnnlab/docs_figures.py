@@ -1,10 +1,11 @@
-"""Regenerate the README's figures and numbers from this commit: ``make docs-figures``.
+"""Regenerate the docs' figures and numbers from this commit: ``make docs-figures``.
 
 Runs ``experiments/vanishing.yaml`` and ``experiments/criticality.yaml`` as a new user would
 (``rnnlab sweep``, then ``rnnlab report``) into a temporary store, copies the chosen figures
 into ``docs/``, and rewrites the block between ``<!-- numbers:begin -->`` and
-``<!-- numbers:end -->`` in README.md: every number the README quotes about these sweeps
-lives there, so none can go stale. With chromium installed it also screenshots the MLflow
+``<!-- numbers:end -->`` in ``docs/performance.md`` (:data:`NUMBERS_PAGE`): every number the
+docs quote about these sweeps lives in that one block, and the README and the other pages
+link to it, so none can go stale. With chromium installed it also screenshots the MLflow
 UI's decay-curve view (``docs/ui_decay_curves.png``) the way the browser test drives it.
 
 Deterministic apart from the timings: seeded training, always two worker processes (so
@@ -38,6 +39,8 @@ FIGURES = {  # report figure → docs/ name
     ("criticality", "8_slope_vs_gain_theory.png"): "8_slope_vs_gain_theory.png",
 }
 BEGIN, END = "<!-- numbers:begin -->", "<!-- numbers:end -->"
+NUMBERS_PAGE = DOCS / "performance.md"
+"""The one page holding the numbers block (``tests/test_docs.py`` checks it is the only one)."""
 
 
 def _rnnlab(*args: str, cwd: Path) -> float:
@@ -52,7 +55,7 @@ def _rnnlab(*args: str, cwd: Path) -> float:
 
 
 def numbers_block(vanishing, criticality, seconds: dict[str, float]) -> str:
-    """The README's numbers, as markdown, from the report's frames."""
+    """The numbers block of ``NUMBERS_PAGE``, as markdown, from the report's frames."""
     from rnnlab.report import condition_table, order
 
     runs = vanishing.runs
@@ -110,12 +113,16 @@ def _g(v: float) -> str:
     return sci(v)
 
 
-def rewrite_readme(block: str, readme: Path = ROOT / "README.md") -> None:
-    text = readme.read_text()
+def rewrite_numbers(block: str, page: Path = NUMBERS_PAGE) -> None:
+    """Replace the block between ``BEGIN`` and ``END`` in ``page`` (exactly one is expected)."""
+    text = page.read_text()
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        sys.exit(f"docs-figures: README.md has no {BEGIN} … {END} block")
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", text))
+    found = len(pattern.findall(text))
+    if found != 1:
+        sys.exit(
+            f"docs-figures: {page.relative_to(ROOT)} has {found} {BEGIN} … {END} blocks, not 1"
+        )
+    page.write_text(pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", text))
 
 
 def screenshot_decay_view(store: str, path: Path) -> bool:
@@ -201,11 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         name, grid, source = _file_grid(Path(file), [])
         frames[n] = report.load(store, name, grid, source=source)
     block = numbers_block(frames["vanishing"], frames["criticality"], seconds)
-    rewrite_readme(block)
+    rewrite_numbers(block)
     if not args.no_screenshots:
         screenshot_decay_view(store, DOCS / "ui_decay_curves.png")
     print(block)
-    print(f"\ndocs-figures: {', '.join(sorted(FIGURES.values()))} → docs/; README numbers block")
+    print(
+        f"\ndocs-figures: {', '.join(sorted(FIGURES.values()))} → docs/; numbers block → "
+        f"{NUMBERS_PAGE.relative_to(ROOT)}"
+    )
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
