@@ -44,7 +44,7 @@ server: $(STAMP) ## MLflow tracking server on the results/ store for Ray workers
 	  --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db --artifacts-destination $(CURDIR)/results/artifacts \
 	  --serve-artifacts --workers 1
 
-docs-figures: $(STAMP) ## rerun the default sweeps into a temp store; refresh docs/ figures and README's numbers (~3 min)
+docs-figures: $(STAMP) ## rerun the default sweeps into a temp store; refresh docs/ figures and the numbers in docs/performance.md (~3 min)
 	$(BIN)/python -m rnnlab.docs_figures $(ARGS)
 
 bench: $(STAMP) ## time exact-gradient training steps against torch.nn.RNN (writes results/bench.json)

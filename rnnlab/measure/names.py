@@ -30,7 +30,7 @@ def grad_param(parameter: str) -> str:
 W_HH_RADIUS = "weights/W_hh_radius"
 W_HH_SIGMA_MAX = "weights/W_hh_sigma_max"
 SLOPE = "grad_h/slope"
-"""Fitted d log10 n_t / dt of the gradient profile (``rnnlab.measure.probes``)."""
+"""Fitted d ln n_t / dt of the gradient profile, nats per step (``rnnlab.measure.probes``)."""
 LOG10_RATIO = "grad_h/log10_ratio"
 FIT_POINTS = "grad_h/fit_points"
 UNDERFLOW = "grad_h/underflow"
