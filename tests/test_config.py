@@ -1,7 +1,11 @@
 """Experiment files: every class of bad input is rejected before any work, with exit 2."""
 
+import hashlib
+import subprocess
+import sys
+
 import pytest
-from conftest import cli, write
+from conftest import ROOT, cli, write
 
 from rnnlab.config import ConfigError, RunConfig, leaf_keys, load_experiment, run_name
 
@@ -135,6 +139,60 @@ def test_run_key_is_stable_and_sensitive():
     assert a.run_key != RunConfig.model_validate({"task": {"seq_len": 50}, "seed": 2}).run_key
     assert run_name(a) == "adding-T50-tanh-orthogonal1-s1"
     assert run_name(a, ["train.lr"]) == "adding-T50-tanh-orthogonal1-s1-lr0.001"
+
+
+# run_keys computed with the code before config/ was split into schema.py and experiment.py
+# and tasks/ into one file per task (commit 7102e3c): a regression guard, since a run_key is
+# how a store recognises a finished run. Only a deliberate change of what a config computes
+# (a raise of NUMERICS) may change them.
+RUN_KEYS = [  # (task section, run_key); every other section at its default
+    ({}, "fa3e965a84252974"),
+    ({"name": "adding", "variant": "halves", "seq_len": 37}, "d62ae875b9f5ab8f"),
+    ({"name": "copy", "seq_len": 7, "n_symbols": 3, "n_categories": 5}, "4cf6c041804b8694"),
+    ({"name": "temporal_order"}, "2e199695abfb4f34"),
+    ({"name": "permutation", "n_symbols": 9, "seq_len": 11}, "e0d6d5cdf35fec29"),
+]
+# (points, first three run_keys, sha256 of all run_keys joined by spaces, in grid order)
+GRID_KEYS = {
+    "vanishing": (
+        60,
+        ["917183795ff5cf51", "ee0c3abe50f0a9ff", "ed7472991c28ed1c"],
+        "cd546d85797c31f3",
+    ),
+    "criticality": (
+        34,
+        ["252456e7cb58b092", "bd01d7b31cf56a97", "b21d315dade7c723"],
+        "9aaa6f84eb07e66d",
+    ),
+}
+
+
+@pytest.mark.parametrize(("task", "key"), RUN_KEYS)
+def test_run_key_is_bit_identical_to_the_saved_one(task, key):
+    assert RunConfig.model_validate({"task": task}).run_key == key
+
+
+@pytest.mark.parametrize("name", sorted(GRID_KEYS))
+def test_experiment_grid_run_keys_are_bit_identical_to_the_saved_ones(name):
+    n, first, digest = GRID_KEYS[name]
+    keys = [r.run_key for r in load_experiment(ROOT / "experiments" / f"{name}.yaml")[1]]
+    assert (len(keys), keys[:3]) == (n, first)
+    assert hashlib.sha256(" ".join(keys).encode()).hexdigest()[:16] == digest
+
+
+def test_config_and_validate_import_no_torch():
+    """`rnnlab validate` and `--help` stay instant: the schema (every task's options
+    included) loads without torch."""
+    code = (
+        "import sys, rnnlab.config, rnnlab.tasks\n"
+        "from rnnlab.cli import main\n"
+        "assert main(['validate', 'experiments/vanishing.yaml']) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_config_error_lists_every_problem(tmp_path):

@@ -2,12 +2,15 @@
 
 import hashlib
 import math
+import shutil
+from typing import Literal
 
 import pytest
 import torch
+from conftest import ROOT, cli, write
 
 from rnnlab.config import TASK_CONFIGS
-from rnnlab.tasks import TASKS, make_task
+from rnnlab.tasks import TASKS, Task, make_task
 
 
 def gen(seed=0):
@@ -158,3 +161,78 @@ def test_a_cuda_generator_samples_on_the_gpu(name):
 def test_unknown_task():
     with pytest.raises(ValueError, match="expected one of: adding"):
         make_task("addding", 10)
+
+
+ECHO = '''"""Echo: a task written by tests/test_tasks.py into a copy of the package."""
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from rnnlab.options import Int
+from rnnlab.tasks.base import Task, one_hot
+
+
+class EchoTask(Task):
+    """Echo the first symbol at the last step."""
+
+    name: Literal["echo"] = "echo"
+    n_echoes: Int = Field(2, ge=1)
+    """How many symbols to echo."""
+
+    classification: ClassVar[bool] = True
+    input_size: ClassVar[int] = 4
+    output_size: ClassVar[int] = 4
+    baseline: ClassVar[float] = 1.0
+
+    def sample(self, batch_size, generator):
+        import torch
+
+        ids = torch.randint(0, 4, (self.seq_len, batch_size), generator=generator)
+        return one_hot(ids, 4), ids[:1]
+'''
+
+
+def test_a_new_task_is_one_new_file(tmp_path):
+    """Dropping echo.py into (a copy of) rnnlab/tasks/ is the whole change: the schema, the
+    task names in messages, the did-you-mean and the grid all take it in."""
+    shutil.copytree(ROOT / "rnnlab", tmp_path / "rnnlab")  # with its bytecode: fast
+    write(tmp_path / "rnnlab" / "tasks" / "echo.py", ECHO)
+    env = {"PYTHONPATH": str(tmp_path)}
+    exp = write(
+        tmp_path / "e.yaml",
+        "name: echo\ntask: {name: echo, seq_len: 5}\nsweep: {task.n_echoes: [1, 2, 3]}\n",
+    )
+
+    def validate(*overrides):
+        return cli("validate", exp, *overrides, cwd=tmp_path, env=env, timeout=60)
+
+    ok = validate()
+    assert ok.returncode == 0 and "3 run(s) over task.n_echoes" in ok.stdout, ok.stderr
+    names = validate("task.name=ech")
+    assert names.returncode == 2
+    assert "expected one of: adding, copy, temporal_order, permutation, echo" in names.stderr
+    typos = validate("task.n_echos=2", "task.seq_len=1", "sweep.task.n_echo=[1]").stderr
+    assert (
+        "task.n_echos: unknown key (did you mean 'n_echoes'?); allowed keys: seq_len, name, n_echoes"
+        in typos
+    )
+    assert "task.seq_len: input should be greater than or equal to 2" in typos
+    assert "unknown key 'task.n_echo' (did you mean 'task.n_echoes'?)" in typos
+    dry = cli("sweep", exp, "--dry-run", cwd=tmp_path, env=env, timeout=60)
+    assert dry.returncode == 0 and dry.stdout.count("echo-T5-") == 3, dry.stderr
+    assert "echo" not in TASKS  # the copy was extended, this process untouched
+
+
+def test_a_task_name_is_declared_once():
+    with pytest.raises(TypeError, match="task 'adding' is defined twice"):
+
+        class Adding2(Task):
+            name: Literal["adding"] = "adding"
+
+    with pytest.raises(TypeError, match="declare name: Literal"):
+
+        class Loose(Task):
+            name: str = "loose"
+
+    assert "loose" not in TASKS and TASKS["adding"].__name__ == "AddingTask"
