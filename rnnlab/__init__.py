@@ -1,10 +1,18 @@
 """rnnlab: a lab bench for gradient dynamics in vanilla recurrent networks.
 
 Data flows one way: YAML (experiments/) → ``config`` → grid of runs → ``train`` (yields
-measurements, ``probes``) → ``tracking`` (MLflow) → report. Importing this package is cheap:
-torch, mlflow and seaborn are imported only by the modules that need them.
+measurements, ``probes``) → ``track`` (MLflow) → ``report``. Importing this package is cheap:
+torch, mlflow, pandas and seaborn are imported only by the modules that need them.
+
+In a notebook, :func:`load_results` gives an experiment's results as the report's tidy
+DataFrames (``rnnlab.report.load.Frames``)::
+
+    import rnnlab
+    r = rnnlab.load_results("vanishing")  # the store: $MLFLOW_TRACKING_URI or results/mlflow.db
+    r.runs, r.history, r.profiles
 """
 
+import importlib
 import os
 
 __version__ = "0.1.0"
@@ -15,3 +23,22 @@ __version__ = "0.1.0"
 # its first call, so it is set before torch is imported. ``rnnlab.model.elman.check_reproducible``
 # warns when it did not take effect (torch used before rnnlab was imported).
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+
+def lazy_exports(package: str, exports: dict[str, str]):
+    """A module ``__getattr__`` for ``package`` that imports each name of ``exports``
+    (name → the module defining it) on first use: how a package offers names whose modules
+    import MLflow, pandas or matplotlib without importing them itself."""
+
+    def __getattr__(name: str):
+        if name in exports:
+            return getattr(importlib.import_module(exports[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+__getattr__ = lazy_exports(__name__, {"load_results": "rnnlab.report.load"})
+
+
+__all__ = ["__version__", "load_results"]

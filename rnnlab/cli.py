@@ -403,6 +403,8 @@ def medians_table(grid: list[RunConfig], finals: dict, swept: list[str], rows: i
     median final eval/loss_ratio (min–max over seeds) and median gradient slope."""
     import statistics
 
+    from rnnlab.measure.names import EVAL_LOSS_RATIO, SLOPE
+
     keys = [k for k in swept if k != "seed"] or ["task.name"]
     table: dict[tuple, list[dict]] = {}
     for i, final in finals.items():
@@ -428,8 +430,8 @@ def medians_table(grid: list[RunConfig], finals: dict, swept: list[str], rows: i
 
     for cond in sorted(table, key=order):
         finals_ = table[cond]
-        ratio = [f["eval/loss_ratio"] for f in finals_ if "eval/loss_ratio" in f]
-        slope = [f["grad_h/slope"] for f in finals_ if "grad_h/slope" in f]
+        ratio = [f[EVAL_LOSS_RATIO] for f in finals_ if EVAL_LOSS_RATIO in f]
+        slope = [f[SLOPE] for f in finals_ if SLOPE in f]
         lines.append([*map(str, cond), str(len(finals_)), cell(ratio, True), cell(slope, False)])
     widths = [max(len(r[c]) for r in [header, *lines]) for c in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -519,13 +521,16 @@ def cmd_report(args) -> int:
 
     if not files:
         names = args.experiment or report.experiments(tracker.uri)
-        if not names:
-            raise ConfigError([f"no experiments in {tracker.uri}; run `make sweep` first"])
         declared = {} if args.all_runs or args.where else _experiment_files()
         plans = [declared.get(name) or (name, None, None) for name in names]
     frames = [  # every bad name or filter fails before anything is drawn
-        report.load(
-            tracker.uri, name, None if args.all_runs else grid, args.where, args.all_runs, source
+        report.load_results(
+            name,
+            tracker.uri,
+            grid=None if args.all_runs else grid,
+            where=args.where,
+            all_runs=args.all_runs,
+            source=source,
         )
         for name, grid, source in plans
     ]
@@ -550,13 +555,11 @@ def cmd_report(args) -> int:
         print(f"  {n} figures (PNG + PDF) in {out}{where} ({time.perf_counter() - t0:.1f} s)")
         print(f"  report: {path} and {path.with_suffix('.html')}")
         if logged:
-            client = tracker.client
-            exp_id = client.get_experiment_by_name(f.experiment).experiment_id
             base = args.ui_url or report.ui_base(tracker.uri)
             how = _how_to_open(tracker.uri)
             print(
-                f"  in the UI: {how} {base}/#/experiments/{exp_id}/runs/{f.parent_run_id}"
-                "/artifacts/report/report.html"
+                f"  in the UI: {how} {base}/#/experiments/{f.experiment_id}/runs/"
+                f"{f.parent_run_id}/artifacts/report/report.html"
             )
     return EXIT_OK
 
@@ -622,7 +625,7 @@ def cmd_theory(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from rnnlab.track import default_tracking_uri, sqlite_path
+    from rnnlab.track import MlflowTracker, default_tracking_uri, sqlite_path
 
     uri = args.tracking_uri or default_tracking_uri()
     db = sqlite_path(uri)
@@ -643,23 +646,19 @@ def cmd_ui(args) -> int:
         "--workers",
         "1",
     ]
-    from mlflow.tracking import MlflowClient
-
-    from rnnlab.ui import decay_url, save_view
+    from rnnlab.ui import decay_url
 
     base = f"http://{args.host}:{args.port}"
     print(f"MLflow UI on {base} (Ctrl-C to stop); for each experiment:")
-    client = MlflowClient(uri)
-    for exp in client.search_experiments():
-        if exp.name == "Default":
-            continue
+    tracker = MlflowTracker(uri)
+    for name, exp_id in tracker.experiments().items():
         # stores from older sweeps get the decay-curve view too; a read-only store cannot
         with contextlib.suppress(Exception):
-            save_view(client, exp.experiment_id)
+            tracker.save_view(exp_id)
         # the runs table, not the GenAI overview a click on the experiment opens
-        print(f"  {exp.name}")
-        print(f"    runs table:   {base}/#/experiments/{exp.experiment_id}/runs")
-        print(f"    decay curves: {decay_url(base, exp.experiment_id)}")
+        print(f"  {name}")
+        print(f"    runs table:   {base}/#/experiments/{exp_id}/runs")
+        print(f"    decay curves: {decay_url(base, exp_id)}")
     sys.stdout.flush()
     server = subprocess.Popen(cmd, env=env)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server too

@@ -139,8 +139,8 @@ def screenshot_decay_view(store: str, path: Path) -> bool:
     import socket
     import urllib.request
 
-    from mlflow.tracking import MlflowClient
-
+    from rnnlab.measure import names
+    from rnnlab.track import MlflowTracker
     from rnnlab.ui import decay_url
 
     with socket.socket() as s:
@@ -162,12 +162,12 @@ def screenshot_decay_view(store: str, path: Path) -> bool:
                 break
             except OSError:
                 time.sleep(0.5)
-        exp = MlflowClient(store).get_experiment_by_name("vanishing").experiment_id
+        exp = MlflowTracker(store).experiments()["vanishing"]
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1500, "height": 950})
             page.goto(decay_url(base, exp))
-            page.get_by_text("grad_h/init_log10").first.wait_for(timeout=60000)
+            page.get_by_text(names.PROFILE_INIT_LOG10).first.wait_for(timeout=60000)
             close = page.get_by_role("button", name="Close")  # the assistant's side panel
             if close.count():
                 close.first.click()
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = {}
     for n, file in zip(("vanishing", "criticality"), files, strict=True):
         name, grid, source = _file_grid(Path(file), [])
-        frames[n] = report.load(store, name, grid, source=source)
+        frames[n] = report.load_results(name, store, grid=grid, source=source)
     block = numbers_block(frames["vanishing"], frames["criticality"], seconds)
     rewrite_numbers(block)
     if not args.no_screenshots:

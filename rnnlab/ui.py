@@ -22,23 +22,25 @@ from __future__ import annotations
 
 import json
 
+from rnnlab.measure import names
+
 VIEW_KEY = "rnnlab-decay"
-TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+TAG = names.mlflow_shared_view(VIEW_KEY)
 SECTION = "rnnlab-decay-section"
 
 CHARTS = [  # (metric, y scale, title)
     (
-        "grad_h/init_log10",
+        names.PROFILE_INIT_LOG10,
         "linear",
         "At init: log10 n(T−k)/n(T) against distance k (x axis: Step = k)",
     ),
     (
-        "grad_h/final_log10",
+        names.PROFILE_FINAL_LOG10,
         "linear",
         "After training: log10 n(T−k)/n(T) against distance k (Step = k)",
     ),
-    ("grad_h/init", "log", "At init: n(T−k) = ‖∂L/∂h‖ against distance k (Step = k), log y"),
-    ("grad_h/final", "log", "After training: n(T−k) against distance k (Step = k), log y"),
+    (names.PROFILE_INIT, "log", "At init: n(T−k) = ‖∂L/∂h‖ against distance k (Step = k), log y"),
+    (names.PROFILE_FINAL, "log", "After training: n(T−k) against distance k (Step = k), log y"),
 ]
 
 
@@ -71,8 +73,8 @@ def view_state() -> dict:
     """The runs page's state: search facets and UI state, as MLflow serialises them."""
     return {
         # search facets
-        "searchFilter": "tags.`rnnlab.run_key` LIKE '%'",  # grid points, not sweep parents
-        "orderByKey": "tags.`mlflow.runName`",
+        "searchFilter": f"tags.`{names.TAG_RUN_KEY}` LIKE '%'",  # grid points, not sweep parents
+        "orderByKey": f"tags.`{names.MLFLOW_RUN_NAME}`",
         "orderByAsc": True,
         "startTime": "ALL",
         "lifecycleFilter": "Active",
@@ -83,8 +85,8 @@ def view_state() -> dict:
             "params.`task.seq_len`",
             "params.`model.activation`",
             "params.`seed`",
-            "metrics.`eval/loss_ratio`",
-            "tags.`rnnlab.status`",
+            f"metrics.`{names.EVAL_LOSS_RATIO}`",
+            f"tags.`{names.TAG_STATUS}`",
         ],
         "columnOrder": [],
         "columnWidths": {},
@@ -119,6 +121,13 @@ def view_state() -> dict:
 def save_view(client, experiment_id: str) -> None:
     """Store the decay-curve view on the experiment (idempotent)."""
     client.set_experiment_tag(experiment_id, TAG, json.dumps(view_state()))
+
+
+def ui_base(tracking_uri: str) -> str:
+    """Where the UI serves this store: the tracking server, else `make ui`'s address."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
 
 
 def decay_url(base: str, experiment_id: str) -> str:

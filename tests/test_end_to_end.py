@@ -6,24 +6,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, cli, write
+from conftest import ROOT, TINY, cli, write
 from mlflow.tracking import MlflowClient
 
 from rnnlab.config import load_experiment
 
 pytestmark = pytest.mark.slow
-
-TINY = """\
-name: tiny
-description: A tiny sweep for the tests.
-task: {name: adding, seq_len: 8}
-model: {hidden_size: 8}
-train: {steps: 4, batch_size: 4, eval_size: 8}
-probe: {every: 2}
-sweep:
-  task.seq_len: [6, 9]
-  model.activation: [tanh, relu]
-"""
 
 
 def child_runs(client, name):

@@ -317,3 +317,48 @@ def test_the_ui_view_and_its_metrics_are_logged(swept):
         len(grid) == 14
         and grid[client.get_run(run.run_id).data.tags["rnnlab.run_key"]] == run["name"]
     )
+
+
+NEW_FIGURE = '''\
+"""A figure from outside rnnlab: runs per status."""
+
+import matplotlib.pyplot as plt
+
+from rnnlab.report.figures import figure
+from rnnlab.report.plotting import _save
+
+
+@figure(9, "Runs per status (a figure registered by a module of its own).")
+def runs_per_status(f, out):
+    fig, ax = plt.subplots()
+    f.runs.status.value_counts().plot.bar(ax=ax)
+    return _save(fig, out, "9_runs_per_status")
+'''
+
+
+def test_a_new_figure_is_one_new_module(swept, tmp_path, monkeypatch):
+    """A module that registers a function with @figure is drawn in the report, in its place;
+    two figures cannot share a number."""
+    import importlib
+
+    from rnnlab.report import figures
+
+    assert [fig.number for fig in figures.registered()] == list(range(1, 9))
+    monkeypatch.setattr(figures, "_REGISTRY", dict(figures._REGISTRY))  # undone after the test
+    package = tmp_path / "more_figures"
+    package.mkdir()
+    write(package / "__init__.py", "")
+    write(package / "runs_per_status.py", NEW_FIGURE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("more_figures.runs_per_status")
+    with pytest.raises(ValueError, match="figure 9 is registered twice"):
+        figures.figure(9, "another")(lambda f, out: None)
+
+    _, store = swept
+    out = tmp_path / "out"
+    report.report(report.load(store, "tinyreport"), out)
+    text = (out / "report.md").read_text()
+    assert text.count("![") == 9
+    assert text.index("](8_slope_vs_gain_theory.png)") < text.index("](9_runs_per_status.png)")
+    assert "*Runs per status (a figure registered by a module of its own).*" in text
+    assert (out / "9_runs_per_status.pdf").exists()

@@ -62,3 +62,26 @@ TAG_ROLE = "rnnlab.role"
 TAG_GRID_SIZE = "rnnlab.grid_size"
 TAG_ENSEMBLE_SIZE = "rnnlab.ensemble_size"
 TAG_DIVERGED_STEP = "rnnlab.diverged_step"
+ROLE_SWEEP = "sweep"
+"""The value of ``rnnlab.role`` on a sweep's parent run."""
+
+
+def sweep_metric(outcome: str) -> str:
+    """A sweep parent run's closing count: ``sweep/finished``, ``sweep/wall_seconds`` …"""
+    return f"sweep/{outcome}"
+
+
+# ---------------------------------------------------------------- MLflow's own tags
+# rnnlab sets (or searches by) these; MLflow's UI reads them.
+MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+MLFLOW_PARENT_RUN = "mlflow.parentRunId"
+MLFLOW_RUN_NAME = "mlflow.runName"
+MLFLOW_RUN_COLOR = "mlflow.runColor"
+MLFLOW_NOTE = "mlflow.note.content"
+"""On an experiment: its description, shown as the experiment's note."""
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
+def mlflow_shared_view(key: str) -> str:
+    """The experiment tag holding a saved runs-page view (``rnnlab.ui``)."""
+    return f"mlflow.sharedViewState.{key}"

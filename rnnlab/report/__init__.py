@@ -26,57 +26,40 @@ stated range (:data:`DECADES`, :data:`RATIO_RANGE`) and the clipped cells hatche
 that leaves the y range or underflows to 0 ends in a marker; activations keep one order and
 colour everywhere (:mod:`rnnlab.style`); legends list only what occurred.
 
-Layout: ``frames`` (loading and selection), ``plotting`` (what every figure shares), one
-module per figure (``profile_vs_distance``, ``trainability``, ``learning_curves``,
-``grad_norm``, ``spectrum``, ``slope``, ``profile_over_training``, ``slope_vs_gain``, and
-``run_profile`` for each run's profile.png), ``document`` (report.md, report.html, the copy
-on the sweep run). A new figure is one module plus one entry in ``document.FIGURES``.
+Layout: ``load`` (loading and selection; :func:`load_results`, the frames for a notebook),
+``plotting`` (what every figure shares), ``figures/`` (one module per figure, registered by
+its ``@figure`` decorator: a new figure is one new file; ``figures/run_profile`` draws each
+run's profile.png), ``document`` (report.md, report.html, the copy on the sweep run).
+
+Importing this package imports ``load`` (pandas, MLflow) and no plotting: the other names
+below are imported on first use, so ``rnnlab.load_results`` in a notebook leaves matplotlib
+and its backend alone.
 """
 
 from __future__ import annotations
 
-import matplotlib
+from rnnlab import lazy_exports
+from rnnlab.report.load import Frames, experiments, load, load_results, parse_where
 
-matplotlib.use("Agg")  # files only; never needs a display
+_LAZY = {  # name → module: these import matplotlib (and seaborn), so only on first use
+    "condition_table": "rnnlab.report.document",
+    "log_to_parent": "rnnlab.report.document",
+    "report": "rnnlab.report.document",
+    "run_table": "rnnlab.report.document",
+    "DECADES": "rnnlab.report.plotting",
+    "PALETTE": "rnnlab.report.plotting",
+    "RATIO_RANGE": "rnnlab.report.plotting",
+    "order": "rnnlab.report.plotting",
+    "sci": "rnnlab.report.plotting",
+    "profile_heatmap_frame": "rnnlab.report.figures.profile_over_training",
+    "profile_frame": "rnnlab.report.figures.profile_vs_distance",
+    "profile_marks": "rnnlab.report.figures.profile_vs_distance",
+    "run_profile_figure": "rnnlab.report.figures.run_profile",
+    "slope_frame": "rnnlab.report.figures.slope",
+    "criticality_frame": "rnnlab.report.figures.slope_vs_gain",
+    "trainability_frame": "rnnlab.report.figures.trainability",
+    "ui_base": "rnnlab.ui",
+}
+__getattr__ = lazy_exports(__name__, _LAZY)
 
-from rnnlab.report.document import (
-    FIGURES,
-    condition_table,
-    log_to_parent,
-    report,
-    run_table,
-    ui_base,
-)
-from rnnlab.report.load import Frames, experiments, load, parse_where
-from rnnlab.report.plotting import DECADES, PALETTE, RATIO_RANGE, order, sci
-from rnnlab.report.profile_over_training import profile_heatmap_frame
-from rnnlab.report.profile_vs_distance import profile_frame, profile_marks
-from rnnlab.report.run_profile import run_profile_figure
-from rnnlab.report.slope import slope_frame
-from rnnlab.report.slope_vs_gain import criticality_frame
-from rnnlab.report.trainability import trainability_frame
-
-__all__ = [
-    "DECADES",
-    "FIGURES",
-    "PALETTE",
-    "RATIO_RANGE",
-    "Frames",
-    "condition_table",
-    "criticality_frame",
-    "experiments",
-    "load",
-    "log_to_parent",
-    "order",
-    "parse_where",
-    "profile_frame",
-    "profile_heatmap_frame",
-    "profile_marks",
-    "report",
-    "run_profile_figure",
-    "run_table",
-    "sci",
-    "slope_frame",
-    "trainability_frame",
-    "ui_base",
-]
+__all__ = ["Frames", "experiments", "load", "load_results", "parse_where", *sorted(_LAZY)]

@@ -10,43 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from mlflow.tracking import MlflowClient
 
-from rnnlab.report.grad_norm import grad_norm_over_training
-from rnnlab.report.learning_curves import learning_curves
+from rnnlab.report import figures
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import SHORT, order
-from rnnlab.report.profile_over_training import profile_heatmaps
-from rnnlab.report.profile_vs_distance import gradient_profile_vs_distance
-from rnnlab.report.slope import slope_vs_swept
-from rnnlab.report.slope_vs_gain import slope_vs_gain_with_theory
-from rnnlab.report.spectrum import spectrum_over_training
-from rnnlab.report.trainability import trainability_map
-
-FIGURES = [
-    (
-        gradient_profile_vs_distance,
-        "Gradient norm against distance at init and after training: "
-        "vanishing curves fall, exploding ones rise.",
-    ),
-    (
-        trainability_map,
-        "Final eval loss relative to the input-ignoring baseline; blue learned, red did not.",
-    ),
-    (learning_curves, "Eval loss ratio over training; the dashed line is chance."),
-    (grad_norm_over_training, "Global gradient norm per run; spikes are exploding gradients."),
-    (
-        spectrum_over_training,
-        "Spectral radius and largest singular value of W_hh; red: the vanishing bound 1/γ.",
-    ),
-    (slope_vs_swept, "Measured decay rate of the gradient profile, one point per seed."),
-    (profile_heatmaps, "The whole gradient profile over training (first seed, longest sequence)."),
-    (
-        slope_vs_gain_with_theory,
-        "Measured slope at init against gain beside the mean-field "
-        "prediction ½ ln χ₁ and the largest Lyapunov exponent; red: the edge of chaos (χ₁ = 1).",
-    ),
-]
+from rnnlab.track.mlflow import MlflowTracker
+from rnnlab.ui import ui_base
 
 
 def condition_table(f: Frames) -> pd.DataFrame:
@@ -177,11 +146,11 @@ def report(f: Frames, out: Path) -> Path:
     blocks: list[tuple] = [("h1", f.experiment)]
     blocks += [("p", text) for text in _summary(f)]
     if not f.drawn.empty:
-        for fn, caption in FIGURES:
-            paths = fn(f, out)
+        for fig in figures.registered():
+            paths = fig.draw(f, out)
             if paths is None:  # a figure this experiment's sweep cannot show (e.g. no gain axis)
                 continue
-            blocks.append(("figure", paths[0].name, caption))
+            blocks.append(("figure", paths[0].name, fig.caption))
     else:
         blocks.append(("p", "Nothing to draw: no selected run finished."))
     keys = _condition_keys(f)
@@ -284,13 +253,6 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def ui_base(tracking_uri: str) -> str:
-    """Where the UI serves this store: the tracking server, else `make ui`'s address."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri.rstrip("/")
-    return "http://127.0.0.1:5000"
-
-
 def log_to_parent(tracking_uri: str, f: Frames, out: Path, ui: str | None = None) -> bool:
     """Attach the report to the sweep run of the drawn grid, so the UI shows it: the
     figures, report.html (rendered inline by the artifact view, figures embedded) and a
@@ -298,12 +260,10 @@ def log_to_parent(tracking_uri: str, f: Frames, out: Path, ui: str | None = None
     (MLflow's markdown view shows only absolute http(s) images)."""
     if f.parent_run_id is None:
         return False
-    client = MlflowClient(tracking_uri)
-    client.log_artifacts(f.parent_run_id, str(out), "report")
     md = (out / "report.md").read_text()
     base = (ui or ui_base(tracking_uri)).rstrip("/")
     for png in out.glob("*.png"):  # ![caption](x.png) → the artifact URL the UI serves
         url = f"{base}/get-artifact?path=report%2F{png.name}&run_uuid={f.parent_run_id}"
         md = md.replace(f"]({png.name})", f"]({url})")
-    client.log_text(f.parent_run_id, md, "report/report.md")
+    MlflowTracker(tracking_uri).attach_report(f.parent_run_id, out, md)
     return True

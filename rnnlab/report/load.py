@@ -1,4 +1,8 @@
-"""Loading: an experiment's runs → the grid to draw → tidy DataFrames (see the package doc)."""
+"""Loading: an experiment's runs → the grid to draw → tidy DataFrames (see the package doc).
+
+:func:`load_results` is the public entry (``rnnlab.load_results``): the frames the report
+draws, for a notebook. This module and ``rnnlab.track`` are the only ones that read MLflow.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from rnnlab.config import ConfigError
+from rnnlab.measure import names
+from rnnlab.track.mlflow import MlflowTracker
 
 HISTORY_KEYS = [
-    "train/loss",
-    "eval/loss_ratio",
-    "grad/norm",
-    "grad/clipped",
-    "grad_h/slope",
-    "weights/W_hh_radius",
-    "weights/W_hh_sigma_max",
-    "theory/slope",
-    "theory/q_in",
-    "theory/bias_var",
-    "dyn/lyapunov_max",
+    names.TRAIN_LOSS,
+    names.EVAL_LOSS_RATIO,
+    names.GRAD_NORM,
+    names.GRAD_CLIPPED,
+    names.SLOPE,
+    names.W_HH_RADIUS,
+    names.W_HH_SIGMA_MAX,
+    names.THEORY_SLOPE,
+    names.THEORY_Q_IN,
+    names.THEORY_BIAS_VAR,
+    names.LYAPUNOV_MAX,
 ]
+"""The metrics loaded into ``Frames.history``: those the figures plot over training."""
 
 
 NOT_FACETS = {"seed", "run_id", "name", "status"}
@@ -37,6 +43,33 @@ NOT_COMPARED = {"train.ensemble", "train.device"}  # scheduling, not science: ne
 
 @dataclass
 class Frames:
+    """The runs of one experiment that a report draws, as tidy DataFrames.
+
+    ``runs``: one row per grid point (its best run: finished or diverged over failed,
+    then the newest):
+
+      run_id, name            the MLflow run (name like ``adding-T100-tanh-orthogonal1-s0``)
+      status                  finished | diverged | failed | killed | running
+      diverged_step           the training step it diverged at (NaN if it did not)
+      sweep, parent_id        the sweep run that logged it (name, id)
+      every param             by its dotted config key (``task.seq_len``, ``model.gain``,
+                              ``seed`` …), typed: int, float, bool, None or str
+      final_loss_ratio        the last ``eval/loss_ratio`` (NaN if never probed)
+      slope_init, slope_final ``grad_h/slope`` at the first and last probe
+
+    ``history``: one row per (run, metric, step) of :data:`HISTORY_KEYS`, for the runs that
+    finished or diverged: run_id, key (the metric's name), step, value. SQLite stores ±inf
+    as ±1.8e308.
+
+    ``profiles``: one row per (run, probe step, time step t) of every recorded gradient
+    profile: run_id, step, t, k = L − t (the distance back from the last step), n_t =
+    ‖∂L/∂h_t‖ (exact, ±inf and 0 included).
+
+    ``swept`` lists the params that vary across ``runs``; ``others`` the experiment's runs
+    not drawn (run_id, name, status, sweep, differs: the settings in which each differs);
+    ``missing`` the names of grid points without a run yet.
+    """
+
     experiment: str
     runs: pd.DataFrame
     history: pd.DataFrame
@@ -46,6 +79,7 @@ class Frames:
     selection: str = "every run"  # what was drawn, in words ("the grid of x.yaml: …")
     others: pd.DataFrame = field(default_factory=pd.DataFrame)  # listed, not drawn
     missing: list[str] = field(default_factory=list)  # grid points without a run yet
+    experiment_id: str | None = None  # the MLflow experiment's id
 
     @property
     def hue(self) -> str | None:
@@ -72,8 +106,48 @@ def _pick(keys: list[str], order: list[str]) -> str | None:
 
 
 def experiments(tracking_uri: str) -> list[str]:
-    client = MlflowClient(tracking_uri)
-    return [e.name for e in client.search_experiments() if e.name != "Default"]
+    """The names of the store's experiments; ConfigError when it has none."""
+    found = list(MlflowTracker(tracking_uri).experiments())
+    if not found:
+        raise ConfigError([f"no experiments in {tracking_uri}; run `make sweep` first"])
+    return found
+
+
+def load_results(
+    experiment: str,
+    tracking_uri: str | None = None,
+    *,
+    grid: dict[str, str] | None = None,
+    where: list[str] = (),
+    all_runs: bool = False,
+    source: str | None = None,
+) -> Frames:
+    """The tidy frames of an experiment's runs, as the report draws them (see
+    :class:`Frames` for the columns): by default the grid of its latest sweep.
+
+    Args:
+        experiment: the experiment's name (the ``name:`` of its file).
+        tracking_uri: the MLflow store; None: $MLFLOW_TRACKING_URI, else results/mlflow.db.
+        grid, where, all_runs, source: which runs, as for :func:`load`.
+    Raises:
+        ConfigError: no store there (it is never created), an empty store, an unknown or a
+            deleted experiment, no rnnlab runs in it, a malformed ``where``; ``str(error)``
+            says which in one line.
+
+    In a notebook::
+
+        import rnnlab
+        from rnnlab.measure import names
+
+        r = rnnlab.load_results("vanishing")
+        r.runs.groupby("model.activation").slope_init.median()  # one row per activation
+        curves = r.history[r.history.key == names.EVAL_LOSS_RATIO].merge(r.runs, on="run_id")
+        r.profiles.merge(r.runs[["run_id", "model.activation"]], on="run_id")  # n_t by k
+    """
+    tracker = MlflowTracker(tracking_uri)
+    tracker.check(create=False)
+    experiments(tracker.uri)  # an empty store, said as such
+    return load(tracker.uri, experiment, grid, where, all_runs, source)
 
 
 def parse_where(items: list[str]) -> dict[str, list[str]]:
@@ -118,14 +192,16 @@ def load(
         all_runs: draw every run in the experiment.
         source: how the grid was chosen, in words (e.g. "the grid of experiments/x.yaml").
     Raises:
-        ConfigError: no such experiment, no rnnlab runs, or a malformed ``where``.
+        ConfigError: no such experiment (or a deleted one), no rnnlab runs, or a malformed
+            ``where``.
     """
     os.environ.setdefault(
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
     )  # one bar per file otherwise
     filters = parse_where(list(where))
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
+    tracker = MlflowTracker(tracking_uri)
+    client = tracker.client
+    exp = tracker.check_experiment(experiment)  # refuses a deleted one
     if exp is None:
         known = ", ".join(experiments(tracking_uri)) or "none"
         raise ConfigError(
@@ -138,13 +214,13 @@ def load(
         token = page.token
         if not token:
             break
-    points = [r for r in all_found if "rnnlab.run_key" in r.data.tags]
+    points = [r for r in all_found if names.TAG_RUN_KEY in r.data.tags]
     if not points:
         raise ConfigError(
             [f"experiment {experiment!r} has no rnnlab runs yet; run `rnnlab sweep` first"]
         )
     parents = sorted(
-        (r for r in all_found if r.data.tags.get("rnnlab.role") == "sweep"),
+        (r for r in all_found if r.data.tags.get(names.TAG_ROLE) == names.ROLE_SWEEP),
         key=lambda r: r.info.start_time,
     )
     parent_names = {r.info.run_id: r.info.run_name for r in parents}
@@ -152,22 +228,22 @@ def load(
     latest: dict[str, object] = {}
     for r in sorted(
         points,
-        key=lambda r: (-rank.get(r.data.tags.get("rnnlab.status", ""), 3), r.info.start_time),
+        key=lambda r: (-rank.get(r.data.tags.get(names.TAG_STATUS, ""), 3), r.info.start_time),
     ):
-        latest[r.data.tags["rnnlab.run_key"]] = r  # best status wins, then the newest
+        latest[r.data.tags[names.TAG_RUN_KEY]] = r  # best status wins, then the newest
     rows = {}
     for key, r in latest.items():
         tags = r.data.tags
         row = {
             "run_id": r.info.run_id,
             "name": r.info.run_name,
-            "status": tags.get("rnnlab.status", "?"),
-            "diverged_step": float(tags.get("rnnlab.diverged_step", "nan")),
-            "sweep": parent_names.get(tags.get("mlflow.parentRunId"), "rnnlab run"),
-            "parent_id": tags.get("mlflow.parentRunId"),
+            "status": tags.get(names.TAG_STATUS, "?"),
+            "diverged_step": float(tags.get(names.TAG_DIVERGED_STEP, "nan")),
+            "sweep": parent_names.get(tags.get(names.MLFLOW_PARENT_RUN), "rnnlab run"),
+            "parent_id": tags.get(names.MLFLOW_PARENT_RUN),
         }
         row |= {k: _typed(v) for k, v in r.data.params.items()}
-        row["final_loss_ratio"] = r.data.metrics.get("eval/loss_ratio", math.nan)
+        row["final_loss_ratio"] = r.data.metrics.get(names.EVAL_LOSS_RATIO, math.nan)
         rows[key] = row
 
     # which runs to draw: a grid (a file's, else the latest sweep's), all, or a filter
@@ -221,7 +297,7 @@ def load(
         if profiles
         else pd.DataFrame(columns=["run_id", "step", "t", "k", "n_t"])
     )
-    slopes = history[history.key == "grad_h/slope"].sort_values("step")
+    slopes = history[history.key == names.SLOPE].sort_values("step")
     first = slopes.groupby("run_id").value.first().rename("slope_init")
     last = slopes.groupby("run_id").value.last().rename("slope_final")
     runs = runs.merge(first, on="run_id", how="left").merge(last, on="run_id", how="left")
@@ -240,6 +316,7 @@ def load(
         selection,
         others,
         missing,
+        exp.experiment_id,
     )
 
 

@@ -34,13 +34,15 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from rnnlab.config import Experiment, RunConfig, run_name
+from rnnlab.measure import names
 from rnnlab.run.executors import make
 from rnnlab.run.executors.base import Executor
 from rnnlab.run.schedule import groups
+from rnnlab.track import Tracker
 from rnnlab.train import Measurement
 
 DONE = ("finished", "diverged")
-FINAL_METRICS = ("eval/loss_ratio", "grad_h/slope")
+FINAL_METRICS = (names.EVAL_LOSS_RATIO, names.SLOPE)
 """What a run's one-line outcome and the sweep's closing table show."""
 ETA_AFTER = (0.05, 10.0)
 """The ETA is shown once this fraction of the work is done and this many seconds passed:
@@ -100,7 +102,7 @@ class Summary:
         }
 
 
-def plan(grid: list[RunConfig], tracker, rerun: bool, summary: Summary) -> list[int]:
+def plan(grid: list[RunConfig], tracker: Tracker, rerun: bool, summary: Summary) -> list[int]:
     """Indices of the grid points to train, after reconciling with the runs already stored."""
     prior: dict[str, list] = {}
     for r in tracker.prior_runs():
@@ -131,7 +133,7 @@ def plan(grid: list[RunConfig], tracker, rerun: bool, summary: Summary) -> list[
 def run_sweep(
     experiment: Experiment,
     grid: list[RunConfig],
-    tracker,
+    tracker: Tracker,
     workers: int = 1,
     parent: bool = True,
     rerun: bool = False,
@@ -152,7 +154,7 @@ def run_sweep(
 
 
 def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
-    names = [run_name(r, experiment.swept_keys()) for r in grid]
+    run_names = [run_name(r, experiment.swept_keys()) for r in grid]
     todo = plan(grid, tracker, rerun, summary)
     if not todo:
         summary.seconds = time.perf_counter() - t0
@@ -184,8 +186,8 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
     )
 
     def start(i: int) -> None:
-        tags = {"rnnlab.ensemble_size": str(stack_size.get(i, 1))}
-        start_run(i, grid[i], names[i], tags)
+        tags = {names.TAG_ENSEMBLE_SIZE: str(stack_size.get(i, 1))}
+        start_run(i, grid[i], run_names[i], tags)
 
     def on_measurement(i: int, m: Measurement) -> None:
         if i not in started:
@@ -206,7 +208,7 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
         end_run(i, status, error, step=step)
         setattr(summary, status, getattr(summary, status) + 1)
         if error:
-            summary.failures.append(f"{names[i]}: {error.strip().splitlines()[-1]}")
+            summary.failures.append(f"{run_names[i]}: {error.strip().splitlines()[-1]}")
         done = summary.finished + summary.diverged + summary.failed
         problems = ", ".join(
             f"{n} {what}" for what in ("diverged", "failed") if (n := getattr(summary, what))
@@ -215,7 +217,9 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
         if bar.disable:  # no terminal: one line per run instead of a bar
             outcome = _outcome(summary.finals.get(i, {})) if status in DONE else ""
             print(
-                f"[{done}/{len(todo)}] {names[i]}: {status}{outcome}", file=sys.stderr, flush=True
+                f"[{done}/{len(todo)}] {run_names[i]}: {status}{outcome}",
+                file=sys.stderr,
+                flush=True,
             )
 
     pending: set[int] = set()
@@ -284,10 +288,10 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
 def _outcome(final: dict[str, float]) -> str:
     """' (loss ratio 0.48, slope −0.012/step)' from a run's last probe."""
     parts = []
-    if "eval/loss_ratio" in final:
-        parts.append(f"loss ratio {final['eval/loss_ratio']:.3g}")
-    if "grad_h/slope" in final:
-        parts.append(f"slope {final['grad_h/slope']:+.3g}/step")
+    if names.EVAL_LOSS_RATIO in final:
+        parts.append(f"loss ratio {final[names.EVAL_LOSS_RATIO]:.3g}")
+    if names.SLOPE in final:
+        parts.append(f"slope {final[names.SLOPE]:+.3g}/step")
     return f" ({', '.join(parts)})" if parts else ""
 
 

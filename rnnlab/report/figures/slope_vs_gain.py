@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from rnnlab.measure import names
+from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     PALETTE,
@@ -20,26 +22,37 @@ from rnnlab.report.plotting import (
 def criticality_frame(f: Frames) -> pd.DataFrame:
     """Per run at init: gain, measured slope, mean-field slope, λ_max (long: one row per quantity)."""
     h = f.history[f.history.step == 0].pivot_table(index="run_id", columns="key", values="value")
-    need = ["grad_h/slope", "theory/slope", "dyn/lyapunov_max"]
+    need = [names.SLOPE, names.THEORY_SLOPE, names.LYAPUNOV_MAX]
     if "model.gain" not in f.runs.columns or not set(need) <= set(h.columns):
         return pd.DataFrame(
             columns=["run_id", "model.gain", "model.activation", "quantity", "slope"]
         )
     wide = f.drawn[["run_id", "model.gain", "model.activation"]].merge(h.reset_index(), on="run_id")
-    names = {
-        "grad_h/slope": "measured slope",
-        "theory/slope": "mean field ½ ln χ₁",
-        "dyn/lyapunov_max": "λ_max (QR)",
+    quantities = {
+        names.SLOPE: "measured slope",
+        names.THEORY_SLOPE: "mean field ½ ln χ₁",
+        names.LYAPUNOV_MAX: "λ_max (QR)",
     }
     long = wide.melt(
-        id_vars=["run_id", "model.gain", "model.activation", "theory/q_in", "theory/bias_var"],
-        value_vars=list(names),
+        id_vars=[
+            "run_id",
+            "model.gain",
+            "model.activation",
+            names.THEORY_Q_IN,
+            names.THEORY_BIAS_VAR,
+        ],
+        value_vars=list(quantities),
         var_name="quantity",
         value_name="slope",
     )
-    return long.assign(quantity=long.quantity.map(names))
+    return long.assign(quantity=long.quantity.map(quantities))
 
 
+@figure(
+    8,
+    "Measured slope at init against gain beside the mean-field "
+    "prediction ½ ln χ₁ and the largest Lyapunov exponent; red: the edge of chaos (χ₁ = 1).",
+)
 def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
     """Measured slope at init against gain, the mean-field curve, λ_max, the critical gain."""
     from rnnlab.measure import theory
@@ -76,7 +89,7 @@ def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
             label="λ_max (QR)",
             zorder=3,
         )
-        q_in, b = float(d["theory/q_in"].median()), float(d["theory/bias_var"].median())
+        q_in, b = float(d[names.THEORY_Q_IN].median()), float(d[names.THEORY_BIAS_VAR].median())
         gains = np.geomspace(d["model.gain"].min() * 0.9, d["model.gain"].max() * 1.1, 200)
         curve = [theory.mean_field(act, g, q_in, b).slope for g in gains]
         ax.plot(gains, curve, color="black", lw=1.2, label="mean field ½ ln χ₁")

@@ -9,6 +9,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
+from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     DECADES,
@@ -83,6 +84,11 @@ MARKERS = {
 }
 
 
+@figure(
+    1,
+    "Gradient norm against distance at init and after training: "
+    "vanishing curves fall, exploding ones rise.",
+)
 def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
     data = profile_frame(f)
     shown = data[np.isfinite(data.ratio) & (data.ratio > 0)]

@@ -11,6 +11,7 @@ import seaborn as sns
 from matplotlib.colors import Normalize
 from matplotlib.patches import Patch
 
+from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     DECADES,
@@ -43,6 +44,7 @@ def profile_heatmap_frame(f: Frames) -> pd.DataFrame:
         )
 
 
+@figure(7, "The whole gradient profile over training (first seed, longest sequence).")
 def profile_heatmaps(f: Frames, out: Path) -> list[Path]:
     """One shared, clipped colour scale: panels compare across activations."""
     p = profile_heatmap_frame(f)

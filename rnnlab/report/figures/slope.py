@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import seaborn as sns
 
+from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     WIDTH,
@@ -30,6 +31,7 @@ def slope_frame(f: Frames) -> pd.DataFrame:
     )
 
 
+@figure(6, "Measured decay rate of the gradient profile, one point per seed.")
 def slope_vs_swept(f: Frames, out: Path) -> list[Path]:
     data = slope_frame(f)
     x = f.col or f.hue or "name"

@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import seaborn as sns
 
+from rnnlab.measure import names
+from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     WIDTH,
@@ -29,17 +31,16 @@ CRITICAL_SIGMA = {
     "sigmoid": 4.0,
 }
 
+QUANTITIES = {
+    names.W_HH_RADIUS: "spectral radius ρ",
+    names.W_HH_SIGMA_MAX: "largest singular value σ_max",
+}
 
+
+@figure(5, "Spectral radius and largest singular value of W_hh; red: the vanishing bound 1/γ.")
 def spectrum_over_training(f: Frames, out: Path) -> list[Path]:
-    h = f.history[f.history.key.isin(["weights/W_hh_radius", "weights/W_hh_sigma_max"])]
-    h = _with_params(h, f, "model.activation").assign(
-        quantity=lambda d: d.key.map(
-            {
-                "weights/W_hh_radius": "spectral radius ρ",
-                "weights/W_hh_sigma_max": "largest singular value σ_max",
-            }
-        )
-    )
+    h = f.history[f.history.key.isin(list(QUANTITIES))]
+    h = _with_params(h, f, "model.activation").assign(quantity=lambda d: d.key.map(QUANTITIES))
     facet = "model.activation" if "model.activation" in h.columns else f.col
     hue = f.hue if f.hue != facet else f.col  # one line per length, not a median over them
     g = sns.relplot(

@@ -13,6 +13,7 @@ import seaborn as sns
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.patches import Patch, Rectangle
 
+from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     RATIO_RANGE,
@@ -42,6 +43,7 @@ def trainability_frame(f: Frames) -> pd.DataFrame:
     return cell
 
 
+@figure(2, "Final eval loss relative to the input-ignoring baseline; blue learned, red did not.")
 def trainability_map(f: Frames, out: Path) -> list[Path]:
     cell = trainability_frame(f)
     rows, cols = f.hue or "name", f.col or "experiment"

@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import seaborn as sns
 
+from rnnlab.measure import names
+from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     WIDTH,
@@ -19,8 +21,9 @@ from rnnlab.report.plotting import (
 )
 
 
+@figure(3, "Eval loss ratio over training; the dashed line is chance.")
 def learning_curves(f: Frames, out: Path) -> list[Path]:
-    h = _with_params(f.history[f.history.key == "eval/loss_ratio"], f)
+    h = _with_params(f.history[f.history.key == names.EVAL_LOSS_RATIO], f)
     facet, hue = f.hue, f.col
     g = sns.relplot(
         data=h,

@@ -8,6 +8,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
+from rnnlab.measure import names
+from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
     WIDTH,
@@ -23,8 +25,9 @@ from rnnlab.report.plotting import (
 )
 
 
+@figure(4, "Global gradient norm per run; spikes are exploding gradients.")
 def grad_norm_over_training(f: Frames, out: Path) -> list[Path]:
-    h = _with_params(f.history[f.history.key == "grad/norm"], f)
+    h = _with_params(f.history[f.history.key == names.GRAD_NORM], f)
     h = h.assign(value=h.value.clip(upper=1e300))  # +inf (stored as 1.8e308) drawn at the top
     g = sns.relplot(
         data=h,
@@ -45,7 +48,9 @@ def grad_norm_over_training(f: Frames, out: Path) -> list[Path]:
         alpha=0.8,
     )
     g.set(yscale="log")
-    clipped = _with_params(f.history[(f.history.key == "grad/clipped") & (f.history.value > 0)], f)
+    clipped = _with_params(
+        f.history[(f.history.key == names.GRAD_CLIPPED) & (f.history.value > 0)], f
+    )
     diverged = f.drawn[f.drawn.status == "diverged"]
     for key, ax in _facet_axes(g, f.col):
         if not clipped.empty:
@@ -70,7 +75,9 @@ def grad_norm_over_training(f: Frames, out: Path) -> list[Path]:
             )
     extra, events = {}, []
     if not clipped.empty:
-        extra["clipped (grad/clipped = 1)"] = Line2D([], [], ls="", marker="|", color="0.2")
+        extra[f"clipped ({names.GRAD_CLIPPED} = 1)"] = Line2D(
+            [], [], ls="", marker="|", color="0.2"
+        )
         events.append("| clipped")
     if len(diverged):
         extra["diverged at this step (▲)"] = Line2D(

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only, drawn in the sweep's writer; never needs a display
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

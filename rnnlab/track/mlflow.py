@@ -1,0 +1,452 @@
+"""The production :class:`rnnlab.track.Tracker`: a sweep written into an MLflow tracking store.
+
+The store is checked before any work (reachable, writable, an SQLite file created under a
+lock); runs are written in batches; each run's profiles, config and profile figure become its
+artifacts (the schema: ``rnnlab.track``). The experiment's lock is ``rnnlab.track.lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import logging
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from rnnlab import __version__
+from rnnlab.config import ConfigError, Experiment, RunConfig
+from rnnlab.measure import names
+from rnnlab.style import ACTIVATION_COLORS
+from rnnlab.track import PriorRun, default_tracking_uri, mlflow_status, sqlite_path
+from rnnlab.track.lock import ExperimentLock
+from rnnlab.ui import decay_url, save_view, ui_base
+
+if TYPE_CHECKING:
+    from rnnlab.train import Measurement
+
+MAX_BATCH = 1000  # MLflow's per-request metric limit
+
+logging.getLogger("alembic").setLevel(logging.WARNING)
+# MLflow logs a failed SQL statement (with its parameters) before raising; rnnlab reports
+# the failure itself, in one line (rnnlab.run.sweep.StoreError).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def _directory_lock(path: Path):
+    """An exclusive flock on a directory: serialises store creation between processes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def profile_frame(profiles: list[tuple[int, np.ndarray]]) -> pd.DataFrame:
+    """Tidy table of recorded profiles: one row per (training step, time step t)."""
+    frames = []
+    for step, n in profiles:
+        L = len(n)
+        t = np.arange(1, L + 1)
+        frames.append(pd.DataFrame({"step": step, "t": t, "k": L - t, "n_t": n}))
+    cols = {"step": "int64", "t": "int64", "k": "int64", "n_t": "float64"}
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(cols)).astype(cols)
+    )
+
+
+def _grid(spec: dict) -> dict[str, str]:
+    """run_key → run name of every point of an experiment's grid (from its resolved spec)."""
+    from rnnlab.config import load_experiment, run_name
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "experiment.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        experiment, grid = load_experiment(path)
+    return {run.run_key: run_name(run, experiment.swept_keys()) for run in grid}
+
+
+@dataclass
+class _Run:
+    run_id: str
+    run: RunConfig
+    name: str
+    metrics: list[Metric] = field(default_factory=list)
+    profiles: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+
+class MlflowTracker:
+    """Writes a sweep into an MLflow tracking store, in batches."""
+
+    def __init__(self, tracking_uri: str | None = None):
+        self.uri = tracking_uri or default_tracking_uri()
+        self._client: MlflowClient | None = None
+        self.commit = git_commit()
+        self.seconds = 0.0  # time spent in tracking calls: the tracking overhead
+        self._runs: dict[int, _Run] = {}
+        self._lock: ExperimentLock | None = None
+        self.experiment_id: str | None = None
+        self.parent_id: str | None = None
+
+    def _timed(fn):
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return wrapper
+
+    def _tags(self) -> dict[str, str]:
+        tags = {names.TAG_VERSION: __version__}
+        if self.commit:
+            tags[names.MLFLOW_GIT_COMMIT] = self.commit
+        return tags
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:  # created on first use: an SQLite store is created with it
+            self._client = MlflowClient(self.uri)
+        return self._client
+
+    # ------------------------------------------------------------------ the store
+    def check(self, create: bool = True) -> None:
+        """Fail fast (ConfigError, exit 2) when the store cannot be reached or written.
+
+        An SQLite store is checked on the filesystem first (a directory, a read-only or
+        missing folder: seconds, not MLflow's minutes of retries) and created under a lock,
+        so two processes creating one store do not race in MLflow's schema migrations.
+        ``create=False`` (report, ui) refuses a store that does not exist yet."""
+        if self.uri.startswith("sqlite:") and sqlite_path(self.uri) is None:
+            raise ConfigError(
+                [
+                    f"cannot use the MLflow tracking store {self.uri}: an in-memory store loses "
+                    "every run when rnnlab exits; name a file, e.g. sqlite:////abs/path/mlflow.db"
+                ]
+            )
+        if (db := sqlite_path(self.uri)) is not None:
+            self._check_sqlite(db, create)
+        quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+        saved = {k: os.environ.get(k) for k in quick}
+        try:
+            os.environ.update(quick)  # a dead server answers in seconds, not after minutes
+            if db is not None:
+                with _directory_lock(db.parent):
+                    self.client.search_experiments(max_results=1)
+            else:
+                self.client.search_experiments(max_results=1)
+        except Exception as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                [f"cannot use the MLflow tracking store {self.uri}: {detail[:300]}"]
+            ) from None
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def _check_sqlite(self, db: Path, create: bool) -> None:
+        def refuse(why: str) -> None:
+            raise ConfigError([f"cannot use the MLflow tracking store {self.uri}: {why}"])
+
+        if db.is_dir():
+            refuse(f"{db} is a directory; name a database file, e.g. {db / 'mlflow.db'}")
+        if not db.exists():
+            if not create:
+                refuse("no store there yet; run `make sweep` (or rnnlab sweep) first")
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                refuse(f"cannot create {db.parent} ({e.strerror})")
+        if not db.parent.is_dir():
+            refuse(f"{db.parent} is not a directory")
+        if not os.access(db.parent, os.W_OK | os.X_OK):  # also false on a read-only filesystem
+            refuse(f"{db.parent} is not writable (read-only filesystem or permissions)")
+        if db.exists() and not os.access(db, os.R_OK | os.W_OK):
+            refuse(f"{db} is not writable (read-only filesystem or permissions)")
+        try:  # os.access trusts the mode bits: some filesystems (/proc, /sys) refuse anyway
+            tempfile.TemporaryFile(dir=db.parent).close()
+        except OSError as e:
+            refuse(f"cannot write in {db.parent} ({e.strerror})")
+
+    def experiments(self) -> dict[str, str]:
+        """Name → id of every live experiment in the store (MLflow's own Default left out)."""
+        return {
+            e.name: e.experiment_id for e in self.client.search_experiments() if e.name != "Default"
+        }
+
+    def check_experiment(self, name: str):
+        """The store's live experiment of that name (or None); refuses (exit 2) a name the
+        store holds as deleted, before any work."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            raise ConfigError(
+                [
+                    f"experiment {name!r} was deleted in {self.uri}; restore it "
+                    f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or "
+                    "choose another name"
+                ]
+            )
+        return exp
+
+    def save_view(self, experiment_id: str) -> None:
+        """Store the decay-curve view (``rnnlab.ui``) on an experiment."""
+        save_view(self.client, experiment_id)
+
+    @_timed
+    def open_experiment(self, experiment: Experiment) -> None:
+        """Get or create the MLflow experiment; its note is the experiment's description."""
+        exp = self.check_experiment(experiment.name)
+        if exp is None:
+            location = None
+            if (db := sqlite_path(self.uri)) is not None:  # artifacts beside the store
+                root = (db.parent / "artifacts").absolute()
+                folder = (root / experiment.name).resolve()
+                if folder.parent != root.resolve():  # names are validated; never escape
+                    raise ConfigError([f"name {experiment.name!r}: not a plain folder name"])
+                location = folder.as_uri()
+            self.experiment_id = self.client.create_experiment(
+                experiment.name, artifact_location=location
+            )
+        else:
+            self.experiment_id = exp.experiment_id
+        if experiment.description:
+            self.client.set_experiment_tag(
+                self.experiment_id, names.MLFLOW_NOTE, experiment.description
+            )
+        # MLflow 3's UI opens GenAI pages for other kinds; this one is model training.
+        self.client.set_experiment_tag(
+            self.experiment_id, names.MLFLOW_EXPERIMENT_KIND, "custom_model_development"
+        )
+        self.save_view(self.experiment_id)  # the decay curves in one click (rnnlab.ui)
+
+    # ------------------------------------------------------------------ one trainer at a time
+    @_timed
+    def acquire(self, experiment: Experiment) -> int:
+        """Hold the experiment's lock (raises StoreBusy if a live process holds it); then
+        close sweep parent runs left RUNNING by dead processes as KILLED. Returns how many."""
+        lock = ExperimentLock(self.client, self.uri, self.experiment_id, experiment.name)
+        lock.acquire()
+        self._lock = lock
+        return self._close_dead_parents()
+
+    def _close_dead_parents(self) -> int:
+        """Sweep parent runs still RUNNING belong to dead processes (we hold the lock)."""
+        dead = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{names.TAG_ROLE}` = '{names.ROLE_SWEEP}' and attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        for r in dead:
+            self.client.set_terminated(r.info.run_id, "KILLED")
+        return len(dead)
+
+    @_timed
+    def release(self) -> None:
+        """Give the experiment's lock back (only if it is still ours)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # ------------------------------------------------------------------ runs
+    @_timed
+    def prior_runs(self) -> list[PriorRun]:
+        """Every live (not deleted) grid-point run already in the experiment."""
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], max_results=1000, page_token=token)
+            for r in page:
+                tags = r.data.tags
+                if names.TAG_RUN_KEY in tags:
+                    out.append(
+                        PriorRun(
+                            r.info.run_id,
+                            tags[names.TAG_RUN_KEY],
+                            tags.get(names.TAG_STATUS, ""),
+                            r.info.status,
+                            tags.get(names.TAG_HOST),
+                            tags.get(names.TAG_PID),
+                        )
+                    )
+            token = page.token
+            if not token:
+                return out
+
+    @_timed
+    def mark_killed(self, run_id: str) -> None:
+        """Close a run whose process died without closing it."""
+        self.client.set_tag(run_id, names.TAG_STATUS, "killed")
+        self.client.set_terminated(run_id, "KILLED")
+
+    @_timed
+    def supersede(self, run_id: str) -> None:
+        """Soft-delete a finished run that --rerun replaces (`mlflow runs restore` undoes it)."""
+        self.client.delete_run(run_id)
+
+    @_timed
+    def start_sweep(self, experiment: Experiment, n_runs: int) -> None:
+        """Open the parent run of this sweep invocation; child runs nest under it."""
+        tags = self._tags() | {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_GRID_SIZE: str(n_runs)}
+        name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.parent_id = self.client.create_run(
+            self.experiment_id, run_name=name, tags=tags
+        ).info.run_id
+        spec = experiment.model_dump(mode="json")
+        self.client.log_batch(
+            self.parent_id, params=[Param("sweep", yaml.safe_dump(spec["sweep"])[:6000])]
+        )
+        self.client.log_text(
+            self.parent_id, yaml.safe_dump(spec, sort_keys=False), "experiment.yaml"
+        )
+        self.client.log_dict(self.parent_id, _grid(spec), "grid.json")  # what `report` draws
+
+    @_timed
+    def start_run(
+        self, handle: int, run: RunConfig, name: str, tags: dict[str, str] | None = None
+    ) -> None:
+        tags = (
+            self._tags()
+            | (tags or {})
+            | {
+                names.TAG_RUN_KEY: run.run_key,
+                names.TAG_STATUS: "running",
+                names.TAG_HOST: socket.gethostname(),
+                names.TAG_PID: str(os.getpid()),
+            }
+        )
+        if color := ACTIVATION_COLORS.get(run.model.activation):  # the figures' colours in the UI
+            tags[names.MLFLOW_RUN_COLOR] = color
+        if self.parent_id:
+            tags[names.MLFLOW_PARENT_RUN] = self.parent_id
+        info = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info
+        params = [Param(k, str(v)) for k, v in run.params().items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(info.run_id, params=params[i : i + 100])
+        self._runs[handle] = _Run(info.run_id, run, name)
+
+    @_timed
+    def log(self, handle: int, m: Measurement) -> None:
+        r = self._runs[handle]
+        ts = int(time.time() * 1000)
+        r.metrics += [Metric(k, float(v), ts, m.step) for k, v in m.metrics.items()]
+        if m.profile is not None:
+            r.profiles.append((m.step, m.profile))
+        if len(r.metrics) >= MAX_BATCH:
+            self._flush(r)
+
+    def _flush(self, r: _Run) -> None:
+        for i in range(0, len(r.metrics), MAX_BATCH):
+            self.client.log_batch(r.run_id, metrics=r.metrics[i : i + MAX_BATCH])
+        r.metrics = []
+
+    @_timed
+    def end_run(
+        self, handle: int, status: str, error: str | None = None, step: int | None = None
+    ) -> str:
+        """Flush, store profiles and config, close the run (finished|diverged|failed|killed)."""
+        r = self._runs.pop(handle)
+        ts = int(time.time() * 1000)
+        if r.profiles:  # the decay curves, charted by the UI over the distance k
+            curves = (
+                (names.PROFILE_INIT, names.PROFILE_INIT_LOG10, r.profiles[0]),
+                (names.PROFILE_FINAL, names.PROFILE_FINAL_LOG10, r.profiles[-1]),
+            )
+            for key, log_key, (_, n) in curves:
+                back = np.asarray(n, dtype=np.float64)[::-1]  # n_{L−k} for k = 0, 1, …
+                r.metrics += [Metric(key, float(v), ts, k) for k, v in enumerate(back)]
+                # log10 n_{L−k}/n_L: straight lines on the UI's default linear axis; underflow
+                # (n = 0) and inf are left out, so a curve ends where the profile left range
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rel = np.log10(back / back[0])
+                r.metrics += [
+                    Metric(log_key, float(v), ts, k) for k, v in enumerate(rel) if np.isfinite(v)
+                ]
+        self._flush(r)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            frame = profile_frame(r.profiles)
+            frame.to_parquet(tmp / "profiles.parquet", index=False)
+            if r.profiles:  # a small figure the UI's artifact view shows inline
+                from rnnlab.report.figures.run_profile import run_profile_figure
+
+                run_profile_figure(frame, tmp / "profile.png", title=r.name)
+            (tmp / "config.yaml").write_text(
+                yaml.safe_dump(r.run.model_dump(mode="json"), sort_keys=False)
+            )
+            if error:
+                (tmp / "error.txt").write_text(error)
+            self.client.log_artifacts(r.run_id, str(tmp))
+        self.client.set_terminated(r.run_id, mlflow_status(status))  # closed first, then labelled:
+        if status == "diverged" and step is not None:  # a run tagged done is always closed
+            self.client.set_tag(r.run_id, names.TAG_DIVERGED_STEP, str(step))
+        self.client.set_tag(r.run_id, names.TAG_STATUS, status)
+        return r.run_id
+
+    def abandon(self, handle: int, error: str) -> None:
+        """Close a run as FAILED writing nothing else (its buffered metrics are dropped): for a
+        store that refuses writes, where closing is the one update that may still pass."""
+        r = self._runs.pop(handle)
+        try:
+            self.client.set_terminated(r.run_id, "FAILED")
+            self.client.set_tag(r.run_id, names.TAG_STATUS, "failed")
+        except Exception:
+            pass  # left RUNNING: the next sweep closes it as KILLED (its process is gone)
+
+    @_timed
+    def end_sweep(self, status: str, summary: dict[str, Any]) -> None:
+        if self.parent_id:
+            self.client.log_batch(
+                self.parent_id,
+                metrics=[
+                    Metric(names.sweep_metric(k), float(v), int(time.time() * 1000), 0)
+                    for k, v in summary.items()
+                ],
+            )
+            self.client.set_terminated(
+                self.parent_id, "FINISHED" if status == "finished" else status.upper()
+            )
+
+    def attach_report(self, run_id: str, folder: Path, markdown: str) -> None:
+        """A report's files as the run's ``report/`` artifacts, its report.md replaced by
+        ``markdown`` (the same text with images the UI can serve)."""
+        self.client.log_artifacts(run_id, str(folder), "report")
+        self.client.log_text(run_id, markdown, "report/report.md")
+
+    def runs_url(self) -> str:
+        """The experiment's runs page opened on the decay curves (rnnlab.ui): on the tracking
+        server, or under `make ui` for SQLite."""
+        return decay_url(ui_base(self.uri), self.experiment_id)
