@@ -45,11 +45,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from rnnlab.config.safeyaml import YAMLProblem, parse, read_yaml
+from rnnlab.model import activations, inits
 
 # Names of the registered components (see the module docstring for where each lives).
 TaskName = Literal["adding", "copy", "temporal_order", "permutation"]
-ActivationName = Literal["tanh", "relu", "sigmoid", "linear", "leaky_relu", "hardtanh"]
-InitName = Literal["default", "gaussian", "orthogonal", "identity", "np_rnn"]
+ActivationName = Literal.__getitem__(activations.NAMES)  # rnnlab.model.activations' table
+InitName = Literal.__getitem__(inits.NAMES)  # rnnlab.model.inits' table
 OptimizerName = Literal["sgd", "adam", "rmsprop"]
 
 

@@ -44,7 +44,7 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab import __version__
 from rnnlab.config import ConfigError, Experiment, RunConfig
-from rnnlab.style import ACTIVATION_COLORS
+from rnnlab.model.activations import ACTIVATION_COLORS
 from rnnlab.train import Measurement
 from rnnlab.ui import decay_url, save_view
 
