@@ -4,15 +4,15 @@ For each shape (T, B, H) it times a full training step — forward, backward, Ad
 
   (a) ``torch.nn.RNN`` (PyTorch's fused path; per-step gradients are not available),
   (b) the naive autograd loop with ``retain_grad`` on every h_t (``autograd_reference``),
-  (c) rnnlab's ``VanillaRNN`` with the full profile ‖∂L/∂h_t‖ recorded,
+  (c) rnnlab's ``Elman`` (one network, K = 1) with the full profile ‖∂L/∂h_t‖ recorded,
 
-each followed by the same linear readout on the last step and MSE loss. Contenders are run
+each followed by a linear readout on the last step (its own, for (c)) and MSE loss. Contenders are run
 interleaved (a, b, c, a, b, c, …) so drifts in machine load hit all alike; the medians are
 reported as ratios to (a). Also: (c)'s achieved GFLOP/s against a large-matmul peak measured
 in the same run, and the peak memory of one step of (a) and (c) (CUDA: the allocator's peak;
 CPU: the profiler's allocation timeline).
 
-Then ensembles (``rnnlab.model.elman``): eight networks trained one after another against the
+Then stacks (``rnnlab.model.elman.Elman`` with K members): eight networks trained one after another against the
 same eight as one stack, at a few shapes; and the sweep throughput: the wall time of the default
 sweep (``make sweep``, experiments/vanishing.yaml) run as a user runs it, each into a fresh
 store, with ``train.ensemble`` off, auto (the default) and 16 (every family stacked),
@@ -48,7 +48,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rnnlab.model.elman import ACTIVATIONS, VanillaRNN
+from rnnlab.model import activations
+from rnnlab.model.elman import Elman, MemberInit
 
 SHAPES = [(100, 64, 64), (1000, 32, 128), (1000, 64, 256), (5000, 16, 64)]
 CUDA_SHAPES = [*SHAPES, (1000, 1024, 1024)]
@@ -63,7 +64,7 @@ def autograd_reference(x, weight_ih, weight_hh, bias, activation: str) -> list[t
     contender (b) of the benchmark. Per-step inputs come from one ``unbind``: indexing a
     tensor inside the loop would make the backward pass O(T²).
     """
-    phi = ACTIVATIONS[activation].fn
+    phi = activations.get(activation).fn
     hs, h = [], None
     for x_t in x.unbind(0):
         z = torch.addmm(bias, x_t, weight_ih.T)
@@ -76,22 +77,29 @@ def autograd_reference(x, weight_ih, weight_hh, bias, activation: str) -> list[t
 
 
 class _Naive(nn.Module):
-    def __init__(self, rnn: VanillaRNN):
+    def __init__(self, model: Elman):
         super().__init__()
+        w = model.member(0)
         self.weight_ih, self.weight_hh, self.bias = (
-            nn.Parameter(p.detach().clone()) for p in (rnn.weight_ih, rnn.weight_hh, rnn.bias)
+            nn.Parameter(p.clone()) for p in (w.weight_ih, w.weight_hh, w.bias)
         )
 
     def forward(self, x):
         return autograd_reference(x, self.weight_ih, self.weight_hh, self.bias, "tanh")[-1]
 
 
+def _ours(H: int, device, output_size: int | None = 1) -> Elman:
+    """Contender (c): one tanh network (K = 1), W_hh = Q, with a readout of the last step."""
+    member = MemberInit("orthogonal", 1.0, torch.Generator().manual_seed(0))
+    return Elman(D, H, output_size, activation="tanh", members=[member]).to(device)
+
+
 def _contenders(T, B, H, device):
-    g = torch.Generator().manual_seed(0)
-    ours = VanillaRNN(D, H, "tanh", "orthogonal", 1.0, g).to(device)
+    ours = _ours(H, device)
     fused = nn.RNN(D, H, nonlinearity="tanh").to(device)
     naive = _Naive(ours).to(device)
-    readouts = {name: nn.Linear(H, 1).to(device) for name in "abc"}
+    readouts = {name: nn.Linear(H, 1).to(device) for name in "ab"}
+    readouts["c"] = nn.Identity()  # ours reads out itself
 
     def step_fn(name, model, last):
         params = list(model.parameters()) + list(readouts[name].parameters())
@@ -110,7 +118,7 @@ def _contenders(T, B, H, device):
     return {
         "a": step_fn("a", fused, lambda m, x: m(x)[0][-1]),
         "b": step_fn("b", naive, lambda m, x: m(x)),
-        "c": step_fn("c", ours, lambda m, x: m(x)[-1]),
+        "c": step_fn("c", ours, lambda m, x: m(x[None])[0, -1]),
     }
 
 
@@ -279,15 +287,13 @@ def time_kernels(T: int, B: int, H: int, device, repeats: int = 10) -> list[dict
     cuDNN."""
     from rnnlab.model.backends import triton_elman
 
-    g = torch.Generator().manual_seed(0)
-    ours = VanillaRNN(D, H, "tanh", "orthogonal", 1.0, g).to(device)
+    ours = _ours(H, device, output_size=None)
     fused = nn.RNN(D, H, nonlinearity="tanh").to(device)
     x = torch.rand(T, B, D, device=device)
     grad = torch.rand(T, B, H, device=device)
 
     def run(model):
-        out = model(x)
-        out = out[0] if isinstance(out, tuple) else out
+        out = model.hidden(x[None])[0] if model is ours else model(x)[0]
         out.backward(grad)
 
     def with_backend(name, tile=""):

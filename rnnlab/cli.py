@@ -420,7 +420,7 @@ def medians_table(grid: list[RunConfig], finals: dict, swept: list[str], rows: i
 
     header = [k.rsplit(".", 1)[-1] for k in keys] + ["runs", "loss ratio (range)", "slope/step"]
     lines = []
-    from rnnlab.style import activation_rank
+    from rnnlab.model.activations import activation_rank
 
     def order(cond: tuple) -> list:  # numbers by value, activations in the figures' order
         return [

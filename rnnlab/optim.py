@@ -1,6 +1,6 @@
 """Optimizers for a stack of K networks, each member with its own learning rate.
 
-Parameters carry a leading member dimension K (``rnnlab.model.elman``); ``lr`` is a (K,) tensor.
+Parameters carry a leading member dimension K (``rnnlab.model.elman.Elman``); ``lr`` is a (K,) tensor.
 The updates are PyTorch's (``torch.optim.SGD``, ``Adam``, ``RMSprop`` with their default
 hyper-parameters; tested against them) written as plain elementwise tensor ops, so that:
 
@@ -13,7 +13,7 @@ hyper-parameters; tested against them) written as plain elementwise tensor ops, 
 
     opt = make_optimizer("adam", params, momentum=0.0)
     opt.step(lr)              # lr: (K,) float64 tensor, one learning rate per member
-    opt.keep([0, 2])          # drop member 1's state (the parameters are re-indexed by the caller)
+    opt.keep([0, 2], params)  # keep members 0 and 2: their state, their shrunk parameters
 """
 
 from __future__ import annotations
@@ -32,13 +32,11 @@ class StackOptimizer:
         self.steps = 0
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
 
-    def set_params(self, params: list[torch.nn.Parameter]) -> None:
-        """Point at new parameter tensors of the same (possibly smaller) stack."""
-        self.params = list(params)
-
     @torch.no_grad()
-    def keep(self, positions: list[int]) -> None:
-        """Keep the state of the members at ``positions`` only."""
+    def keep(self, positions: list[int], params: list[torch.nn.Parameter]) -> None:
+        """Keep the state of the members at ``positions`` only, for ``params``: the same
+        parameters, shrunk to those members (``Elman.keep``)."""
+        self.params = list(params)
         self.state = [{k: v[positions] for k, v in s.items()} for s in self.state]
 
     @torch.no_grad()

@@ -2,17 +2,17 @@
 
 ``train(run)`` is a generator of :class:`Measurement` — one per training step s = 0..steps.
 It is ``train_ensemble([run])``: the same loop trains several runs as one stacked model
-(``rnnlab.model.elman``), yielding (member, measurement) pairs with each member's numbers as if
-it trained alone.
+(``rnnlab.model.elman.Elman``, K members), yielding (member, measurement) pairs with each
+member's numbers as if it trained alone.
 Measurement s is taken on step s's batch *before* its update (so step 0 describes the network
 at initialisation); the last one (s = steps) is taken after the final update and makes no
 update. Every ``probe.every`` steps, and at the first and last, it also carries the gradient
 profile n_t (see ``rnnlab.measure.probes``), parameter gradient norms, the W_hh spectrum and
 held-out evaluation.
 
-Metrics (every step): ``train/loss``, ``train/accuracy`` (classification tasks), ``grad/norm``
-(global gradient norm before clipping), and with ``train.clip_norm`` set, ``grad/clipped`` (1 if
-clipping fired).
+Metrics (named in ``rnnlab.measure.names``), every step: ``train/loss``,
+``train/accuracy`` (classification tasks), ``grad/norm`` (global gradient norm before
+clipping), and with ``train.clip_norm`` set, ``grad/clipped`` (1 if clipping fired).
 Probe steps add: ``eval/loss``, ``eval/accuracy``, ``eval/loss_ratio`` (eval loss / the task's
 baseline), ``grad/<parameter>``, ``weights/W_hh_radius``, ``weights/W_hh_sigma_max``,
 ``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``, ``grad_h/underflow``.
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from rnnlab.config import RunConfig
-from rnnlab.measure import probes, theory
-from rnnlab.model.elman import Ensemble, RNNModel, aligned, check_reproducible, stack
+from rnnlab.measure import names, probes, theory
+from rnnlab.model.elman import Elman, MemberInit, aligned, check_reproducible, stack
 from rnnlab.optim import OPTIMIZERS
 from rnnlab.tasks import Task, make_task
 
@@ -73,24 +73,21 @@ def stream(seed: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def build(
-    run: RunConfig, device: torch.device | None = None, task: Task | None = None
-) -> tuple[Task, RNNModel]:
-    """The task and the freshly initialised model of a run config."""
-    task = task or make_task(**run.task.model_dump())
-    m = run.model
-    model = RNNModel(
+def build(runs: list[RunConfig], device: torch.device | None = None) -> tuple[Task, Elman]:
+    """The task and the freshly initialised model of runs that share an ``ensemble_key``: one
+    member per run, each initialised from its own seed's stream as if it were alone."""
+    first = runs[0]
+    task = make_task(**first.task.model_dump())
+    model = Elman(
         task.input_size,
-        m.hidden_size,
+        first.model.hidden_size,
         task.output_size,
         task.readout,
-        activation=m.activation,
-        init=m.init,
-        gain=m.gain,
-        generator=stream(run.seed, "init"),
-        dtype=getattr(torch, run.train.dtype),
+        activation=first.model.activation,
+        members=[MemberInit(r.model.init, r.model.gain, stream(r.seed, "init")) for r in runs],
+        dtype=getattr(torch, first.train.dtype),
     )
-    return task, model.to(device or resolve_device(run.train.device))
+    return task, model.to(device or resolve_device(first.train.device))
 
 
 def train(run: RunConfig) -> Iterator[Measurement]:
@@ -141,15 +138,10 @@ waiting for it every step; on a CPU it changes nothing."""
 def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, Measurement]]:
     cfg = runs[0].train  # the shared settings
     dtype = getattr(torch, cfg.dtype)
-    task = make_task(**runs[0].task.model_dump())
-    model = Ensemble([build(r, device, task)[1] for r in runs])
+    task, model = build(runs, device)
     optimizer = OPTIMIZERS[cfg.optimizer](list(model.parameters()), momentum=cfg.momentum)
     batches = [stream(r.seed, "train") for r in runs]
-    eval_streams = [stream(r.seed, "eval") for r in runs]
-    eval_set = [  # chunks of the fixed held-out set, stacked over the members
-        _stack([task.sample(n, g) for g in eval_streams], device, dtype)
-        for n in _chunks(cfg.eval_size, cfg.batch_size)
-    ]
+    held_out = HeldOut.draw(task, [stream(r.seed, "eval") for r in runs], cfg, device, dtype)
     active = list(range(len(runs)))  # index into runs of each member still in the stack
     # Per-member settings as (K,) float64 tensors on the device, shrunk with the stack.
     inf = math.inf
@@ -175,19 +167,19 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
         norm = _norms(torch.cat([p.grad.flatten(1) for p in params.values()], 1))
         lr, clip, threshold = settings.unbind(1)
         wide = norm.detach().double()
-        values = {"train/loss": loss.detach(), "grad/norm": norm}
+        values = {names.TRAIN_LOSS: loss.detach(), names.GRAD_NORM: norm}
         if task.classification:
-            values["train/accuracy"] = _per_member(
+            values[names.TRAIN_ACCURACY] = _per_member(
                 lambda o, t: task.accuracy(o, t).mean(), out.detach(), y
             )
         if clipping:
-            values["grad/clipped"] = wide > clip  # clip = inf where clip_norm is null
+            values[names.GRAD_CLIPPED] = wide > clip  # clip = inf where clip_norm is null
         diverged = ~torch.isfinite(loss.detach()) | ~torch.isfinite(norm) | (wide > threshold)
-        values["diverged"] = diverged
+        values[DIVERGED] = diverged
         probe = None
         if probing:  # ‖∂L/∂θ‖₂ per parameter and member, and the full profile
-            values |= {f"grad/{n.removeprefix('rnn.')}": _norms(p.grad) for n, p in params.items()}
-            probe = _probe(task, model, eval_set, step, last, cfg.batch_size)
+            values |= {names.grad_param(n): _norms(p.grad) for n, p in params.items()}
+            probe = _probe(task, model, held_out, step, last, cfg.batch_size)
         pending.append((step, list(active), values, probe))
 
         if probing or len(pending) >= SYNC_EVERY:
@@ -199,9 +191,8 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
             if len(kept) < len(active):  # drop the diverged: they stop, the others go on
                 active = [active[j] for j in kept]
                 model.keep(kept)
-                optimizer.keep(kept)
-                optimizer.set_params(list(model.parameters()))
-                eval_set = [(ex[kept], ey[kept]) for ex, ey in eval_set]
+                optimizer.keep(kept, list(model.parameters()))
+                held_out.keep(kept)
                 settings = settings[kept]
                 lr, clip, threshold = settings.unbind(1)
                 wide, diverged = wide[kept], diverged[kept]
@@ -215,22 +206,29 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
         optimizer.step(torch.where(diverged, 0.0, lr))
 
 
-def _probe(task, model: Ensemble, eval_set, step: int, last: bool, batch_size: int) -> list:
+DIVERGED = "diverged"
+"""The divergence flag's slot among a step's values (not a metric: ``Measurement.diverged``)."""
+THEORY_INPUTS = 16
+"""Held-out sequences the theory's predictions and Lyapunov exponents are taken along."""
+
+
+def _probe(task, model: Elman, held_out: HeldOut, step: int, last: bool, batch_size: int) -> list:
     """Per member at a probe step: (profile n_t, its metrics) — the gradient profile's
     summary, the W_hh spectrum, held-out evaluation, and at the first and last probe the
     theory beside it (a probe step syncs with the device anyway)."""
     profiles = probes.gradient_profile(model.hidden_grad_norms, batch_size)
-    evals = evaluate(task, model, eval_set)
+    evals = evaluate(task, model, held_out)
     out = []
-    for j, profile in enumerate(profiles):
+    for k, profile in enumerate(profiles):
+        member = model.member(k)
         m = probes.profile_summary(profile)
-        m |= probes.spectrum(model.rnn["weight_hh"][j])
-        m |= evals[j]
+        m |= probes.spectrum(member.weight_hh)
+        m |= evals[k]
         if step == 0 or last:  # theory beside measurement: first and last probe
-            member, x_dyn = model.member(j), eval_set[0][0][j][:, :16]  # 16 held-out inputs
+            x = held_out.inputs(k, THEORY_INPUTS)
             if step == 0:
-                m |= theory.run_predictions(member, x_dyn)
-            m["dyn/lyapunov_max"] = theory.lyapunov_max(member, x_dyn)
+                m |= theory.run_predictions(member, x)
+            m[names.LYAPUNOV_MAX] = theory.lyapunov_max(member, x)
         out.append((profile.numpy(), m))
     return out
 
@@ -254,14 +252,14 @@ def _sync(pending: list, runs: list[RunConfig]):
         for j, k in enumerate(active):
             if k in dropped:
                 continue
-            m = {name: column[j] for name, column in table.items() if name != "diverged"}
+            m = {name: column[j] for name, column in table.items() if name != DIVERGED}
             if runs[k].train.clip_norm is None:
-                m.pop("grad/clipped", None)
+                m.pop(names.GRAD_CLIPPED, None)
             profile = None
             if probe is not None:
                 profile, extra = probe[j]
                 m |= extra
-            diverged = bool(table["diverged"][j])
+            diverged = bool(table[DIVERGED][j])
             yield k, Measurement(step, m, profile, diverged)
             if diverged:
                 dropped.add(k)
@@ -291,12 +289,36 @@ def _scale_members(grads: list[torch.Tensor], scale: torch.Tensor) -> None:
         g.mul_(s.view(-1, *[1] * (g.dim() - 1)))
 
 
+@dataclass
+class HeldOut:
+    """Each member's fixed held-out set, in chunks of at most ``batch_size`` sequences stacked
+    over the members: a list of (x (K, L, b, D), y (K, S, b, …)) on the device."""
+
+    chunks: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @classmethod
+    def draw(cls, task: Task, streams: list[torch.Generator], cfg, device, dtype) -> HeldOut:
+        """``cfg.eval_size`` sequences per member, drawn from its own stream."""
+        sizes = [
+            min(cfg.batch_size, cfg.eval_size - i) for i in range(0, cfg.eval_size, cfg.batch_size)
+        ]
+        return cls([_stack([task.sample(n, g) for g in streams], device, dtype) for n in sizes])
+
+    def inputs(self, k: int, n: int) -> torch.Tensor:
+        """Member k's first n held-out input sequences, x (L, n, D)."""
+        return self.chunks[0][0][k][:, :n]
+
+    def keep(self, positions: list[int]) -> None:
+        """Keep the members at ``positions`` (as ``Elman.keep``)."""
+        self.chunks = [(x[positions], y[positions]) for x, y in self.chunks]
+
+
 @torch.no_grad()
-def evaluate(task: Task, model: Ensemble, eval_set: list) -> list[dict[str, float]]:
+def evaluate(task: Task, model: Elman, held_out: HeldOut) -> list[dict[str, float]]:
     """Per member: mean loss (and accuracy) over its fixed held-out set; loss_ratio = loss /
     baseline."""
     losses, accs = [], []
-    for x, y in eval_set:
+    for x, y in held_out.chunks:
         out = model(x)
         losses.append(_per_member(task.loss, out, y))  # (K, B)
         if task.classification:
@@ -309,15 +331,11 @@ def evaluate(task: Task, model: Ensemble, eval_set: list) -> list[dict[str, floa
     )
     out = []
     for k, value in enumerate(loss):
-        metrics = {"eval/loss": value, "eval/loss_ratio": value / task.baseline}
+        metrics = {names.EVAL_LOSS: value, names.EVAL_LOSS_RATIO: value / task.baseline}
         if acc is not None:
-            metrics["eval/accuracy"] = acc[k]
+            metrics[names.EVAL_ACCURACY] = acc[k]
         out.append(metrics)
     return out
-
-
-def _chunks(total: int, size: int) -> list[int]:
-    return [min(size, total - i) for i in range(0, total, size)]
 
 
 def _stack(batches: list, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:

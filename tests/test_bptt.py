@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from rnnlab.bench import autograd_reference
+from rnnlab.model.activations import ACTIVATIONS
 from rnnlab.model.backends import cpp as _ext
-from rnnlab.model.elman import ACTIVATIONS, VanillaRNN, _ElmanBPTT
+from rnnlab.model.elman import Elman, MemberInit, _ElmanBPTT
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
@@ -22,6 +23,19 @@ def loops(request, monkeypatch):
     return request.param
 
 
+def one_network(D, H, activation="tanh", gain=1.2, g=None, dtype=torch.float32) -> Elman:
+    """A stack of one (K = 1), no readout, W_hh gaussian at ``gain``."""
+    return Elman(
+        D, H, activation=activation, members=[MemberInit("gaussian", gain, g)], dtype=dtype
+    )
+
+
+def weights_of(rnn: Elman) -> list[torch.Tensor]:
+    """Its (only) member's W_xh, W_hh, b as fresh 2-D leaves."""
+    w = rnn.member(0)
+    return [p.clone().requires_grad_() for p in (w.weight_ih, w.weight_hh, w.bias)]
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     scale = b.norm()
     return float((a - b).norm() / scale) if scale > 0 else float(a.norm())
@@ -29,7 +43,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def both_paths(activation, T, dtype, every_step, B=5, D=3, H=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    rnn = VanillaRNN(D, H, activation, "gaussian", 1.2, g, dtype)
+    rnn = one_network(D, H, activation, 1.2, g, dtype)
     with torch.no_grad():
         rnn.bias.normal_(0, 0.3, generator=g)
     x = torch.randn(T, B, D, dtype=dtype, generator=g)
@@ -41,10 +55,11 @@ def both_paths(activation, T, dtype, every_step, B=5, D=3, H=16, seed=0):
         return ((hs * weights).sum(-1) ** 2).sum() + (hs * weights).sum()
 
     xa = x.clone().requires_grad_()
-    loss_of(rnn(xa)).backward()
-    fused = [rnn.weight_ih.grad, rnn.weight_hh.grad, rnn.bias.grad, xa.grad, rnn.hidden_grad_norms]
+    loss_of(rnn.hidden(xa[None])[0]).backward()
+    fused = [rnn.weight_ih.grad[0], rnn.weight_hh.grad[0], rnn.bias.grad[0], xa.grad]
+    fused.append(rnn.hidden_grad_norms[0])
 
-    params = [p.detach().clone().requires_grad_() for p in (rnn.weight_ih, rnn.weight_hh, rnn.bias)]
+    params = weights_of(rnn)
     xb = x.clone().requires_grad_()
     hs = autograd_reference(xb, *params, activation)
     loss_of(torch.stack(hs)).backward()
@@ -71,19 +86,19 @@ def test_gradients_and_profile_equal_autograd(activation, T, every_step, dtype):
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_gradcheck(activation):
     g = torch.Generator().manual_seed(1)
-    rnn = VanillaRNN(2, 4, activation, "gaussian", 0.9, g, torch.float64)
+    rnn = one_network(2, 4, activation, 0.9, g, torch.float64)
     x = torch.randn(6, 3, 2, dtype=torch.float64, generator=g, requires_grad=True)
-    params = [p.detach().clone().requires_grad_() for p in (rnn.weight_ih, rnn.weight_hh, rnn.bias)]
+    params = weights_of(rnn)
     assert torch.autograd.gradcheck(lambda *a: _ElmanBPTT.apply(*a, activation, None), (x, *params))
 
 
 def test_recording_can_be_switched_off_and_is_reset_each_forward():
-    rnn = VanillaRNN(2, 4)
-    x = torch.randn(5, 3, 2)
-    rnn(x).sum().backward()
-    assert rnn.hidden_grad_norms.shape == (5, 3)
+    rnn = Elman(2, 4)
+    x = torch.randn(1, 5, 3, 2)
+    rnn.hidden(x).sum().backward()
+    assert rnn.hidden_grad_norms.shape == (1, 5, 3)
     rnn.record_hidden_grads = False
-    rnn(x).sum().backward()
+    rnn.hidden(x).sum().backward()
     assert rnn.hidden_grad_norms is None
 
 
@@ -91,11 +106,24 @@ def test_recording_can_be_switched_off_and_is_reset_each_forward():
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_cuda_matches_cpu(activation):
     g = torch.Generator().manual_seed(0)
-    rnn = VanillaRNN(3, 16, activation, "gaussian", 1.2, g, torch.float64)
-    x = torch.randn(57, 5, 3, dtype=torch.float64, generator=g)
-    rnn(x).square().sum().backward()
+    rnn = one_network(3, 16, activation, 1.2, g, torch.float64)
+    x = torch.randn(1, 57, 5, 3, dtype=torch.float64, generator=g)
+    rnn.hidden(x).square().sum().backward()
     cpu = [rnn.weight_hh.grad.clone(), rnn.hidden_grad_norms]
     rnn.zero_grad()
-    rnn.cuda()(x.cuda()).square().sum().backward()
+    rnn.cuda().hidden(x.cuda()).square().sum().backward()
     for a, b in zip([rnn.weight_hh.grad, rnn.hidden_grad_norms], cpu, strict=True):
         assert a.is_cuda and rel_err(a.cpu(), b) < 1e-10
+
+
+def test_precompiling_the_loops_runs_the_module_once():
+    """``make install`` runs ``python -m rnnlab.model.backends.cpp``: the package must not have
+    imported it already (runpy's RuntimeWarning)."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"RNNLAB_PURE_PYTHON": "1"}  # no build: only the import matters here
+    cmd = [sys.executable, "-W", "error::RuntimeWarning", "-m", "rnnlab.model.backends.cpp"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "RuntimeWarning" not in done.stderr, done.stderr

@@ -7,11 +7,12 @@ import signal
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rnnlab.bench import autograd_reference
 from rnnlab.config import Experiment, RunConfig
+from rnnlab.model.activations import ACTIVATIONS
 from rnnlab.model.backends import cpp as _ext
-from rnnlab.model.elman import ACTIVATIONS, Ensemble
 from rnnlab.run.schedule import AUTO_MEMORY, CPU_SMALL_OP, group_limit, groups
 from rnnlab.run.sweep import run_sweep
 from rnnlab.track import MemoryTracker
@@ -97,24 +98,39 @@ def test_stacked_gradients_and_profiles_equal_autograd_per_member(activation, lo
         cfg(seed=s, model={"activation": activation, "init": init, "gain": gain})
         for s, (init, gain) in enumerate([("orthogonal", 1.1), ("gaussian", 1.4), ("default", 0.7)])
     ]
-    members = [build(r)[1] for r in runs]
-    ens = Ensemble(members)
+    ens = build(runs)[1]
+    alone = [build([r])[1] for r in runs]  # each member built by itself: the same draws
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 12, 5, 2, dtype=torch.float64, generator=g)
     w = torch.randn(3, 1, 5, 1, dtype=torch.float64, generator=g)
     (ens(x) * w).pow(2).sum().backward()
-    for k, model in enumerate(members):
-        rnn = model.rnn
-        params = [
-            p.detach().clone().requires_grad_() for p in (rnn.weight_ih, rnn.weight_hh, rnn.bias)
-        ]
+    for k, model in enumerate(alone):
+        m = model.member(0)
+        params = [p.clone().requires_grad_() for p in (m.weight_ih, m.weight_hh, m.bias)]
         hs = autograd_reference(x[k], *params, activation)
-        (model.readout(hs[-1]).unsqueeze(0) * w[k]).pow(2).sum().backward()
-        got = [ens.rnn[n].grad[k] for n in ("weight_ih", "weight_hh", "bias")]
+        readout = F.linear(hs[-1], model.readout["weight"][0], model.readout["bias"][0])
+        (readout.unsqueeze(0) * w[k]).pow(2).sum().backward()
+        got = [ens.get_parameter(n).grad[k] for n in ("weight_ih", "weight_hh", "bias")]
         for a, b in zip(got, [p.grad for p in params], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
         norms = torch.stack([h.grad for h in hs]).norm(dim=-1)
         torch.testing.assert_close(ens.hidden_grad_norms[k], norms, rtol=1e-10, atol=1e-14)
+
+
+def test_keep_shrinks_the_stack_and_member_reads_one():
+    runs = [cfg(seed=s, model={"gain": 1.0 + 0.1 * s}) for s in range(3)]
+    model = build(runs)[1]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x = torch.randn(3, 12, 2, 2, dtype=torch.float64)
+    model(x).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.keep([0, 2])
+    assert model.num_members == 2 and model(x[[0, 2]]).shape == (2, 1, 2, 1)
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[n][[0, 2]]) and torch.equal(p.grad, grads[n][[0, 2]])
+    w = model.member(1)  # was member 2
+    assert torch.equal(w.weight_hh, before["weight_hh"][2]) and w.activation == "tanh"
+    assert [n for n, _ in model.named_parameters()] == list(before)  # the order is kept
 
 
 # ------------------------------------------------------------- training, end to end

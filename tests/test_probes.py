@@ -7,28 +7,26 @@ import pytest
 import torch
 
 from rnnlab.measure import probes
-from rnnlab.model.elman import RNNModel
+from rnnlab.model.elman import Elman, MemberInit
 from rnnlab.tasks import make_task
 
 
 def model_for(task, activation, init="gaussian", gain=1.2, H=16, seed=0):
-    return RNNModel(
+    return Elman(
         task.input_size,
         H,
         task.output_size,
         task.readout,
         activation=activation,
-        init=init,
-        gain=gain,
-        generator=torch.Generator().manual_seed(seed),
+        members=[MemberInit(init, gain, torch.Generator().manual_seed(seed))],
         dtype=torch.float64,
     )
 
 
 def measured_profile(model, task, x, y):
-    loss = task.loss(model(x), y).mean()
+    loss = task.loss(model(x[None])[0], y).mean()
     loss.backward()
-    return probes.gradient_profile(model.rnn.hidden_grad_norms, x.shape[1]).numpy()
+    return probes.gradient_profile(model.hidden_grad_norms[0], x.shape[1]).numpy()
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "linear"])
@@ -40,9 +38,10 @@ def test_profile_matches_manual_bptt_float64(activation):
     x, y = x.double(), y.double()
     n = measured_profile(model, task, x, y)
 
-    W_ih, W_hh = model.rnn.weight_ih.detach().numpy(), model.rnn.weight_hh.detach().numpy()
-    b = model.rnn.bias.detach().numpy()
-    w_out, b_out = model.readout.weight.detach().numpy()[0], model.readout.bias.detach().numpy()[0]
+    w = model.member(0)
+    W_ih, W_hh, b = w.weight_ih.numpy(), w.weight_hh.numpy(), w.bias.numpy()
+    w_out = model.readout["weight"][0].detach().numpy()[0]
+    b_out = model.readout["bias"][0].detach().numpy()[0]
     phi = {
         "tanh": np.tanh,
         "relu": lambda z: np.maximum(z, 0),
@@ -80,14 +79,15 @@ def test_profile_with_loss_on_every_step_matches_per_sequence_autograd():
     x, y = task.sample(5, torch.Generator().manual_seed(2))
     x = x.double()
     n = measured_profile(model, task, x, y)
-    rnn = model.rnn
+    W_ih, W_hh, b = model.weight_ih[0], model.weight_hh[0], model.bias[0]  # graph leaves' views
+    readout = model.readout["weight"][0], model.readout["bias"][0]
     expected = np.zeros(task.length)
     for bi in range(5):
         h, hs = torch.zeros(1, 16, dtype=torch.float64), []
         for t in range(task.length):
-            h = torch.tanh(x[t, bi : bi + 1] @ rnn.weight_ih.T + h @ rnn.weight_hh.T + rnn.bias)
+            h = torch.tanh(x[t, bi : bi + 1] @ W_ih.T + h @ W_hh.T + b)
             hs.append(h)
-        out = model.readout(torch.stack(hs))
+        out = torch.nn.functional.linear(torch.stack(hs), *readout)
         loss_b = task.loss(out, y[:, bi : bi + 1]).sum()
         grads = torch.autograd.grad(loss_b, hs)
         expected += np.array([g.norm().item() for g in grads]) / 5
@@ -130,7 +130,7 @@ def test_spectrum():
 def test_recording_off_gives_none():
     task = make_task("adding", 5)
     model = model_for(task, "tanh")
-    model.rnn.record_hidden_grads = False
+    model.record_hidden_grads = False
     x, y = task.sample(2, torch.Generator().manual_seed(0))
-    task.loss(model(x.double()), y.double()).mean().backward()
-    assert model.rnn.hidden_grad_norms is None
+    task.loss(model(x.double()[None])[0], y.double()).mean().backward()
+    assert model.hidden_grad_norms is None

@@ -290,7 +290,7 @@ def test_the_ui_view_and_its_metrics_are_logged(swept):
 
     from mlflow.tracking import MlflowClient
 
-    from rnnlab.style import ACTIVATION_COLORS
+    from rnnlab.model.activations import ACTIVATION_COLORS
     from rnnlab.ui import TAG
 
     tmp, store = swept

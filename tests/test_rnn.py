@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from rnnlab import config
-from rnnlab.model.elman import ACTIVATIONS, INITS, VanillaRNN
+from rnnlab.model.activations import ACTIVATIONS
+from rnnlab.model.elman import Elman, MemberInit
+from rnnlab.model.inits import INITS
 from rnnlab.train import OPTIMIZERS
 
 
@@ -17,30 +19,25 @@ def test_registries_match_config_names():
 
 
 def rnn(init, gain, H=128, seed=0):
-    return VanillaRNN(
-        3,
-        H,
-        init=init,
-        gain=gain,
-        generator=torch.Generator().manual_seed(seed),
-        dtype=torch.float64,
-    )
+    """One network (K = 1) with W_hh initialised by ``init``."""
+    member = MemberInit(init, gain, torch.Generator().manual_seed(seed))
+    return Elman(3, H, members=[member], dtype=torch.float64)
 
 
 @pytest.mark.parametrize("gain", [0.5, 1.0, 1.7])
 def test_orthogonal_is_gain_times_orthogonal(gain):
-    w = rnn("orthogonal", gain).weight_hh.detach()
+    w = rnn("orthogonal", gain).weight_hh[0].detach()
     assert torch.allclose(w @ w.T, gain**2 * torch.eye(128, dtype=w.dtype), atol=1e-10)
 
 
 def test_identity():
-    w = rnn("identity", 0.9, H=16).weight_hh.detach()
+    w = rnn("identity", 0.9, H=16).weight_hh[0].detach()
     assert torch.equal(w, 0.9 * torch.eye(16, dtype=w.dtype))
 
 
 @pytest.mark.parametrize("gain", [1.0, 0.8])
 def test_np_rnn_top_eigenvalue_is_gain(gain):
-    w = rnn("np_rnn", gain).weight_hh.detach()
+    w = rnn("np_rnn", gain).weight_hh[0].detach()
     assert torch.allclose(w, w.T)  # symmetric positive semi-definite
     eig = torch.linalg.eigvalsh(w)
     assert eig[-1].item() == pytest.approx(gain, abs=1e-12) and eig[0] > -1e-12
@@ -48,7 +45,7 @@ def test_np_rnn_top_eigenvalue_is_gain(gain):
 
 def test_gaussian_variance():
     H, gain = 512, 1.5
-    w = rnn("gaussian", gain, H=H).weight_hh.detach()
+    w = rnn("gaussian", gain, H=H).weight_hh[0].detach()
     var = w.var().item()
     # sample variance of H² normal draws: relative std ≈ sqrt(2/H²) ≈ 0.3%
     assert var == pytest.approx(gain**2 / H, rel=0.02) and abs(w.mean().item()) < 3 * gain / H**1.5
@@ -56,14 +53,16 @@ def test_gaussian_variance():
 
 def test_default_uniform_bound():
     H = 64
-    w = rnn("default", 2.0, H=H).weight_hh.detach()
+    w = rnn("default", 2.0, H=H).weight_hh[0].detach()
     assert w.abs().max() <= 2.0 / H**0.5 and w.abs().max() > 0.95 * 2.0 / H**0.5
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_forward_matches_plain_loop(activation):
     torch.manual_seed(0)
-    m = VanillaRNN(3, 8, activation=activation, init="gaussian", gain=1.3, dtype=torch.float64)
+    m = Elman(
+        3, 8, activation=activation, members=[MemberInit("gaussian", 1.3)], dtype=torch.float64
+    )
     with torch.no_grad():
         m.bias.normal_()
     x = torch.randn(11, 4, 3, dtype=torch.float64)
@@ -78,13 +77,15 @@ def test_forward_matches_plain_loop(activation):
     h = torch.zeros(4, 8, dtype=torch.float64)
     expected = []
     for t in range(11):
-        h = reference(x[t] @ m.weight_ih.T + h @ m.weight_hh.T + m.bias)
+        h = reference(x[t] @ m.weight_ih[0].T + h @ m.weight_hh[0].T + m.bias[0])
         expected.append(h)
-    assert torch.allclose(m(x), torch.stack(expected), atol=1e-12)
+    assert torch.allclose(m.hidden(x[None])[0], torch.stack(expected), atol=1e-12)
 
 
 def test_same_generator_same_init_and_unknown_names():
     a, b = rnn("gaussian", 1.0, seed=3), rnn("gaussian", 1.0, seed=3)
     assert torch.equal(a.weight_hh, b.weight_hh) and torch.equal(a.weight_ih, b.weight_ih)
     with pytest.raises(ValueError, match="expected one of"):
-        VanillaRNN(2, 4, activation="tanhh")
+        Elman(2, 4, activation="tanhh")
+    with pytest.raises(ValueError, match="expected one of"):
+        Elman(2, 4, members=[MemberInit("orthogonl")])

@@ -11,13 +11,19 @@ from conftest import cli
 from scipy import integrate
 
 from rnnlab.measure import probes, theory
-from rnnlab.model.elman import ACTIVATIONS, RNNModel, VanillaRNN
+from rnnlab.model.activations import ACTIVATIONS
+from rnnlab.model.elman import Elman, MemberInit
+
+
+def one_network(D, H, activation, init, g, gen, dtype=torch.float32) -> Elman:
+    """A stack of one (K = 1) without readout."""
+    return Elman(D, H, activation=activation, members=[MemberInit(init, g, gen)], dtype=dtype)
 
 
 def measured_slope(rnn, x, readout):
-    hs = rnn(x)
+    hs = rnn.hidden(x[None])[0]
     ((hs[-1] @ readout) ** 2).mean().backward()
-    return probes.profile_summary(probes.gradient_profile(rnn.hidden_grad_norms, x.shape[1]))[
+    return probes.profile_summary(probes.gradient_profile(rnn.hidden_grad_norms[0], x.shape[1]))[
         "grad_h/slope"
     ]
 
@@ -25,14 +31,15 @@ def measured_slope(rnn, x, readout):
 @pytest.mark.parametrize("g", [0.8, 1.0, 1.25])
 def test_linear_scaled_orthogonal_measured_predicted_and_lyapunov_all_equal_ln_g(g):
     gen = torch.Generator().manual_seed(0)
-    rnn = VanillaRNN(3, 32, "linear", "orthogonal", g, gen, torch.float64)
+    rnn = one_network(3, 32, "linear", "orthogonal", g, gen, torch.float64)
     x = torch.randn(60, 4, 3, dtype=torch.float64, generator=gen)
     measured = measured_slope(rnn, x, torch.randn(32, dtype=torch.float64, generator=gen))
-    sw = math.sqrt(float(rnn.weight_hh.detach().pow(2).sum() / 32))
+    w = rnn.member(0)
+    sw = math.sqrt(float(w.weight_hh.pow(2).sum() / 32))
     predicted = theory.mean_field("linear", sw).slope
     with torch.no_grad():
-        u = x @ rnn.weight_ih.T + rnn.bias
-    lyap = theory.lyapunov_spectrum(rnn.weight_hh, u, "linear", k=4)
+        u = x @ w.weight_ih.T + w.bias
+    lyap = theory.lyapunov_spectrum(w.weight_hh, u, "linear", k=4)
     for value in (measured, predicted, *lyap.tolist()):
         assert value == pytest.approx(math.log(g), abs=1e-6)
 
@@ -42,13 +49,13 @@ def test_tanh_gaussian_measured_slope_matches_mean_field(g):
     """H = 512, T = 200, no input after a random initial kick (so activity sits at q*)."""
     H, T, B = 512, 200, 4
     gen = torch.Generator().manual_seed(0)
-    rnn = VanillaRNN(H, H, "tanh", "gaussian", g, gen, torch.float64)
+    rnn = one_network(H, H, "tanh", "gaussian", g, gen, torch.float64)
     with torch.no_grad():
-        rnn.weight_ih.copy_(torch.eye(H, dtype=torch.float64))
+        rnn.weight_ih[0].copy_(torch.eye(H, dtype=torch.float64))
     x = torch.zeros(T, B, H, dtype=torch.float64)
     x[0] = torch.randn(B, H, dtype=torch.float64, generator=gen)
     measured = measured_slope(rnn, x, torch.randn(H, dtype=torch.float64, generator=gen))
-    sw = math.sqrt(float(rnn.weight_hh.detach().pow(2).sum() / H))
+    sw = math.sqrt(float(rnn.weight_hh[0].detach().pow(2).sum() / H))
     assert measured == pytest.approx(theory.mean_field("tanh", sw).slope, abs=0.03)
 
 
@@ -94,7 +101,7 @@ def qr_per_step_reference(weight_hh, u, activation, k, transient=None):
 
 
 def reference_lyapunov_max(model, x):
-    rnn = model.rnn
+    rnn = model.member(0)
     with torch.no_grad():
         u = torch.addmm(rnn.bias, x.flatten(0, 1), rnn.weight_ih.T).view(*x.shape[:2], -1)
     return float(qr_per_step_reference(rnn.weight_hh, u, rnn.activation, k=1)[0])
@@ -103,8 +110,8 @@ def reference_lyapunov_max(model, x):
 def model_and_inputs(activation, g, seed=0, L=120, B=8, H=48):
     """A float32 model as trained (gaussian W_hh of gain g) and inputs x (L, B, 2)."""
     gen = torch.Generator().manual_seed(seed)
-    model = RNNModel(
-        2, H, 1, slice(-1, None), activation=activation, init="gaussian", gain=g, generator=gen
+    model = Elman(
+        2, H, 1, slice(-1, None), activation=activation, members=[MemberInit("gaussian", g, gen)]
     )
     return model, torch.rand(L, B, 2, generator=gen)
 
@@ -112,7 +119,7 @@ def model_and_inputs(activation, g, seed=0, L=120, B=8, H=48):
 def stack(models, xs):
     """weight_ih (K, H, D), weight_hh (K, H, H), bias (K, H), x (K, L, B, D)."""
     names = ("weight_ih", "weight_hh", "bias")
-    params = [torch.stack([m.rnn.get_parameter(n).detach() for m in models]) for n in names]
+    params = [torch.stack([m.get_parameter(n)[0].detach() for m in models]) for n in names]
     return *params, torch.stack(xs)
 
 
@@ -125,7 +132,7 @@ def test_lyapunov_max_by_renormalisation_equals_a_qr_per_step(activation, g):
     same; the chaotic cases (tanh g = 2, relu g = 1.8) would otherwise decorrelate."""
     model, x = model_and_inputs(activation, g)
     expected = reference_lyapunov_max(model, x)
-    assert theory.lyapunov_max(model, x) == pytest.approx(expected, abs=1e-6)
+    assert theory.lyapunov_max(model.member(0), x) == pytest.approx(expected, abs=1e-6)
     for m in (1, 7):
         got = theory.lyapunov_max_stacked(*stack([model], [x]), activation, qr_every=m)
         assert got.shape == (1,) and got.dtype == torch.float64
@@ -150,7 +157,7 @@ def test_a_stack_equals_each_member_alone():
     weight_ih, weight_hh, bias, x = stack(*zip(*pairs, strict=True))
     stacked = theory.lyapunov_max_stacked(weight_ih, weight_hh, bias, x, "tanh")
     assert stacked.shape == (3,)
-    alone = [theory.lyapunov_max(model, inputs) for model, inputs in pairs]
+    alone = [theory.lyapunov_max(model.member(0), inputs) for model, inputs in pairs]
     assert stacked.tolist() == pytest.approx(alone, abs=1e-6)
     # the spectrum of a stack, k > 1, against member by member
     w = weight_hh.double()
@@ -180,8 +187,9 @@ def test_dead_relu_network_gives_minus_infinity_not_nan():
     """Every unit off (b ≪ 0): the tangent vector is zero, λ_max = −∞ as with a QR per step."""
     model, x = model_and_inputs("relu", 1.0)
     with torch.no_grad():
-        model.rnn.bias.fill_(-100.0)
-    assert theory.lyapunov_max(model, x) == reference_lyapunov_max(model, x) == -math.inf
+        model.bias.fill_(-100.0)
+    member = model.member(0)
+    assert theory.lyapunov_max(member, x) == reference_lyapunov_max(model, x) == -math.inf
     with pytest.raises(ValueError, match="qr_every"):
         theory.lyapunov_max_stacked(*stack([model], [x]), "relu", qr_every=0)
 
@@ -243,11 +251,11 @@ def test_cli_theory_json_and_bad_input():
 def test_underflow_is_counted_and_the_fit_uses_the_finite_part():
     """A sigmoid network's profile underflows float32 within a few dozen steps: nothing breaks."""
     gen = torch.Generator().manual_seed(0)
-    rnn = VanillaRNN(2, 32, "sigmoid", "orthogonal", 1.0, gen)
+    rnn = one_network(2, 32, "sigmoid", "orthogonal", 1.0, gen)
     x = torch.rand(200, 4, 2, generator=gen)
-    hs = rnn(x)
+    hs = rnn.hidden(x[None])[0]
     hs[-1].sum().backward()
-    n = probes.gradient_profile(rnn.hidden_grad_norms, 4)
+    n = probes.gradient_profile(rnn.hidden_grad_norms[0], 4)
     s = probes.profile_summary(n)
     assert s["grad_h/underflow"] > 100 and s["grad_h/fit_points"] == 200 - s["grad_h/underflow"]
     assert np.isfinite(s["grad_h/slope"]) and s["grad_h/slope"] < -1

@@ -101,9 +101,9 @@ def test_grad_norm_is_before_clipping_and_clipping_fires():
     ms = list(train(run))
     assert all(m.metrics["grad/clipped"] == 1.0 for m in ms)
     # grad/norm at step 0 is the unclipped norm of the first batch's gradient, recomputed here
-    task, model = build(run)
+    task, model = build([run])
     x, y = task.sample(8, stream(run.seed, "train"))
-    task.loss(model(x), y).mean().backward()
+    task.loss(model(x[None])[0], y).mean().backward()
     norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
     assert norm > 1e-3 and ms[0].metrics["grad/norm"] == pytest.approx(norm, rel=1e-5)
     unclipped = list(train(cfg(train={"clip_norm": 1e6})))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from elman_cases import NAMES, TOL, fused, reference, rel_err, stack
 
-from rnnlab.model.elman import ACTIVATIONS
+from rnnlab.model.activations import ACTIVATIONS
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),

@@ -25,8 +25,9 @@ triton_elman = pytest.importorskip("rnnlab.model.backends.triton_elman")  # need
 from elman_cases import NAMES, TOL, fused, reference, rel_err, stack  # noqa: E402
 
 from rnnlab.model import backends as kernels  # noqa: E402
+from rnnlab.model.activations import ACTIVATIONS  # noqa: E402
 from rnnlab.model.backends import cpp as _ext  # noqa: E402
-from rnnlab.model.elman import ACTIVATIONS, VanillaRNN  # noqa: E402
+from rnnlab.model.elman import Elman, MemberInit  # noqa: E402
 
 
 @pytest.fixture
@@ -97,17 +98,17 @@ def test_stack_of_three_equals_autograd_and_each_member_alone_bit_for_bit(
 
 
 @pytest.mark.parametrize("record", [True, False], ids=["profile", "no-profile"])
-def test_vanilla_rnn_on_triton_equals_the_cpp_loops(monkeypatch, record):
-    """The user-facing module (one network: 2-D weights), with and without the norms."""
+def test_one_network_on_triton_equals_the_cpp_loops(monkeypatch, record):
+    """The user-facing module (one network: K = 1), with and without the norms."""
     g = torch.Generator().manual_seed(3)
-    rnn = VanillaRNN(3, 20, "tanh", "gaussian", 1.1, g)
+    rnn = Elman(3, 20, activation="tanh", members=[MemberInit("gaussian", 1.1, g)])
     rnn.record_hidden_grads = record
-    x = torch.randn(30, 6, 3, generator=g)
+    x = torch.randn(1, 30, 6, 3, generator=g)
     out = {}
     for name in ("triton", "cpp" if _ext.loops() is not None else "python"):
         monkeypatch.setenv("RNNLAB_BACKEND", name)
         rnn.zero_grad()
-        hs = rnn(x)
+        hs = rnn.hidden(x)
         (hs.sin().sum()).backward()
         out[name] = [hs.detach(), *(p.grad.clone() for p in rnn.parameters())]
         assert (rnn.hidden_grad_norms is not None) == record

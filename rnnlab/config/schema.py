@@ -19,11 +19,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 from pydantic_core import PydanticCustomError
 
+from rnnlab.model import activations, inits
 from rnnlab.options import Int, Options, Real
 from rnnlab.tasks import TASKS, Task
 
-ActivationName = Literal["tanh", "relu", "sigmoid", "linear", "leaky_relu", "hardtanh"]
-InitName = Literal["default", "gaussian", "orthogonal", "identity", "np_rnn"]
+ActivationName = Literal.__getitem__(activations.NAMES)  # rnnlab.model.activations' table
+InitName = Literal.__getitem__(inits.NAMES)  # rnnlab.model.inits' table
 OptimizerName = Literal["sgd", "adam", "rmsprop"]
 
 

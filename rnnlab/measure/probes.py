@@ -25,6 +25,7 @@ import math
 
 import torch
 
+from rnnlab.measure import names
 from rnnlab.model.elman import aligned
 
 
@@ -57,23 +58,24 @@ def profile_summary(n: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
         ratio = float(torch.log10(n[0] / n[-1])) if L > 0 else math.nan
     return {
-        "grad_h/slope": slope,
-        "grad_h/log10_ratio": ratio,
-        "grad_h/fit_points": float(ok.sum()),
-        "grad_h/underflow": float((n == 0).sum()),
+        names.SLOPE: slope,
+        names.LOG10_RATIO: ratio,
+        names.FIT_POINTS: float(ok.sum()),
+        names.UNDERFLOW: float((n == 0).sum()),
     }
 
 
 def spectrum(weight_hh: torch.Tensor) -> dict[str, float]:
     """Spectral radius max|λ(W_hh)| and largest singular value σ_max(W_hh), in float64.
 
-    Pascanu et al. (2013): σ_max < 1/γ (γ bounds |φ′|: 1 for tanh, 1/4 for sigmoid) is
-    sufficient for vanishing gradients; ρ > 1 is necessary for exploding ones.
+    Pascanu et al. (2013): σ_max < 1/γ (γ = max |φ′|, each activation's ``gamma`` in
+    ``rnnlab.model.activations``: 1 for tanh, 1/4 for sigmoid) is sufficient for vanishing
+    gradients; ρ > 1 is necessary for exploding ones.
     """
     w = weight_hh.detach().double().cpu()
     if not torch.isfinite(w).all():
-        return {"weights/W_hh_radius": math.nan, "weights/W_hh_sigma_max": math.nan}
+        return {names.W_HH_RADIUS: math.nan, names.W_HH_SIGMA_MAX: math.nan}
     return {
-        "weights/W_hh_radius": float(torch.linalg.eigvals(w).abs().max()),
-        "weights/W_hh_sigma_max": float(torch.linalg.matrix_norm(w, ord=2)),
+        names.W_HH_RADIUS: float(torch.linalg.eigvals(w).abs().max()),
+        names.W_HH_SIGMA_MAX: float(torch.linalg.matrix_norm(w, ord=2)),
     }

@@ -14,10 +14,11 @@ So the predicted slope of ln ‖∂L/∂h_t‖ per step back is ½ ln χ₁, and
 which gradients vanish (χ₁ < 1) or explode (χ₁ > 1) is ξ = −1/ln χ₁. The edge of chaos is
 χ₁ = 1: σ_w = 1 for tanh at q* = 0, σ_w = √2 for ReLU.
 
-Gaussian expectations are exact where a closed form exists (linear, relu, leaky_relu,
-hardtanh — the last two split at their kinks, where quadrature of φ′ would be badly off) and
-use composite Gauss–Legendre quadrature otherwise (tanh, sigmoid: 2048 nodes, ~1e-13
-relative); never sampling.
+Gaussian expectations are exact where the activation's entry gives a closed form
+(``rnnlab.model.activations``: linear, relu, leaky_relu, hardtanh — the last two split at their
+kinks, where quadrature of φ′ would be badly off) and use composite Gauss–Legendre quadrature
+of the entry's φ and φ′ otherwise (tanh, sigmoid: 2048 nodes, ~1e-13 relative); never
+sampling.
 
 Lyapunov exponents (Engelken, Wolf & Abbott 2020): the largest exponent λ_max of the network's
 dynamics along its task's input trajectories, from the QR method (Benettin et al. 1980) on the
@@ -37,7 +38,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-LEAKY_SLOPE = 0.01  # as rnnlab.model.elman.ACTIVATIONS["leaky_relu"]
+from rnnlab.measure import names
+from rnnlab.model import activations
 
 
 def _composite_gauss_legendre(
@@ -72,49 +74,20 @@ def _wide(f, q: float, tail: float) -> float:
     return float((_U_WEIGHTS * density) @ f(_U_NODES)) + tail * beyond
 
 
-def _npdf(a: float) -> float:
-    return math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
-
-
-def _inside(a: float) -> float:
-    """P(|z| < a)."""
-    return math.erf(a / math.sqrt(2))
-
-
 def second_moments(activation: str, q: float) -> tuple[float, float]:
-    """(E[φ(√q z)²], E[φ′(√q z)²]) for z ~ N(0, 1); at q = 0, the limit q → 0⁺."""
+    """(E[φ(√q z)²], E[φ′(√q z)²]) for z ~ N(0, 1); at q = 0, the limit q → 0⁺. The
+    activation's closed form where its entry has one, else quadrature of its φ and φ′."""
     q = max(q, 0.0)
-    if activation == "linear":
-        return q, 1.0
-    if activation == "relu":  # scale-free: half the units pass, at any q > 0
-        return q / 2, 0.5
-    if activation == "leaky_relu":
-        a2 = LEAKY_SLOPE**2
-        return q * (1 + a2) / 2, (1 + a2) / 2
-    if activation == "hardtanh":
-        if q == 0:
-            return 0.0, 1.0
-        a = 1 / math.sqrt(q)  # the kinks at ±1 in units of √q
-        inside = _inside(a)
-        e_z2_inside = inside - 2 * a * _npdf(a)  # E[z² 1{|z| < a}]
-        return q * e_z2_inside + (1 - inside), inside
-    if math.sqrt(q) > 4 and activation in ("tanh", "sigmoid"):
-        if activation == "tanh":
-            return _wide(lambda u: np.tanh(u) ** 2, q, 1.0), _wide(
-                lambda u: (1 - np.tanh(u) ** 2) ** 2, q, 0.0
-            )
-        sig = lambda u: 1 / (1 + np.exp(-u))  # noqa: E731
-        return _wide(lambda u: sig(u) ** 2, q, 0.5), _wide(
-            lambda u: (sig(u) * (1 - sig(u))) ** 2, q, 0.0
-        )
+    moments = activations.get(activation).moments
+    if not isinstance(moments, activations.Quadrature):
+        return moments(q)
+    phi, dphi = moments.phi, moments.dphi
+    if math.sqrt(q) > 4 and moments.limits is not None:
+        lo, hi = moments.limits  # the mass beyond ±U_MAX sits at φ(±∞), half on each side
+        tail = (lo * lo + hi * hi) / 2
+        return _wide(lambda u: phi(u) ** 2, q, tail), _wide(lambda u: dphi(u) ** 2, q, 0.0)
     z = math.sqrt(q) * _Z
-    if activation == "tanh":
-        t = np.tanh(z)
-        return float(_W @ t**2), float(_W @ (1 - t**2) ** 2)
-    if activation == "sigmoid":
-        s = 1 / (1 + np.exp(-z))
-        return float(_W @ s**2), float(_W @ (s * (1 - s)) ** 2)
-    raise ValueError(f"unknown activation {activation!r}")
+    return float(_W @ phi(z) ** 2), float(_W @ dphi(z) ** 2)
 
 
 @dataclass(frozen=True)
@@ -137,12 +110,14 @@ def mean_field(
 ) -> MeanField:
     """Fixed point q*, χ₁, slope and depth scale for σ_w = gain (see the module docstring)."""
     sw2, s = gain * gain, bias_var + input_var
-    if activation in ("linear", "relu", "leaky_relu"):  # q* in closed form: E[φ²] = c q
+    act = activations.get(activation)
+    if act.scale_free:  # q* in closed form: E[φ²] = c q
         c = second_moments(activation, 1.0)[0]
         q = s / (1 - sw2 * c) if sw2 * c < 1 else (math.inf if s > 0 else 0.0)
-    else:  # |φ| ≤ 1: q* ∈ [0, σ_w² + s]; bisect for the largest (stable) root of F(q) − q
+    elif math.isfinite(act.sup()):
+        # |φ| ≤ sup: q* ∈ [0, σ_w² sup² + s]; bisect for the largest (stable) root of F(q) − q
         gap = lambda q: sw2 * second_moments(activation, q)[0] + s - q  # noqa: E731
-        lo, hi = 1e-300, sw2 + s + 1.0
+        lo, hi = 1e-300, sw2 * act.sup() ** 2 + s + 1.0
         if gap(lo) <= 0:  # only q* = 0 (tanh/hardtanh below the edge, no input)
             q = 0.0
         else:
@@ -152,6 +127,8 @@ def mean_field(
                 if hi - lo <= 1e-15 * hi:
                     break
             q = (lo + hi) / 2
+    else:
+        raise ValueError(f"mean field of {activation!r}: φ must be bounded or scale-free")
     dphi2 = second_moments(activation, q if math.isfinite(q) else 1.0)[1]
     chi1 = sw2 * dphi2
     log_chi = math.log(chi1) if chi1 > 0 else -math.inf
@@ -216,8 +193,6 @@ def lyapunov_spectrum(
     """
     import torch
 
-    from rnnlab.model.elman import ACTIVATIONS
-
     if qr_every < 1:
         raise ValueError(f"qr_every must be >= 1, got {qr_every}")
     single = weight_hh.dim() == 2
@@ -227,7 +202,7 @@ def lyapunov_spectrum(
     K, T, B, H = u.shape
     k = min(k, H)
     transient = T // 10 if transient is None else transient
-    act = ACTIVATIONS[activation]
+    act = activations.get(activation)
     w_t = w.transpose(1, 2)  # W_hhᵀ (K, H, H)
     drive = u.transpose(0, 1).contiguous().unbind(0)  # T contiguous (K, B, H)
     # The same random orthonormal k-frame per trajectory for every member, drawn on the CPU so
@@ -263,8 +238,8 @@ def lyapunov_max_stacked(
     """dyn/lyapunov_max of K stacked networks along their own input trajectories, in one call.
 
     Args:
-        weight_ih: (K, H, D); weight_hh: (K, H, H); bias: (K, H) — e.g. an Ensemble's
-            ``rnn["weight_ih"]``, ``rnn["weight_hh"]``, ``rnn["bias"]``.
+        weight_ih: (K, H, D); weight_hh: (K, H, H); bias: (K, H) — e.g. a stacked
+            ``rnnlab.model.Elman``'s parameters of those names.
         x: (K, L, B, D) inputs, member k's B trajectories in x[k].
         k: exponents computed (the largest is returned; k = 1 needs no QR).
     Returns:
@@ -286,12 +261,10 @@ def lyapunov_max_perturbation(
     """λ_max from two nearby trajectories, renormalised every step (an independent estimate)."""
     import torch
 
-    from rnnlab.model.elman import ACTIVATIONS
-
     w, u = weight_hh.detach().double(), u.detach().double()
     T, B, H = u.shape
     transient = T // 10 if transient is None else transient
-    phi = ACTIVATIONS[activation].fn
+    phi = activations.get(activation).fn
     g = torch.Generator(device=u.device).manual_seed(1)
     v = torch.randn(B, H, dtype=w.dtype, device=w.device, generator=g)
     h = torch.zeros(B, H, dtype=w.dtype, device=w.device)
@@ -306,31 +279,34 @@ def lyapunov_max_perturbation(
     return float((total / max(1, T - transient)).mean())
 
 
-def run_predictions(model, x) -> dict[str, float]:
-    """theory/* for a model on its task inputs x (L, B, D): σ_w² = ‖W_hh‖²_F / H, q_in and σ_b²
-    from the actual input projection and bias."""
+def run_predictions(member, x) -> dict[str, float]:
+    """theory/* for one network on its task inputs x (L, B, D): σ_w² = ‖W_hh‖²_F / H, q_in and
+    σ_b² from the actual input projection and bias.
+
+    Args:
+        member: its weights and activation, e.g. ``Elman.member(k)`` (``weight_ih`` (H, D),
+            ``weight_hh`` (H, H), ``bias`` (H,), ``activation``).
+    """
     import torch
 
-    rnn = model.rnn
     with torch.no_grad():
-        H = rnn.weight_hh.shape[0]
-        sw2 = float(rnn.weight_hh.double().pow(2).sum() / H)
-        proj = x.double() @ rnn.weight_ih.double().T
-        q_in, bias_var = float(proj.pow(2).mean()), float(rnn.bias.double().pow(2).mean())
-    mf = mean_field(rnn.activation, math.sqrt(sw2), q_in, bias_var)
+        H = member.weight_hh.shape[0]
+        sw2 = float(member.weight_hh.double().pow(2).sum() / H)
+        proj = x.double() @ member.weight_ih.double().T
+        q_in, bias_var = float(proj.pow(2).mean()), float(member.bias.double().pow(2).mean())
+    mf = mean_field(member.activation, math.sqrt(sw2), q_in, bias_var)
     return {
-        "theory/slope": mf.slope,
-        "theory/chi1": mf.chi1,
-        "theory/depth_scale": mf.depth_scale,
-        "theory/q_star": mf.q_star,
-        "theory/q_in": q_in,
-        "theory/bias_var": bias_var,
+        names.THEORY_SLOPE: mf.slope,
+        names.THEORY_CHI1: mf.chi1,
+        names.THEORY_DEPTH_SCALE: mf.depth_scale,
+        names.THEORY_Q_STAR: mf.q_star,
+        names.THEORY_Q_IN: q_in,
+        names.THEORY_BIAS_VAR: bias_var,
     }
 
 
-def lyapunov_max(model, x, k: int = 1) -> float:
-    """dyn/lyapunov_max of a model along its task's input trajectories x (L, B, D): a stack of
-    one for :func:`lyapunov_max_stacked`."""
-    rnn = model.rnn
-    params = (rnn.weight_ih, rnn.weight_hh, rnn.bias, x)
-    return float(lyapunov_max_stacked(*(p.unsqueeze(0) for p in params), rnn.activation, k=k)[0])
+def lyapunov_max(member, x, k: int = 1) -> float:
+    """dyn/lyapunov_max of one network (``member`` as in :func:`run_predictions`) along its
+    task's input trajectories x (L, B, D): a stack of one for :func:`lyapunov_max_stacked`."""
+    params = (member.weight_ih, member.weight_hh, member.bias, x)
+    return float(lyapunov_max_stacked(*(p.unsqueeze(0) for p in params), member.activation, k=k)[0])

@@ -1,18 +1,28 @@
-"""The Elman (vanilla) RNN whose gradient dynamics rnnlab measures.
+"""The Elman (vanilla) RNN whose gradient dynamics rnnlab measures: K ≥ 1 networks of one
+shape stacked along a leading member dimension (a single network is K = 1), each
 
-    h_t = φ(W_hh h_{t−1} + W_xh x_t + b),    h_0 = 0
+    h_t = φ(W_hh h_{t−1} + W_xh x_t + b),    h_0 = 0,    y_s = W_out h_s + b_out
 
-Glossary (code → paper): ``weight_hh`` = W_hh (H×H), ``weight_ih`` = W_xh (H×D),
-``bias`` = b (H), ``activation`` = φ, ``gain`` = the scale g of the recurrent init.
+with the readout y_s at the task's read-out steps s.
 
-After ``loss.backward()``, ``rnn.hidden_grad_norms`` is the (T, B) tensor of ‖∂L/∂h_t‖₂ for
-each sequence (recording is on by default; ``rnn.record_hidden_grads = False`` turns it off).
-Forward and backward are an explicit BPTT (``_ElmanBPTT``) that yields those gradients as a
-by-product at no extra cost; ``rnnlab.bench.autograd_reference`` is the plain autograd loop it
-is tested against.
+Glossary (code → paper): ``weight_hh`` = W_hh (K, H, H), ``weight_ih`` = W_xh (K, H, D),
+``bias`` = b (K, H), ``readout.weight`` = W_out (K, O, H), ``readout.bias`` = b_out (K, O),
+``activation`` = φ (``rnnlab.model.activations``), ``init``/``gain`` = the initialisation of
+W_hh and its scale g (``rnnlab.model.inits``).
 
-To add an activation or an init: register it in ``ACTIVATIONS`` / ``INITS`` below and add its
-name to ``ActivationName`` / ``InitName`` in ``rnnlab.config``.
+    model = Elman(D, H, O, readout=slice(-1, None), activation="tanh",
+                  members=[MemberInit("orthogonal", 1.0, torch.Generator().manual_seed(0))])
+    y = model(x)                  # x (K, L, B, D) → y (K, S, B, O)
+    y.pow(2).mean().backward()
+    model.hidden_grad_norms       # (K, L, B): ‖∂L/∂h_t‖₂ per member, step and sequence
+    model.member(0)               # member 0's weights, for the measurements
+    model.keep([0])               # drop the other members (a diverged one, say)
+
+Forward and backward are an explicit BPTT (``_ElmanBPTT``) that yields ‖∂L/∂h_t‖₂ as a
+by-product at no extra cost (``record_hidden_grads = False`` turns it off);
+``rnnlab.bench.autograd_reference`` is the plain autograd loop it is tested against. Every
+per-member multiply and reduction runs on the shapes the member has alone (``member_mm``), so
+a member's numbers are the same bits whatever stack it trains in.
 """
 
 from __future__ import annotations
@@ -20,152 +30,137 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from rnnlab.model import backends as kernels
-from rnnlab.model.backends import cpp as _ext
+from rnnlab.model import activations, backends, inits
 
 
 @dataclass(frozen=True)
-class Activation:
-    """φ three ways: out of place, in place, and its backward through the output h = φ(z)."""
+class MemberInit:
+    """How one member is initialised: W_xh ~ U(−1/√H, 1/√H) (as nn.RNN), then W_hh by
+    ``init`` at scale ``gain``, then the readout as nn.Linear's U(−1/√H, 1/√H); b = 0. Every
+    draw comes from ``generator``, in that order (None: a generator seeded 0)."""
 
-    fn: Callable[[torch.Tensor], torch.Tensor]
-    fn_: Callable[[torch.Tensor], torch.Tensor]
-    backward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None
-    """(∂L/∂h, h, out) → out = ∂L/∂h ⊙ φ′(z), PyTorch's own derivative kernels; None when φ′ ≡ 1."""
-
-
-def _identity_fn(z: torch.Tensor) -> torch.Tensor:
-    return z
+    init: str = "orthogonal"
+    gain: float = 1.0
+    generator: torch.Generator | None = None
 
 
-_aten = torch.ops.aten
-ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation(
-        torch.tanh,
-        torch.tanh_,
-        lambda g, h, out: _aten.tanh_backward.grad_input(g, h, grad_input=out),
-    ),
-    "relu": Activation(  # h > 0 exactly when z > 0, so the output serves as the threshold input
-        torch.relu,
-        torch.relu_,
-        lambda g, h, out: _aten.threshold_backward.grad_input(g, h, 0, grad_input=out),
-    ),
-    "sigmoid": Activation(
-        torch.sigmoid,
-        torch.sigmoid_,
-        lambda g, h, out: _aten.sigmoid_backward.grad_input(g, h, grad_input=out),
-    ),
-    "linear": Activation(_identity_fn, _identity_fn, None),
-    "leaky_relu": Activation(
-        lambda z: F.leaky_relu(z, 0.01),
-        lambda z: F.leaky_relu_(z, 0.01),
-        lambda g, h, out: _aten.leaky_relu_backward.grad_input(g, h, 0.01, True, grad_input=out),
-    ),
-    "hardtanh": Activation(  # |h| < 1 exactly when −1 < z < 1
-        F.hardtanh,
-        F.hardtanh_,
-        lambda g, h, out: _aten.hardtanh_backward.grad_input(g, h, -1.0, 1.0, grad_input=out),
-    ),
-}
+@dataclass(frozen=True)
+class MemberWeights:
+    """One member's current weights (detached; on CUDA at an aligned address, see
+    ``aligned``): what the measurements of ``rnnlab.measure`` read."""
+
+    weight_ih: torch.Tensor
+    """W_xh (H, D)."""
+    weight_hh: torch.Tensor
+    """W_hh (H, H)."""
+    bias: torch.Tensor
+    """b (H,)."""
+    activation: str
 
 
-def _default(w: torch.Tensor, gain: float, g: torch.Generator) -> None:
-    """PyTorch's nn.RNN init, U(−1/√H, 1/√H), scaled by gain."""
-    bound = gain / math.sqrt(w.shape[0])
-    w.uniform_(-bound, bound, generator=g)
-
-
-def _gaussian(w: torch.Tensor, gain: float, g: torch.Generator) -> None:
-    """N(0, g²/H): the mean-field parameterisation (σ_w = g; edge of chaos at g = 1 for tanh)."""
-    w.normal_(0.0, gain / math.sqrt(w.shape[0]), generator=g)
-
-
-def _orthogonal(w: torch.Tensor, gain: float, g: torch.Generator) -> None:
-    """g·Q with Q Haar-random orthogonal: every singular value equals g."""
-    nn.init.orthogonal_(w, gain=gain, generator=g)
-
-
-def _identity(w: torch.Tensor, gain: float, g: torch.Generator) -> None:
-    """g·I: the IRNN of Le et al. (2015), meant for ReLU."""
-    with torch.no_grad():
-        w.copy_(gain * torch.eye(w.shape[0], dtype=w.dtype))
-
-
-def _np_rnn(w: torch.Tensor, gain: float, g: torch.Generator) -> None:
-    """Talathi & Vartak (2015): R Rᵀ/H for Gaussian R, normalised so the top eigenvalue is g."""
-    H = w.shape[0]
-    r = torch.randn(H, H, generator=g, dtype=torch.float64)
-    a = r @ r.T / H
-    top = torch.linalg.eigvalsh(a)[-1]
-    with torch.no_grad():
-        w.copy_((gain * a / top).to(w.dtype))
-
-
-INITS: dict[str, Callable[[torch.Tensor, float, torch.Generator], None]] = {
-    "default": _default,
-    "gaussian": _gaussian,
-    "orthogonal": _orthogonal,
-    "identity": _identity,
-    "np_rnn": _np_rnn,
-}
-
-
-class VanillaRNN(nn.Module):
-    """Elman RNN layer. Input x (T, B, D) → all hidden states (T, B, H), like torch.nn.RNN.
+class Elman(nn.Module):
+    """K Elman networks of one shape and activation, stacked, with a linear readout.
 
     Args:
         input_size: D.
         hidden_size: H.
-        activation: a name in ``ACTIVATIONS``.
-        init: a name in ``INITS`` for W_hh; W_xh is U(−1/√H, 1/√H) and b is 0.
-        gain: the scale of W_hh's init.
-        generator: the random stream for initialisation (seeded by the caller).
+        output_size: O; None for the recurrent layer alone (``hidden`` only, no readout).
+        readout: the read-out steps, an index into the L steps (the task's ``readout``).
+        activation: a name in ``rnnlab.model.activations.ACTIVATIONS``.
+        members: one :class:`MemberInit` per member (K of them).
+        dtype: the parameters' dtype.
     """
 
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
+        output_size: int | None = None,
+        readout: slice = slice(-1, None),
+        *,
         activation: str = "tanh",
-        init: str = "orthogonal",
-        gain: float = 1.0,
-        generator: torch.Generator | None = None,
+        members: Sequence[MemberInit] = (MemberInit(),),
         dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; expected one of: {', '.join(ACTIVATIONS)}"
-            )
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
-        self.activation, self.init, self.gain = activation, init, gain
-        g = generator if generator is not None else torch.Generator().manual_seed(0)
-        H, D = hidden_size, input_size
-        self.weight_ih = nn.Parameter(torch.empty(H, D, dtype=dtype))
-        self.weight_hh = nn.Parameter(torch.empty(H, H, dtype=dtype))
-        self.bias = nn.Parameter(torch.zeros(H, dtype=dtype))
-        with torch.no_grad():
-            self.weight_ih.uniform_(-1 / math.sqrt(H), 1 / math.sqrt(H), generator=g)  # as nn.RNN
-            INITS[init](self.weight_hh, gain, g)
+        activations.get(activation)  # unknown names fail here, listing the known ones
+        for m in members:
+            inits.get(m.init)
+        self.activation, self.readout_steps = activation, readout
+        drawn = [_draw(input_size, hidden_size, output_size, m, dtype) for m in members]
+        w_ih, w_hh, b, *out = (nn.Parameter(torch.stack(ws)) for ws in zip(*drawn, strict=True))
+        # Registered in this order: the global gradient norm concatenates the parameters in
+        # it, so a different order would change every run's bits.
+        self.bias, self.weight_hh, self.weight_ih = b, w_hh, w_ih
+        self.readout = nn.ParameterDict([("bias", out[1]), ("weight", out[0])]) if out else None
         self.record_hidden_grads = True
         self.hidden_grad_norms: torch.Tensor | None = None
-        """‖∂L/∂h_t‖₂ per step and sequence, (T, B), set by the last backward pass."""
+        """‖∂L/∂h_t‖₂ per member, step and sequence, (K, L, B), set by the last backward pass."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_members(self) -> int:
+        """K."""
+        return self.weight_hh.shape[0]
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """x (K, L, B, D) → every hidden state h_t (K, L, B, H)."""
         self.hidden_grad_norms = None
         recorder = self if self.record_hidden_grads else None
         return _ElmanBPTT.apply(
             x, self.weight_ih, self.weight_hh, self.bias, self.activation, recorder
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (K, L, B, D) → the readout at the read-out steps (K, S, B, O)."""
+        if self.readout is None:
+            raise RuntimeError("this Elman has no readout (output_size=None): call hidden(x)")
+        seen = self.hidden(x)[:, self.readout_steps]  # (K, S, B, H)
+        K, S, B, H = seen.shape
+        out = member_mm(
+            seen.reshape(K, S * B, H),
+            self.readout["weight"].transpose(1, 2),
+            self.readout["bias"].unsqueeze(1),
+        )
+        return out.view(K, S, B, -1)
+
+    def member(self, k: int) -> MemberWeights:
+        """Member k's current weights (detached views; aligned copies where CUDA needs them)."""
+        w = [aligned(p[k].detach()) for p in (self.weight_ih, self.weight_hh, self.bias)]
+        return MemberWeights(*w, self.activation)
+
+    @torch.no_grad()
+    def keep(self, positions: list[int]) -> None:
+        """Keep only the members at ``positions``: new, smaller parameters, in the same order
+        (gradients kept). An optimizer is pointed at them by its own ``keep``
+        (``rnnlab.optim.StackOptimizer.keep``)."""
+        for module in self.modules():
+            for name, p in list(module.named_parameters(recurse=False)):
+                kept = nn.Parameter(p[positions])
+                kept.grad = p.grad[positions] if p.grad is not None else None
+                module.register_parameter(name, kept)
+
+
+def _draw(D: int, H: int, O: int | None, m: MemberInit, dtype) -> list[torch.Tensor]:
+    """One member's W_xh, W_hh, b (and readout weight and bias), drawn as ``MemberInit`` says."""
+    g = m.generator if m.generator is not None else torch.Generator().manual_seed(0)
+    w_ih, w_hh = torch.empty(H, D, dtype=dtype), torch.empty(H, H, dtype=dtype)
+    b = torch.zeros(H, dtype=dtype)
+    w_ih.uniform_(-1 / math.sqrt(H), 1 / math.sqrt(H), generator=g)  # as nn.RNN
+    inits.get(m.init)(w_hh, m.gain, g)
+    if O is None:
+        return [w_ih, w_hh, b]
+    bound = 1 / math.sqrt(H)  # nn.Linear's default bounds, drawn from the member's stream
+    w_out, b_out = torch.empty(O, H, dtype=dtype), torch.empty(O, dtype=dtype)
+    w_out.uniform_(-bound, bound, generator=g)
+    b_out.uniform_(-bound, bound, generator=g)
+    return [w_ih, w_hh, b, w_out, b_out]
 
 
 class _ElmanBPTT(torch.autograd.Function):
@@ -201,7 +196,7 @@ class _ElmanBPTT(torch.autograd.Function):
         hs = member_mm(  # z_t without W_hh, all steps at once
             x.reshape(K, T * B, D), weight_ih.transpose(1, 2), bias.unsqueeze(1)
         ).view(K, T, B, -1)
-        _run_forward(hs, weight_hh.transpose(1, 2), activation)
+        backends.forward(hs, weight_hh.transpose(1, 2), activation)
         ctx.save_for_backward(x, weight_ih, weight_hh, hs)
         ctx.activation_name, ctx.recorder, ctx.single = activation, recorder, single
         return hs[0] if single else hs
@@ -217,7 +212,7 @@ class _ElmanBPTT(torch.autograd.Function):
         # It starts as ∂ℓ/∂h_t, the gradient reaching each h_t directly (one bulk copy).
         dz = grad_hs.reshape(hs.shape).clone(memory_format=torch.contiguous_format)
         norms = hs.new_empty(T, K, B) if recorder is not None else None  # a slot per step
-        _run_backward(dz, hs, weight_hh, norms, ctx.activation_name)
+        backends.backward(dz, hs, weight_hh, norms, ctx.activation_name)
         if recorder is not None:
             norms = norms.movedim(0, 1)  # (K, T, B)
             recorder.hidden_grad_norms = norms[0] if single else norms
@@ -275,13 +270,6 @@ def stack(members: list[torch.Tensor]) -> torch.Tensor:
     return members[0].unsqueeze(0) if len(members) == 1 else torch.stack(members)
 
 
-def _member_addmm_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """out += a @ b per member, in place (the Python loops' ``member_mm``)."""
-    for o, x, y in zip(out, a, b, strict=True):
-        o.addmm_(x, y)
-    return out
-
-
 @functools.cache
 def check_reproducible() -> bool:
     """Do this process's CPU multiplies give the same bits wherever their operands sit in
@@ -305,159 +293,3 @@ def check_reproducible() -> bool:
             stacklevel=2,
         )
     return same
-
-
-def _run_forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
-    """The forward recursion over hs (K, T, B, H), in place; w_t = W_hhᵀ (K, H, H).
-
-    A stack multiplies member by member with the very 2-D calls a single network makes, so
-    one member runs on 2-D views (no per-step slicing) and gets the same bits."""
-    backend = kernels.backend(hs)  # triton (CUDA), cpp or python: rnnlab/model/backends/__init__.py
-    if backend == "triton":
-        return kernels.triton_elman.forward_loop(hs, w_t, activation)
-    if hs.shape[0] == 1:
-        hs, w_t = hs[0], w_t[0]
-    ext = _ext.loops() if backend == "cpp" else None
-    if ext is not None:
-        ext.forward_loop(hs, w_t, activation)
-    else:
-        _forward_loop(hs, w_t, ACTIVATIONS[activation])
-
-
-def _run_backward(dz, hs, w, norms: torch.Tensor | None, activation: str) -> None:
-    """The BPTT recursion over dz (K, T, B, H), in place; norms (T, K, B) or None."""
-    backend = kernels.backend(hs)
-    if backend == "triton":
-        return kernels.triton_elman.backward_loop(dz, hs, w, norms, activation)
-    if hs.shape[0] == 1:  # 2-D views, as in _run_forward
-        dz, hs, w = dz[0], hs[0], w[0]
-        norms = norms[:, 0] if norms is not None else None
-    ext = _ext.loops() if backend == "cpp" else None
-    if ext is not None:
-        ext.backward_loop(dz, hs, w, norms, activation)
-    else:
-        _backward_loop(dz, hs, w, norms, ACTIVATIONS[activation])
-
-
-def _forward_loop(hs: torch.Tensor, w_t: torch.Tensor, act: Activation) -> None:
-    """hs ([K,] T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ (C++: csrc/)."""
-    steps = hs.unbind(hs.dim() - 3)  # views; no indexing inside the loop
-    mm = _member_addmm_ if w_t.dim() == 3 else torch.Tensor.addmm_
-    act.fn_(steps[0])  # h_0 = 0
-    for t in range(1, len(steps)):
-        act.fn_(mm(steps[t], steps[t - 1], w_t))
-
-
-def _backward_loop(dz, hs, w, norms: torch.Tensor | None, act: Activation) -> None:
-    """dz ([K,] T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, [K,] B) gets
-    ‖δ_t‖₂."""
-    time = hs.dim() - 3
-    h_steps, z_steps = hs.unbind(time), dz.unbind(time)
-    mm = _member_addmm_ if w.dim() == 3 else torch.Tensor.addmm_
-    for t in range(len(z_steps) - 1, -1, -1):  # slot t holds δ_t here
-        if norms is not None:
-            torch.linalg.vector_norm(z_steps[t], dim=-1, out=norms[t])
-        if act.backward is not None:
-            act.backward(z_steps[t], h_steps[t], z_steps[t])
-        if t:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + (∂L/∂z_t) W_hh
-            mm(z_steps[t - 1], z_steps[t], w)
-
-
-class RNNModel(nn.Module):
-    """VanillaRNN plus a linear readout applied at the task's read-out steps."""
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        output_size: int,
-        readout: slice,
-        *,
-        activation: str = "tanh",
-        init: str = "orthogonal",
-        gain: float = 1.0,
-        generator: torch.Generator | None = None,
-        dtype: torch.dtype = torch.float32,
-    ):
-        super().__init__()
-        g = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.rnn = VanillaRNN(input_size, hidden_size, activation, init, gain, g, dtype)
-        self.readout = nn.Linear(hidden_size, output_size, dtype=dtype)
-        self.readout_steps = readout
-        bound = 1 / math.sqrt(hidden_size)
-        with torch.no_grad():  # nn.Linear's default bounds, drawn from our seeded stream
-            self.readout.weight.uniform_(-bound, bound, generator=g)
-            self.readout.bias.uniform_(-bound, bound, generator=g)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (L, B, D) → outputs at the read-out steps (S, B, O)."""
-        hs = self.rnn(x)
-        return self.readout(hs[self.readout_steps])
-
-
-class Ensemble(nn.Module):
-    """K RNNModels of one shape stacked along a leading member dimension.
-
-    Parameters keep the member's names with a leading K: ``rnn.weight_ih`` (K, H, D),
-    ``rnn.weight_hh`` (K, H, H), ``rnn.bias`` (K, H), ``readout.weight`` (K, O, H),
-    ``readout.bias`` (K, O). ``forward`` maps x (K, L, B, D) to the readout (K, S, B, O);
-    after backward, ``hidden_grad_norms`` is (K, L, B), as for a single VanillaRNN.
-
-    Args:
-        members: freshly built (or trained) models of identical shape and activation, on the
-            device the ensemble should use. They serve as templates for :meth:`member`.
-    """
-
-    def __init__(self, members: list[RNNModel]):
-        super().__init__()
-        first = members[0]
-        self.activation = first.rnn.activation
-        self.readout_steps = first.readout_steps
-        named = [dict(m.named_parameters()) for m in members]
-
-        def stack(name: str) -> nn.Parameter:
-            return nn.Parameter(torch.stack([n[name].detach() for n in named]))
-
-        self.rnn = nn.ParameterDict(
-            {k: stack(f"rnn.{k}") for k in ("weight_ih", "weight_hh", "bias")}
-        )
-        self.readout = nn.ParameterDict({k: stack(f"readout.{k}") for k in ("weight", "bias")})
-        self.members = list(members)  # a plain list: templates, not submodules
-        self.record_hidden_grads = True
-        self.hidden_grad_norms: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (K, L, B, D) → outputs at the read-out steps (K, S, B, O)."""
-        self.hidden_grad_norms = None
-        r = self.rnn
-        recorder = self if self.record_hidden_grads else None
-        hs = _ElmanBPTT.apply(
-            x, r["weight_ih"], r["weight_hh"], r["bias"], self.activation, recorder
-        )
-        seen = hs[:, self.readout_steps]  # (K, S, B, H)
-        K, S, B, H = seen.shape
-        out = member_mm(
-            seen.reshape(K, S * B, H),
-            self.readout["weight"].transpose(1, 2),
-            self.readout["bias"].unsqueeze(1),
-        )
-        return out.view(K, S, B, -1)
-
-    @torch.no_grad()
-    def member(self, k: int) -> RNNModel:
-        """Member k as a plain RNNModel holding its current weights (for theory probes)."""
-        model = self.members[k]
-        for name, p in model.named_parameters():
-            p.copy_(self.get_parameter(name)[k])
-        return model
-
-    @torch.no_grad()
-    def keep(self, positions: list[int]) -> None:
-        """Keep only the members at ``positions``: new, smaller parameters (gradients kept).
-        An optimizer over the old parameters must be rebuilt (``rnnlab.train`` does)."""
-        for params in (self.rnn, self.readout):
-            for name, p in list(params.items()):
-                kept = nn.Parameter(p[positions])
-                kept.grad = p.grad[positions] if p.grad is not None else None
-                params[name] = kept
-        self.members = [self.members[i] for i in positions]

@@ -24,7 +24,7 @@ and killed runs are listed in the report, not drawn.
 What a figure cannot show is marked, never silently dropped: colour scales are clipped to a
 stated range (:data:`DECADES`, :data:`RATIO_RANGE`) and the clipped cells hatched; a profile
 that leaves the y range or underflows to 0 ends in a marker; activations keep one order and
-colour everywhere (:mod:`rnnlab.style`); legends list only what occurred.
+colour everywhere (:mod:`rnnlab.model.activations`); legends list only what occurred.
 
 Layout: ``load`` (loading and selection; :func:`load_results`, the frames for a notebook),
 ``plotting`` (what every figure shares), ``figures/`` (one module per figure, registered by

@@ -15,10 +15,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import to_rgb
 
+from rnnlab.model.activations import ACTIVATION_COLORS, activation_rank
 from rnnlab.report.load import Frames
-from rnnlab.style import ACTIVATION_COLORS, activation_rank
 
-# One colour per activation, shared by every figure and the MLflow UI (rnnlab.style).
+# One colour per activation, shared by every figure and the MLflow UI (rnnlab.model.activations).
 PALETTE = {a: to_rgb(c) for a, c in ACTIVATION_COLORS.items()}
 
 

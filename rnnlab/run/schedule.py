@@ -10,9 +10,9 @@ once for all K.
 Nothing is shared but the computation: each member draws its own batches, has its own
 optimizer state (``rnnlab.optim``), its own clipping and learning rate, and stops alone when
 it diverges (``rnnlab.train`` drops it from the stack). Every per-member multiply and
-reduction runs on the shapes it has alone (``rnn.member_mm``), so each member's numbers are
-the same bits as training it alone: ``train.ensemble`` is not part of ``run_key`` and a
-resumed sweep may regroup the members still to train.
+reduction runs on the shapes it has alone (``rnnlab.model.elman.member_mm``), so each
+member's numbers are the same bits as training it alone: ``train.ensemble`` is not part of
+``run_key`` and a resumed sweep may regroup the members still to train.
 
     groups(grid, todo, workers)                # which grid points train together
 """

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from rnnlab import __version__
 from rnnlab.config import ConfigError, Experiment, RunConfig
 from rnnlab.measure import names
-from rnnlab.style import ACTIVATION_COLORS
+from rnnlab.model.activations import ACTIVATION_COLORS
 from rnnlab.track import PriorRun, default_tracking_uri, mlflow_status, sqlite_path
 from rnnlab.track.lock import ExperimentLock
 from rnnlab.ui import decay_url, save_view, ui_base

@@ -67,7 +67,7 @@ def _ptxas_report(ptx: str, arch: str) -> str:
 def check(kernel: str, dtype: str, H: int, B: int, activation: str, tile: str, cc: int) -> str:
     os.environ["RNNLAB_TRITON_TILE"] = tile
     meta = te._meta(B, H, DTYPES[dtype])
-    consts = {"ACT": te.ACT_CODES[activation], "BLOCK_B": meta["BLOCK_B"]}
+    consts = te._act(activation) | {"BLOCK_B": meta["BLOCK_B"]}
     consts |= {"BLOCK_H": meta["BLOCK_H"], "DOT": meta["DOT"]}
     consts |= {"LIBDEVICE_TANH": True} if kernel == "forward" else {"NORMS": True}
     fn = triton.jit(te._elman_forward if kernel == "forward" else te._elman_backward)

@@ -56,9 +56,13 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from rnnlab.model import activations
 from rnnlab.model.backends import interpreting
 
 ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "linear": 3, "leaky_relu": 4, "hardtanh": 5}
+"""The activations these kernels implement (``ACT``), with the entry's arguments as ``P0``,
+``P1`` (leaky_relu's slope, hardtanh's bounds: ``rnnlab.model.activations``); any other
+activation runs on the loops (``supported``)."""
 MAX_H = {torch.float32: 128, torch.float64: 64}  # W_hh must fit one program's registers
 
 
@@ -75,6 +79,8 @@ def _elman_forward(
     s_wi,
     s_wj,
     ACT: tl.constexpr,
+    P0: tl.constexpr,
+    P1: tl.constexpr,
     LIBDEVICE_TANH: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -111,9 +117,9 @@ def _elman_forward(
         elif ACT == 3:
             h = z
         elif ACT == 4:
-            h = tl.where(z > 0, z, z * 0.01)  # leaky_relu's slope, as in rnn.ACTIVATIONS
+            h = tl.where(z > 0, z, z * P0)  # P0: the slope
         else:
-            h = tl.minimum(tl.maximum(z, -1.0), 1.0)
+            h = tl.minimum(tl.maximum(z, P0), P1)  # hardtanh between P0 and P1
         tl.store(p, h, mask=mask)
         z = z_next
         p += s_ht
@@ -142,6 +148,8 @@ def _elman_backward(
     s_nt,
     s_nk,
     ACT: tl.constexpr,
+    P0: tl.constexpr,
+    P1: tl.constexpr,
     NORMS: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -178,9 +186,9 @@ def _elman_backward(
         elif ACT == 3:
             g = d
         elif ACT == 4:
-            g = tl.where(h > 0, d, d * 0.01)
+            g = tl.where(h > 0, d, d * P0)
         else:
-            g = tl.where((h > -1.0) & (h < 1.0), d, 0.0)
+            g = tl.where((h > P0) & (h < P1), d, 0.0)
         tl.store(pd, g, mask=mask)
         if DOT:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + g W_hh (unused after t = 0)
             d = tl.dot(g, w, acc=d_prev, input_precision="ieee")
@@ -263,10 +271,17 @@ def forward_loop(hs: torch.Tensor, w_t: torch.Tensor, activation: str, num_warps
             hs.stride(1),
             hs.stride(2),
             *w_t.stride(),
-            ACT=ACT_CODES[activation],
+            **_act(activation),
             LIBDEVICE_TANH=not interpreting(),
             **meta,
         )
+
+
+def _act(activation: str) -> dict:
+    """The kernels' activation code and its arguments (ACT, P0, P1)."""
+    ops = activations.get(activation).ops
+    p0, p1 = (*(ops.args if ops else ()), 0.0, 0.0)[:2]
+    return {"ACT": ACT_CODES[activation], "P0": float(p0), "P1": float(p1)}
 
 
 def _on(t: torch.Tensor):
@@ -312,7 +327,7 @@ def backward_loop(
             *w.stride(),
             s_nt,
             s_nk,
-            ACT=ACT_CODES[activation],
+            **_act(activation),
             NORMS=norms is not None,
             **meta,
         )
@@ -329,8 +344,11 @@ def _fp64_compiles(device: torch.device) -> bool:
         return False
 
 
-def supported(hs: torch.Tensor) -> tuple[bool, str]:
-    """Whether the kernels cover hs (K, T, B, H), and if not why."""
+def supported(hs: torch.Tensor, activation: str | None = None) -> tuple[bool, str]:
+    """Whether the kernels cover hs (K, T, B, H) with that activation (None: any of
+    ``ACT_CODES``), and if not why."""
+    if activation is not None and activation not in ACT_CODES:
+        return False, f"no Triton kernel for activation {activation!r}"
     if not (hs.is_cuda or interpreting()):
         return False, "not a CUDA tensor (and TRITON_INTERPRET is off)"
     if hs.dtype not in MAX_H:

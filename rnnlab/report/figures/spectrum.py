@@ -8,6 +8,7 @@ import pandas as pd
 import seaborn as sns
 
 from rnnlab.measure import names
+from rnnlab.model.activations import ACTIVATIONS
 from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import (
@@ -20,16 +21,6 @@ from rnnlab.report.plotting import (
     _wrap,
     order,
 )
-
-# Pascanu et al. (2013): with |φ′| ≤ γ, σ_max(W_hh) < 1/γ is sufficient for vanishing gradients.
-CRITICAL_SIGMA = {
-    "tanh": 1.0,
-    "relu": 1.0,
-    "linear": 1.0,
-    "leaky_relu": 1.0,
-    "hardtanh": 1.0,
-    "sigmoid": 4.0,
-}
 
 QUANTITIES = {
     names.W_HH_RADIUS: "spectral radius ρ",
@@ -63,7 +54,9 @@ def spectrum_over_training(f: Frames, out: Path) -> list[Path]:
         facet_kws={"sharey": False},
     )
     for key, ax in _facet_axes(g, facet):
-        crit = CRITICAL_SIGMA.get(key, 1.0) if facet == "model.activation" else 1.0
+        # Pascanu et al. (2013): σ_max(W_hh) < 1/γ suffices for vanishing gradients, |φ′| ≤ γ
+        act = ACTIVATIONS.get(key) if facet == "model.activation" else None
+        crit = 1 / act.gamma if act is not None else 1.0
         ax.axhline(crit, color="red", lw=0.8, ls="--")
         ax.annotate(
             f"1/γ = {crit:g}",

@@ -1,47 +1,55 @@
-// The two BPTT loops of rnnlab.rnn._ElmanBPTT in C++: the same ATen calls as the Python
-// loops there, without the interpreter between them. Built and loaded by rnnlab/_ext.py.
+// The two BPTT loops of rnnlab.model.elman._ElmanBPTT in C++: the same ATen calls as the
+// Python loops (rnnlab/model/backends/loops.py), without the interpreter between them. Built
+// and loaded by rnnlab/model/backends/cpp.py.
+//
+// φ and φ′ are ATen operators named by the activation's entry in rnnlab/model/activations.py
+// (φ in place: aten::<op>_; φ′ through the output: aten::<backward_op>.grad_input), looked up
+// in the dispatcher once per call, with the entry's extra arguments typed by the operator's
+// schema. So this file names no activation: a new one needs an entry there, not code here.
 #include <torch/extension.h>
+
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <string>
 #include <vector>
 
 namespace {
 
-enum class Act { Tanh, Relu, Sigmoid, Linear, LeakyRelu, Hardtanh };
-constexpr double kLeakySlope = 0.01;  // as rnnlab.rnn.ACTIVATIONS["leaky_relu"]
+// An operator and the arguments that follow its leading tensors; no operator: the identity.
+struct Op {
+  c10::optional<c10::OperatorHandle> handle;
+  std::vector<c10::IValue> extra;
+};
 
-Act parse(const std::string& name) {
-  if (name == "tanh") return Act::Tanh;
-  if (name == "relu") return Act::Relu;
-  if (name == "sigmoid") return Act::Sigmoid;
-  if (name == "linear") return Act::Linear;
-  if (name == "leaky_relu") return Act::LeakyRelu;
-  if (name == "hardtanh") return Act::Hardtanh;
-  TORCH_CHECK(false, "rnnlab: unknown activation ", name);
+Op lookup(const std::string& name, const char* overload, const std::vector<double>& args,
+          size_t tensors) {
+  Op op;
+  if (name.empty()) return op;
+  const c10::OperatorHandle handle =
+      c10::Dispatcher::singleton().findSchemaOrThrow(("aten::" + name).c_str(), overload);
+  const auto& schema = handle.schema().arguments();
+  TORCH_CHECK(schema.size() >= tensors + args.size(), "rnnlab: aten::", name, " takes ",
+              schema.size(), " arguments, given ", tensors + args.size());
+  for (size_t i = 0; i < args.size(); ++i) {
+    switch (schema[tensors + i].type()->kind()) {
+      case c10::TypeKind::BoolType: op.extra.emplace_back(args[i] != 0); break;
+      case c10::TypeKind::IntType: op.extra.emplace_back(static_cast<int64_t>(args[i])); break;
+      case c10::TypeKind::FloatType: op.extra.emplace_back(args[i]); break;
+      default: op.extra.emplace_back(at::Scalar(args[i]));  // Scalar
+    }
+  }
+  op.handle = handle;
+  return op;
 }
 
-// h <- φ(h), in place.
-void apply(at::Tensor& h, Act a) {
-  switch (a) {
-    case Act::Tanh: h.tanh_(); break;
-    case Act::Relu: h.relu_(); break;
-    case Act::Sigmoid: h.sigmoid_(); break;
-    case Act::Linear: break;
-    case Act::LeakyRelu: at::leaky_relu_(h, kLeakySlope); break;
-    case Act::Hardtanh: at::hardtanh_(h, -1, 1); break;
-  }
-}
-
-// g <- g ⊙ φ′(z), with φ′ written through the output h = φ(z) (PyTorch's derivative kernels).
-void apply_backward(at::Tensor& g, const at::Tensor& h, Act a) {
-  switch (a) {
-    case Act::Tanh: at::tanh_backward_out(g, g, h); break;
-    case Act::Relu: at::threshold_backward_out(g, g, h, 0); break;
-    case Act::Sigmoid: at::sigmoid_backward_out(g, g, h); break;
-    case Act::Linear: break;
-    case Act::LeakyRelu: at::leaky_relu_backward_out(g, g, h, kLeakySlope, true); break;
-    case Act::Hardtanh: at::hardtanh_backward_out(g, g, h, -1, 1); break;
-  }
+// Calls op(tensors..., extra..., out...) through the dispatcher; `stack` is reused scratch.
+void call(const Op& op, torch::jit::Stack& stack, std::initializer_list<at::Tensor> tensors,
+          const at::Tensor* out) {
+  stack.clear();
+  for (const auto& t : tensors) stack.emplace_back(t);
+  for (const auto& a : op.extra) stack.push_back(a);
+  if (out) stack.emplace_back(*out);
+  op.handle->callBoxed(&stack);
 }
 
 // out += a @ b for each member of a stack (3-D) or one network (2-D). One plain multiply per
@@ -61,28 +69,33 @@ void accumulate(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
 }  // namespace
 
 // hs ([K,] T, B, H) holds W_xh x_t + b on entry and h_t on exit; w_t = W_hhᵀ ([K,] H, H).
-void forward_loop(at::Tensor hs, const at::Tensor& w_t, const std::string& activation) {
-  const Act a = parse(activation);
+// h <- φ(h) is aten::<op>_(h, args...).
+void forward_loop(at::Tensor hs, const at::Tensor& w_t, const std::string& op,
+                  const std::vector<double>& args) {
+  const Op phi = lookup(op.empty() ? op : op + "_", "", args, 1);
+  torch::jit::Stack stack;
   std::vector<at::Tensor> s = hs.unbind(hs.dim() - 3);  // the time dimension
-  apply(s[0], a);
+  if (phi.handle) call(phi, stack, {s[0]}, nullptr);
   for (size_t t = 1; t < s.size(); ++t) {
     accumulate(s[t], s[t - 1], w_t);
-    apply(s[t], a);
+    if (phi.handle) call(phi, stack, {s[t]}, nullptr);
   }
 }
 
 // dz ([K,] T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, [K,] B), if given,
-// gets ‖δ_t‖₂.
+// gets ‖δ_t‖₂. g <- g ⊙ φ′(z) is aten::<backward_op>.grad_input(g, h, args..., grad_input=g).
 void backward_loop(at::Tensor dz, const at::Tensor& hs, const at::Tensor& w,
-                   c10::optional<at::Tensor> norms, const std::string& activation) {
-  const Act a = parse(activation);
+                   c10::optional<at::Tensor> norms, const std::string& backward_op,
+                   const std::vector<double>& args) {
+  const Op dphi = lookup(backward_op, "grad_input", args, 2);
+  torch::jit::Stack stack;
   const int64_t time = hs.dim() - 3;
   std::vector<at::Tensor> z = dz.unbind(time), h = hs.unbind(time), n;
   if (norms) n = norms->unbind(0);
   const std::vector<int64_t> last_dim{-1};
   for (int64_t t = static_cast<int64_t>(z.size()) - 1; t >= 0; --t) {
     if (norms) at::linalg_vector_norm_out(n[t], z[t], 2, last_dim, false, c10::nullopt);
-    apply_backward(z[t], h[t], a);
+    if (dphi.handle) call(dphi, stack, {z[t], h[t]}, &z[t]);
     if (t > 0) accumulate(z[t - 1], z[t], w);
   }
 }
