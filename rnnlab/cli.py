@@ -119,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rnnlab", description="Measure how gradients flow back through vanilla RNNs.")
     p.add_argument("--version", action="version", version=f"rnnlab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    from rnnlab.run.executors import choices  # one file each; their heavy imports wait for use
+
+    executors = choices()
 
     def experiment_args(sp: argparse.ArgumentParser) -> None:
         sp.intermixed = True
@@ -150,10 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--executor",
-        choices=["local", "ray", "slurm"],
+        choices=sorted(executors),
         default="local",
-        help="local: this machine's processes (default); ray: one Ray task per ensemble; "
-        "slurm: one SLURM job per ensemble, via submitit (local processes without sbatch)",
+        help="; ".join(f"{name}: {cls.help}" for name, cls in sorted(executors.items())),
     )
     s.add_argument(
         "--slurm-folder",
@@ -312,38 +314,17 @@ def cmd_run(args) -> int:
 def _execute(
     experiment: Experiment, grid: list[RunConfig], args, workers: int, parent: bool
 ) -> int:
-    from rnnlab.run.executors import make
+    from rnnlab.run.executors import choices
     from rnnlab.run.sweep import run_sweep
     from rnnlab.track import MlflowTracker
 
-    tracker = MlflowTracker(args.tracking_uri)
+    tracker = MlflowTracker(args.tracking_uri, run_figure=_run_profile_figure)
     kind = getattr(args, "executor", "local")
-    if kind == "ray":
-        _check_ray(args, tracker.uri)
-    if kind == "slurm":
-        _check_slurm()
+    builder = choices()[kind]
+    builder.check(args, tracker.uri)  # a missing package or an unreachable head: exit 2
     tracker.check()  # an unreachable or unwritable store is bad input: exit 2, nothing run
     tracker.check_experiment(experiment.name)
-    res = experiment.resources
-    if kind == "ray":
-        executor = make("ray", address=args.ray_address, cpus=res.cpus, gpus=res.gpus)
-        where = "Ray tasks"
-    elif kind == "slurm":
-        executor = make(
-            "slurm",
-            folder=args.slurm_folder,
-            max_jobs=args.workers,
-            cpus=res.cpus,
-            gpus=res.gpus,
-            partition=res.partition,
-            time_min=res.time_min,
-            mem_gb=res.mem_gb,
-        )
-        where = f"{executor.cluster} jobs via submitit, folder {args.slurm_folder}"
-    elif workers <= 1:
-        executor, where = make("inline"), "1 worker"
-    else:
-        executor, where = make("processes", workers=workers), f"{workers} workers"
+    executor, where = builder.from_cli(args, experiment.resources, workers)
     print(f"{experiment.name}: {len(grid)} grid point(s), {where} → {tracker.uri}", file=sys.stderr)
     summary = run_sweep(
         experiment,
@@ -384,6 +365,13 @@ def _execute(
     print(f"results: {tracker.uri} (experiment {experiment.name!r})")
     print(f"browse:  {_how_to_open(tracker.uri)} {tracker.runs_url()}")
     return EXIT_OK if s.ok else EXIT_FAILED
+
+
+def _run_profile_figure(frame, path: Path, title: str) -> None:
+    """Each run's profile.png, drawn by the report's figure (matplotlib loads at the first)."""
+    from rnnlab.report.figures.run_profile import run_profile_figure
+
+    run_profile_figure(frame, path, title=title)
 
 
 def _how_to_open(uri: str) -> str:
@@ -444,58 +432,6 @@ def medians_table(grid: list[RunConfig], finals: dict, swept: list[str], rows: i
     if len(lines) > rows:
         out.append(f"… {len(lines) - rows} more conditions: rnnlab report draws them all")
     return "\n".join(out)
-
-
-def _check_ray(args, uri: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise ConfigError(
-            ["--executor ray needs Ray: pip install 'rnnlab[ray]' (make install includes it)"]
-        )
-    if args.ray_address and not uri.startswith(("http://", "https://")):
-        raise ConfigError(
-            [
-                f"--ray-address: a cluster needs a shared tracking server, not {uri}; start one "
-                "(make server) and pass --tracking-uri http://HOST:PORT"
-            ]
-        )
-    if args.ray_address:  # a head that is not there: seconds, not Ray's minutes of retries
-        host, _, port = args.ray_address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError([f"--ray-address: expected HOST:PORT, got {args.ray_address!r}"])
-        if not _speaks_grpc(host, int(port)):
-            raise ConfigError(
-                [
-                    f"--ray-address {args.ray_address}: no Ray head answers there (nothing "
-                    "listens, or it is not Ray's gRPC port)"
-                ]
-            )
-
-
-def _speaks_grpc(host: str, port: int, timeout: float = 5.0) -> bool:
-    """Does ``host:port`` answer the HTTP/2 connection preface with a SETTINGS frame, as a
-    Ray head's gRPC server does? Seconds, where ray.init waits minutes on a wrong port."""
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
-            conn.settimeout(timeout)
-            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS
-            head = conn.recv(9)
-    except OSError:
-        return False
-    return len(head) == 9 and head[3] == 0x04  # frame type 4: SETTINGS
-
-
-def _check_slurm() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("submitit") is None:
-        raise ConfigError(
-            ["--executor slurm needs submitit: pip install 'rnnlab[slurm]' (make install has it)"]
-        )
 
 
 def cmd_report(args) -> int:

@@ -12,7 +12,7 @@ from conftest import cli, write
 from mlflow.tracking import MlflowClient
 
 from rnnlab.config import Experiment, RunConfig, load_experiment
-from rnnlab.run.executors import EXECUTORS, make
+from rnnlab.run.executors import choices, make, registry
 from rnnlab.run.executors.base import work
 from rnnlab.run.sweep import run_sweep
 from rnnlab.track import MemoryTracker
@@ -61,10 +61,72 @@ def test_a_job_that_dies_ends_its_open_runs_as_failed_by_the_one_rule():
 
 
 def test_every_executor_is_registered_and_follows_the_protocol():
-    assert set(EXECUTORS) == {"inline", "processes", "ray", "slurm"}
+    assert set(registry()) == {"inline", "processes", "ray", "slurm"}
+    assert {name: c.__name__ for name, c in choices().items()} == {
+        "local": "Processes",
+        "ray": "Ray",
+        "slurm": "Slurm",
+    }
     for name in ("inline", "processes"):
         ex = make(name, **({"workers": 2} if name == "processes" else {}))
         assert ex.name == name and ex.slots() >= 1 and callable(ex.run)
+    for c in choices().values():
+        assert callable(c.check) and callable(c.from_cli) and c.help
+
+
+SERIAL = """\
+\"\"\"Jobs one after another, in reverse order (a test's executor: one new file).\"\"\"
+
+from typing import ClassVar
+
+from rnnlab.run.executors.base import work
+
+
+class Serial:
+    name: ClassVar[str] = "serial"
+    choice: ClassVar[str] = "serial"
+    help: ClassVar[str] = "the jobs in reverse order, in this process"
+
+    @staticmethod
+    def check(args, tracking_uri):
+        pass
+
+    @classmethod
+    def from_cli(cls, args, resources, workers):
+        return cls(), "backwards"
+
+    def slots(self):
+        return 1
+
+    def run(self, jobs, deliver, job_over, interrupted):
+        for job in reversed(jobs):
+            work(job, deliver, interrupted)
+            job_over(job[0], None)
+"""
+
+
+def test_a_new_executor_is_one_new_file(tmp_path):
+    """serial.py dropped into (a copy of) rnnlab/run/executors/ is offered by --executor and
+    trains the sweep, with no other file edited."""
+    import shutil
+    from pathlib import Path
+
+    import rnnlab
+
+    shutil.copytree(Path(rnnlab.__file__).parent, tmp_path / "rnnlab")
+    write(tmp_path / "rnnlab" / "run" / "executors" / "serial.py", SERIAL)
+    exp = write(tmp_path / "e.yaml", SWEEP.replace("resources: {cpus: 1, time_min: 10}\n", ""))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"PYTHONPATH": str(tmp_path)}
+    helped = cli("sweep", "--help", cwd=tmp_path, env=env, timeout=60)
+    assert "serial: the jobs in reverse order" in " ".join(helped.stdout.split())
+    done = cli(
+        "sweep", exp, "train.steps=3", "--executor", "serial", "--tracking-uri", store,
+        cwd=tmp_path, env=env, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "backwards" in done.stderr and "4 finished" in done.stdout
+    assert "serial" not in registry()  # the copy was extended, this process untouched
 
 
 SWEEP = """\

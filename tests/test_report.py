@@ -325,14 +325,14 @@ NEW_FIGURE = '''\
 import matplotlib.pyplot as plt
 
 from rnnlab.report.figures import figure
-from rnnlab.report.plotting import _save
+from rnnlab.report.plotting import save
 
 
 @figure(9, "Runs per status (a figure registered by a module of its own).")
 def runs_per_status(f, out):
     fig, ax = plt.subplots()
     f.runs.status.value_counts().plot.bar(ax=ax)
-    return _save(fig, out, "9_runs_per_status")
+    return save(fig, out, "9_runs_per_status")
 '''
 
 

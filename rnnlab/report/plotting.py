@@ -46,7 +46,7 @@ DECADES = 8  # figures 1 and 7 show n_{T−k}/n_T within 10^±8; beyond it: clip
 RATIO_RANGE = (0.1, 10.0)  # the trainability map's colour scale; beyond it: hatched
 
 
-def _with_params(frame: pd.DataFrame, f: Frames, *extra: str) -> pd.DataFrame:
+def with_params(frame: pd.DataFrame, f: Frames, *extra: str) -> pd.DataFrame:
     keys = [k for k in dict.fromkeys([f.hue, f.col, "seed", *extra]) if k and k in f.runs.columns]
     return frame.merge(f.runs[["run_id", "status", *keys]], on="run_id")
 
@@ -62,22 +62,22 @@ def order(key: str | None, values) -> list:
         return sorted(vals, key=str)
 
 
-def _palette(key: str | None, data: pd.DataFrame) -> dict | None:
+def palette(key: str | None, data: pd.DataFrame) -> dict | None:
     if key == "model.activation" and key in data.columns:
         return {a: PALETTE[a] for a in data[key].unique() if a in PALETTE}
     return None
 
 
-def _label(key: str | None) -> str:
+def label(key: str | None) -> str:
     return LABELS.get(key, key or "")
 
 
-def _panel(key: str | None, value) -> str:
+def panel(key: str | None, value) -> str:
     """A facet title: "T = 100", "activation = tanh", "g = 1.5"."""
-    return f"{SHORT.get(key, _label(key).split(' ')[-1])} = {value}" if key else ""
+    return f"{SHORT.get(key, label(key).split(' ')[-1])} = {value}" if key else ""
 
 
-def _wrap(f: Frames, data: pd.DataFrame, facet: str | None = "col") -> int | None:
+def wrap(f: Frames, data: pd.DataFrame, facet: str | None = "col") -> int | None:
     """Columns per row: one row up to four panels, else rows of (nearly) equal length."""
     key = f.col if facet == "col" else facet
     n = data[key].nunique() if key and key in data.columns else 1
@@ -86,13 +86,38 @@ def _wrap(f: Frames, data: pd.DataFrame, facet: str | None = "col") -> int | Non
     return math.ceil(n / math.ceil(n / 4))
 
 
-def _facet_axes(g, key):
+def over_training(h: pd.DataFrame, f: Frames, hue: str | None, facet: str | None, **kw):
+    """A metric against the training step, one panel per ``facet`` value, one line per ``hue``
+    value (the median over seeds, the band their full range): the layout the figures of
+    training share. ``kw`` adds to or overrides seaborn's ``relplot`` arguments."""
+    numeric = bool(hue) and pd.api.types.is_numeric_dtype(h[hue])
+    args = {
+        "data": h,
+        "x": "step",
+        "y": "value",
+        "hue": hue,
+        "hue_order": order(hue, h[hue]) if hue else None,
+        "col": facet,
+        "col_order": order(facet, h[facet]) if facet else None,
+        "kind": "line",
+        "estimator": "median",
+        "errorbar": ("pi", 100),
+        "palette": "viridis" if numeric else None,
+        "col_wrap": wrap(f, h, facet),
+        "height": WIDTH * 0.8,
+        "aspect": 1.1,
+        "facet_kws": {"sharey": False},
+    }
+    return sns.relplot(**(args | kw))
+
+
+def facet_axes(g, key):
     if key is None or key not in g.data.columns or not g.axes_dict:
         return [(None, ax) for ax in g.axes.flat]
     return list(g.axes_dict.items())
 
 
-def _label_every_panel(g, xlabel: str, ylabel: str) -> None:
+def label_every_panel(g, xlabel: str, ylabel: str) -> None:
     """Tick labels and axis labels on every panel: no panel borrows its neighbour's."""
     for ax in g.axes.flat:
         ax.tick_params(labelbottom=True, labelleft=True)
@@ -100,13 +125,13 @@ def _label_every_panel(g, xlabel: str, ylabel: str) -> None:
         ax.set_ylabel(ylabel)
 
 
-def _titles(g, key: str | None) -> None:
+def titles(g, key: str | None) -> None:
     if key:
-        for value, ax in _facet_axes(g, key):
-            ax.set_title(_panel(key, value))
+        for value, ax in facet_axes(g, key):
+            ax.set_title(panel(key, value))
 
 
-def _legend(g, extra: dict[str, object]) -> None:
+def legend(g, extra: dict[str, object]) -> None:
     """Seaborn's legend plus ``extra`` (label → handle): entries only for what occurred."""
     data = {}
     if g._legend is not None:
@@ -119,7 +144,7 @@ def _legend(g, extra: dict[str, object]) -> None:
         g.add_legend(legend_data=data, label_order=list(data))
 
 
-def _save(fig_or_grid, out: Path, name: str) -> list[Path]:
+def save(fig_or_grid, out: Path, name: str) -> list[Path]:
     if isinstance(fig_or_grid, sns.FacetGrid):  # room for every panel's tick labels
         fig_or_grid.tight_layout(h_pad=1.5, w_pad=1.0)
     fig = getattr(fig_or_grid, "figure", fig_or_grid)
@@ -127,7 +152,7 @@ def _save(fig_or_grid, out: Path, name: str) -> list[Path]:
         for text in legend.get_texts() if legend else []:  # "model.activation" → "activation"
             text.set_text(LABELS.get(text.get_text(), text.get_text()))
         if legend and legend.get_title().get_text():
-            legend.get_title().set_text(_label(legend.get_title().get_text()))
+            legend.get_title().set_text(label(legend.get_title().get_text()))
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     fig.savefig(paths[0], dpi=200, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Producer": None})

@@ -35,7 +35,12 @@ from rnnlab.track.lock import ExperimentLock
 from rnnlab.ui import decay_url, save_view, ui_base
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rnnlab.train import Measurement
+
+    RunFigure = Callable[[pd.DataFrame, Path, str], None]
+    """(profile frame, path of the PNG, title) → the PNG drawn."""
 
 MAX_BATCH = 1000  # MLflow's per-request metric limit
 
@@ -108,8 +113,11 @@ class _Run:
 class MlflowTracker:
     """Writes a sweep into an MLflow tracking store, in batches."""
 
-    def __init__(self, tracking_uri: str | None = None):
+    def __init__(self, tracking_uri: str | None = None, run_figure: RunFigure | None = None):
         self.uri = tracking_uri or default_tracking_uri()
+        self.run_figure = run_figure
+        """Draws each run's profile.png from its profile frame (the report's ``run_profile``,
+        handed in by the CLI: tracking sits below the report and never imports it)."""
         self._client: MlflowClient | None = None
         self.commit = git_commit()
         self.seconds = 0.0  # time spent in tracking calls: the tracking overhead
@@ -400,10 +408,8 @@ class MlflowTracker:
             tmp = Path(tmp)
             frame = profile_frame(r.profiles)
             frame.to_parquet(tmp / "profiles.parquet", index=False)
-            if r.profiles:  # a small figure the UI's artifact view shows inline
-                from rnnlab.report.figures.run_profile import run_profile_figure
-
-                run_profile_figure(frame, tmp / "profile.png", title=r.name)
+            if r.profiles and self.run_figure:  # a small figure the UI shows inline
+                self.run_figure(frame, tmp / "profile.png", r.name)
             (tmp / "config.yaml").write_text(
                 yaml.safe_dump(r.run.model_dump(mode="json"), sort_keys=False)
             )

@@ -3,12 +3,12 @@
 A module registers its figure by decorating the function that draws it::
 
     from rnnlab.report.figures import figure
-    from rnnlab.report.plotting import _save
+    from rnnlab.report import plotting as plot
 
     @figure(9, "What it shows, in one sentence: the caption under it in the report.")
     def my_figure(f: Frames, out: Path) -> list[Path] | None:
         ...  # reads only f's tidy frames (rnnlab.report.load)
-        return _save(fig, out, "9_my_figure")  # PNG and PDF
+        return plot.save(fig, out, "9_my_figure")  # PNG and PDF
 
 The report (``rnnlab.report.document``) draws every registered figure in the order of its
 number; one that returns None is left out of that report (a figure the sweep cannot show,

@@ -5,61 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
 from matplotlib.lines import Line2D
 
 from rnnlab.measure import names
+from rnnlab.report import plotting as plot
 from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
-from rnnlab.report.plotting import (
-    WIDTH,
-    _facet_axes,
-    _label_every_panel,
-    _legend,
-    _palette,
-    _save,
-    _titles,
-    _with_params,
-    _wrap,
-    order,
-)
 
 
 @figure(4, "Global gradient norm per run; spikes are exploding gradients.")
 def grad_norm_over_training(f: Frames, out: Path) -> list[Path]:
-    h = _with_params(f.history[f.history.key == names.GRAD_NORM], f)
-    h = h.assign(value=h.value.clip(upper=1e300))  # +inf (stored as 1.8e308) drawn at the top
-    g = sns.relplot(
-        data=h,
-        x="step",
-        y="value",
-        hue=f.hue,
-        hue_order=order(f.hue, h[f.hue]) if f.hue else None,
-        col=f.col,
-        col_order=order(f.col, h[f.col]) if f.col else None,
-        units="run_id",
-        estimator=None,
-        kind="line",
-        palette=_palette(f.hue, h),
-        col_wrap=_wrap(f, h),
-        height=WIDTH * 0.8,
-        aspect=1.1,
-        linewidth=0.6,
-        alpha=0.8,
-    )
+    h = plot.with_params(f.history[f.history.key == names.GRAD_NORM], f)
+    # +inf (stored as 1.8e308) is drawn a decade above the largest finite norm: a log axis
+    # asked to span ~300 decades gives up and shows 1–10, hiding everything above
+    finite = h.value[h.value < 1e300]
+    top = 10 * finite.max() if len(finite) else 1.0
+    h = h.assign(value=h.value.clip(upper=top))
+    g = plot.over_training(  # every run its own thin line: a spike is one run's
+        h, f, f.hue, f.col, units="run_id", estimator=None, errorbar=None,
+        palette=plot.palette(f.hue, h), col_wrap=plot.wrap(f, h), facet_kws={},
+        linewidth=0.6, alpha=0.8,
+    )  # fmt: skip
     g.set(yscale="log")
-    clipped = _with_params(
+    clipped = plot.with_params(
         f.history[(f.history.key == names.GRAD_CLIPPED) & (f.history.value > 0)], f
     )
     diverged = f.drawn[f.drawn.status == "diverged"]
-    for key, ax in _facet_axes(g, f.col):
+    for key, ax in plot.facet_axes(g, f.col):
         if not clipped.empty:
             c = clipped if key is None else clipped[clipped[f.col] == key]
             norms = h.set_index(["run_id", "step"]).value
             y = norms.reindex(pd.MultiIndex.from_frame(c[["run_id", "step"]])).to_numpy()
             ax.scatter(c.step, y, s=6, marker="|", color="0.2")
         d = diverged if key is None else diverged[diverged[f.col] == key]
-        pal = _palette(f.hue, h) or {}
+        pal = plot.palette(f.hue, h) or {}
         for _, r in d.iterrows():  # the step it diverged, and its norm off the top (inf)
             ax.axvline(r.diverged_step, color="red", lw=0.8, ls=":")
             ax.plot(
@@ -84,9 +63,11 @@ def grad_norm_over_training(f: Frames, out: Path) -> list[Path]:
             [], [], color="red", lw=0.8, ls=":", marker="^", mec="red", mfc="0.6"
         )
         events.append("red: diverged")
-    _legend(g, extra)
-    _label_every_panel(g, "training step", r"$\|\partial L/\partial\theta\|_2$ (before clipping)")
-    _titles(g, f.col)
+    plot.legend(g, extra)
+    plot.label_every_panel(
+        g, "training step", r"$\|\partial L/\partial\theta\|_2$ (before clipping)"
+    )
+    plot.titles(g, f.col)
     what = f" ({', '.join(events)})" if events else ""
     g.figure.suptitle(f"Gradient norm over training, one line per run{what}", y=1.03)
-    return _save(g, out, "4_grad_norm_over_training")
+    return plot.save(g, out, "4_grad_norm_over_training")

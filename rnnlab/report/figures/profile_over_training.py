@@ -11,21 +11,15 @@ import seaborn as sns
 from matplotlib.colors import Normalize
 from matplotlib.patches import Patch
 
+from rnnlab.report import plotting as plot
 from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
-from rnnlab.report.plotting import (
-    DECADES,
-    WIDTH,
-    _save,
-    _with_params,
-    order,
-)
 
 
 def profile_heatmap_frame(f: Frames) -> pd.DataFrame:
     """log10 n_{T−k}/n_T over (training step, distance k) for each hue value at the longest
     length (first seed); ``log10_n`` is NaN where n underflowed to 0."""
-    p = _with_params(f.profiles, f, "task.seq_len")
+    p = plot.with_params(f.profiles, f, "task.seq_len")
     if "task.seq_len" in p.columns and not p.empty:
         p = p[p["task.seq_len"] == p["task.seq_len"].max()]
     if "seed" in p.columns and not p.empty:
@@ -49,13 +43,17 @@ def profile_heatmaps(f: Frames, out: Path) -> list[Path]:
     """One shared, clipped colour scale: panels compare across activations."""
     p = profile_heatmap_frame(f)
     hue = f.hue or "run_id"
-    keys = order(hue if f.hue else None, p[hue]) if not p.empty else []
+    keys = plot.order(hue if f.hue else None, p[hue]) if not p.empty else []
     n = max(1, len(keys))
     fig, axes = plt.subplots(
-        1, n, figsize=(WIDTH * 0.95 * n + 0.8, WIDTH * 0.95), squeeze=False, layout="constrained"
+        1,
+        n,
+        figsize=(plot.WIDTH * 0.95 * n + 0.8, plot.WIDTH * 0.95),
+        squeeze=False,
+        layout="constrained",
     )
     cmap = sns.color_palette("RdBu_r", as_cmap=True).with_extremes(bad="0.8")
-    norm = Normalize(-DECADES, DECADES)
+    norm = Normalize(-plot.DECADES, plot.DECADES)
     clipped = underflow = False
     mesh = None
     names = f.runs.set_index("run_id").name
@@ -66,12 +64,12 @@ def profile_heatmaps(f: Frames, out: Path) -> list[Path]:
         mesh = ax.pcolormesh(
             mat.columns,
             mat.index,
-            np.clip(values, -DECADES, DECADES),
+            np.clip(values, -plot.DECADES, plot.DECADES),
             cmap=cmap,
             norm=norm,
             shading="nearest",
         )
-        out_of_range = np.isfinite(values) & (np.abs(values) > DECADES)
+        out_of_range = np.isfinite(values) & (np.abs(values) > plot.DECADES)
         if out_of_range.any():
             clipped = True
             ax.pcolor(
@@ -96,7 +94,7 @@ def profile_heatmaps(f: Frames, out: Path) -> list[Path]:
                 facecolor=cmap(0.0),
                 edgecolor="white",
                 hatch="///",
-                label=rf"beyond $10^{{\pm {DECADES}}}$ (clipped)",
+                label=rf"beyond $10^{{\pm {plot.DECADES}}}$ (clipped)",
             )
         )
     if underflow:
@@ -115,7 +113,7 @@ def profile_heatmaps(f: Frames, out: Path) -> list[Path]:
             ax=axes[0].tolist(),
             pad=0.01,
             extend="both" if clipped else "neither",
-            label=rf"$\log_{{10}}\, n_{{T-k}}/n_T$ (clipped to ±{DECADES})",
+            label=rf"$\log_{{10}}\, n_{{T-k}}/n_T$ (clipped to ±{plot.DECADES})",
         )
     T = int(p["task.seq_len"].max()) if "task.seq_len" in p.columns and not p.empty else None
     fig.suptitle(
@@ -123,4 +121,4 @@ def profile_heatmaps(f: Frames, out: Path) -> list[Path]:
         "one colour scale for all panels (blue vanishing, red exploding)",
         fontsize=9,
     )
-    return _save(fig, out, "7_profile_over_training")
+    return plot.save(fig, out, "7_profile_over_training")

@@ -9,21 +9,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
+from rnnlab.report import plotting as plot
 from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
-from rnnlab.report.plotting import (
-    DECADES,
-    WIDTH,
-    _facet_axes,
-    _label_every_panel,
-    _legend,
-    _palette,
-    _save,
-    _titles,
-    _with_params,
-    _wrap,
-    order,
-)
 
 
 def profile_frame(f: Frames) -> pd.DataFrame:
@@ -41,21 +29,21 @@ def profile_frame(f: Frames) -> pd.DataFrame:
     p["ratio"] = (
         p.n_t.to_numpy() / ref.reindex(pd.MultiIndex.from_frame(p[["run_id", "step"]])).to_numpy()
     )
-    return _with_params(p, f)
+    return plot.with_params(p, f)
 
 
 def profile_marks(f: Frames) -> pd.DataFrame:
     """Where each median profile of figure 1 leaves the y range or underflows.
 
     One row per (panel, hue, phase) with an event: ``kind`` is "below range", "above range"
-    (the median first crosses 10^∓DECADES at ``k``) or "underflow" (some seed's n reached
+    (the median first crosses 10^∓plot.DECADES at ``k``) or "underflow" (some seed's n reached
     exactly 0 at ``k``: the line ends at k − 1), ``y`` where to draw the marker.
     """
     data = profile_frame(f)
     cols = ["col", "hue", "phase", "kind", "k", "y"]
     if data.empty:
         return pd.DataFrame(columns=cols)
-    lo, hi = 10.0**-DECADES, 10.0**DECADES
+    lo, hi = 10.0**-plot.DECADES, 10.0**plot.DECADES
     data = data.assign(_col=data[f.col] if f.col else "", _hue=data[f.hue] if f.hue else "")
     rows = []
     for (c, h, phase), d in data.groupby(["_col", "_hue", "phase"]):
@@ -78,8 +66,8 @@ def profile_marks(f: Frames) -> pd.DataFrame:
 
 
 MARKERS = {
-    "below range": ("v", rf"leaves the y range (below $10^{{-{DECADES}}}$)"),
-    "above range": ("^", rf"leaves the y range (above $10^{{{DECADES}}}$)"),
+    "below range": ("v", rf"leaves the y range (below $10^{{-{plot.DECADES}}}$)"),
+    "above range": ("^", rf"leaves the y range (above $10^{{{plot.DECADES}}}$)"),
     "underflow": ("X", "underflow: n = 0 (float32) beyond"),
 }
 
@@ -92,7 +80,7 @@ MARKERS = {
 def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
     data = profile_frame(f)
     shown = data[np.isfinite(data.ratio) & (data.ratio > 0)]
-    hue_order = order(f.hue, shown[f.hue]) if f.hue else None
+    hue_order = plot.order(f.hue, shown[f.hue]) if f.hue else None
     g = sns.relplot(
         data=shown,
         x="k",
@@ -102,25 +90,25 @@ def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
         style="phase",
         style_order=[p for p in ("init", "end of training") if p in set(shown.phase)],
         col=f.col,
-        col_order=order(f.col, shown[f.col]) if f.col else None,
+        col_order=plot.order(f.col, shown[f.col]) if f.col else None,
         kind="line",
         estimator="median",
         errorbar=("pi", 100),
-        palette=_palette(f.hue, shown),
-        col_wrap=_wrap(f, shown),
-        height=WIDTH * 0.8,
+        palette=plot.palette(f.hue, shown),
+        col_wrap=plot.wrap(f, shown),
+        height=plot.WIDTH * 0.8,
         aspect=1.1,
         facet_kws={"sharex": False, "sharey": True},
         linewidth=1.2,
     )
     g.set(
         yscale="log",
-        ylim=(10.0**-DECADES, 10.0**DECADES),
-        yticks=[10.0**e for e in range(-DECADES, DECADES + 1, 4)],
+        ylim=(10.0**-plot.DECADES, 10.0**plot.DECADES),
+        yticks=[10.0**e for e in range(-plot.DECADES, plot.DECADES + 1, 4)],
     )
     marks = profile_marks(f)
-    pal = _palette(f.hue, shown) or {}
-    for key, ax in _facet_axes(g, f.col):
+    pal = plot.palette(f.hue, shown) or {}
+    for key, ax in plot.facet_axes(g, f.col):
         m = marks if key is None else marks[marks.col == key]
         for r in m.itertuples():
             ax.plot(
@@ -141,12 +129,12 @@ def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
         for k in MARKERS
         if k in set(marks.kind)
     }
-    _legend(g, extra)
-    _label_every_panel(g, "distance k = T − t (steps back)", r"$n_{T-k}\,/\,n_T$")
-    _titles(g, f.col)
+    plot.legend(g, extra)
+    plot.label_every_panel(g, "distance k = T − t (steps back)", r"$n_{T-k}\,/\,n_T$")
+    plot.titles(g, f.col)
     g.figure.suptitle(
         "Gradient norm ‖∂L/∂h_t‖ vs distance (median over seeds, band: min–max; "
-        rf"y range $10^{{\pm {DECADES}}}$)",
+        rf"y range $10^{{\pm {plot.DECADES}}}$)",
         y=1.03,
     )
-    return _save(g, out, "1_profile_vs_distance")
+    return plot.save(g, out, "1_profile_vs_distance")

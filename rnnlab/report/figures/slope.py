@@ -7,16 +7,9 @@ from pathlib import Path
 import pandas as pd
 import seaborn as sns
 
+from rnnlab.report import plotting as plot
 from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
-from rnnlab.report.plotting import (
-    WIDTH,
-    _label,
-    _label_every_panel,
-    _palette,
-    _save,
-    order,
-)
 
 
 def slope_frame(f: Frames) -> pd.DataFrame:
@@ -40,24 +33,24 @@ def slope_vs_swept(f: Frames, out: Path) -> list[Path]:
         data=data,
         x=x,
         y="slope",
-        order=order(x, data[x]),
+        order=plot.order(x, data[x]),
         hue=hue,
-        hue_order=order(hue, data[hue]) if hue else None,
+        hue_order=plot.order(hue, data[hue]) if hue else None,
         col="phase",
         col_order=["init", "end of training"],
         kind="strip",
         dodge=True,
-        palette=_palette(hue, data),
-        height=WIDTH * 0.8,
+        palette=plot.palette(hue, data),
+        height=plot.WIDTH * 0.8,
         aspect=1.1,
         size=4,
         jitter=0.15,
     )
     for ax in g.axes.flat:
         ax.axhline(0, color="0.3", lw=0.8, ls="--")
-    _label_every_panel(g, _label(x), r"slope of $\ln n_t$ vs $k$ (nats/step)")
+    plot.label_every_panel(g, plot.label(x), r"slope of $\ln n_t$ vs $k$ (nats/step)")
     g.set_titles("{col_name}")
     g.figure.suptitle(
         "Gradient decay rate (< 0 vanishing, > 0 exploding), one point per seed", y=1.03
     )
-    return _save(g, out, "6_slope_vs_swept")
+    return plot.save(g, out, "6_slope_vs_swept")

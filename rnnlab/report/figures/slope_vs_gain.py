@@ -9,14 +9,9 @@ import numpy as np
 import pandas as pd
 
 from rnnlab.measure import names
+from rnnlab.report import plotting as plot
 from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
-from rnnlab.report.plotting import (
-    PALETTE,
-    WIDTH,
-    _save,
-    order,
-)
 
 
 def criticality_frame(f: Frames) -> pd.DataFrame:
@@ -60,11 +55,11 @@ def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
     data = criticality_frame(f)
     if data.empty or data["model.gain"].nunique() < 2:
         return None  # needs a sweep over model.gain
-    acts = order("model.activation", data["model.activation"])
+    acts = plot.order("model.activation", data["model.activation"])
     fig, axes = plt.subplots(
         1,
         len(acts),
-        figsize=(WIDTH * 1.1 * len(acts), WIDTH * 0.9),
+        figsize=(plot.WIDTH * 1.1 * len(acts), plot.WIDTH * 0.9),
         squeeze=False,
         layout="constrained",
     )
@@ -76,7 +71,7 @@ def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
             measured["model.gain"],
             measured.slope,
             s=14,
-            color=PALETTE.get(act),
+            color=plot.PALETTE.get(act),
             label="measured slope",
             zorder=3,
         )
@@ -112,4 +107,4 @@ def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
         ax.set_title(act, fontsize=9)
         ax.legend(fontsize=6, loc="upper left")
     fig.suptitle("Gradient slope at init vs gain: measurement, mean-field theory and λ_max")
-    return _save(fig, out, "8_slope_vs_gain_theory")
+    return plot.save(fig, out, "8_slope_vs_gain_theory")

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-import seaborn as sns
-
 from rnnlab.measure import names
 from rnnlab.model.activations import ACTIVATIONS
+from rnnlab.report import plotting as plot
 from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
-from rnnlab.report.plotting import (
-    WIDTH,
-    _facet_axes,
-    _label_every_panel,
-    _save,
-    _titles,
-    _with_params,
-    _wrap,
-    order,
-)
 
 QUANTITIES = {
     names.W_HH_RADIUS: "spectral radius ρ",
@@ -31,29 +19,11 @@ QUANTITIES = {
 @figure(5, "Spectral radius and largest singular value of W_hh; red: the vanishing bound 1/γ.")
 def spectrum_over_training(f: Frames, out: Path) -> list[Path]:
     h = f.history[f.history.key.isin(list(QUANTITIES))]
-    h = _with_params(h, f, "model.activation").assign(quantity=lambda d: d.key.map(QUANTITIES))
+    h = plot.with_params(h, f, "model.activation").assign(quantity=lambda d: d.key.map(QUANTITIES))
     facet = "model.activation" if "model.activation" in h.columns else f.col
     hue = f.hue if f.hue != facet else f.col  # one line per length, not a median over them
-    g = sns.relplot(
-        data=h,
-        x="step",
-        y="value",
-        hue=hue,
-        hue_order=order(hue, h[hue]) if hue else None,
-        style="quantity",
-        col=facet,
-        col_order=order(facet, h[facet]) if facet else None,
-        kind="line",
-        estimator="median",
-        errorbar=("pi", 100),
-        palette="viridis" if hue and pd.api.types.is_numeric_dtype(h[hue]) else None,
-        height=WIDTH * 0.8,
-        aspect=1.1,
-        col_wrap=_wrap(f, h, facet),
-        linewidth=1.1,
-        facet_kws={"sharey": False},
-    )
-    for key, ax in _facet_axes(g, facet):
+    g = plot.over_training(h, f, hue, facet, style="quantity", linewidth=1.1)
+    for key, ax in plot.facet_axes(g, facet):
         # Pascanu et al. (2013): σ_max(W_hh) < 1/γ suffices for vanishing gradients, |φ′| ≤ γ
         act = ACTIVATIONS.get(key) if facet == "model.activation" else None
         crit = 1 / act.gamma if act is not None else 1.0
@@ -66,11 +36,11 @@ def spectrum_over_training(f: Frames, out: Path) -> list[Path]:
             color="red",
             va="bottom",
         )
-    _label_every_panel(g, "training step", r"$W_{hh}$ spectrum")
-    _titles(g, facet)
+    plot.label_every_panel(g, "training step", r"$W_{hh}$ spectrum")
+    plot.titles(g, facet)
     g.figure.suptitle(
         "W_hh spectrum over training (median over seeds, band: min–max; red: σ_max = 1/γ, "
         "Pascanu et al. 2013)",
         y=1.03,
     )
-    return _save(g, out, "5_spectrum_over_training")
+    return plot.save(g, out, "5_spectrum_over_training")

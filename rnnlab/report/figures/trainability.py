@@ -13,16 +13,9 @@ import seaborn as sns
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.patches import Patch, Rectangle
 
+from rnnlab.report import plotting as plot
 from rnnlab.report.figures import figure
 from rnnlab.report.load import Frames
-from rnnlab.report.plotting import (
-    RATIO_RANGE,
-    WIDTH,
-    _label,
-    _save,
-    order,
-    sci,
-)
 
 
 def trainability_frame(f: Frames) -> pd.DataFrame:
@@ -36,7 +29,7 @@ def trainability_frame(f: Frames) -> pd.DataFrame:
         diverged=("status", lambda s: (s == "diverged").sum()),
     )
     cell = cell.reset_index()
-    lo, hi = RATIO_RANGE
+    lo, hi = plot.RATIO_RANGE
     cell["clipped"] = np.select(
         [cell.ratio >= hi, cell.ratio <= lo], [f"≥ {hi:g}", f"≤ {lo:g}"], default=""
     )
@@ -47,13 +40,13 @@ def trainability_frame(f: Frames) -> pd.DataFrame:
 def trainability_map(f: Frames, out: Path) -> list[Path]:
     cell = trainability_frame(f)
     rows, cols = f.hue or "name", f.col or "experiment"
-    row_order, col_order = order(rows, cell[rows]), order(cols, cell[cols])
+    row_order, col_order = plot.order(rows, cell[rows]), plot.order(cols, cell[cols])
     ratio = cell.pivot(index=rows, columns=cols, values="ratio").reindex(row_order)[col_order]
     div = cell.pivot(index=rows, columns=cols, values="diverged").reindex(row_order)[col_order]
     n = cell.pivot(index=rows, columns=cols, values="runs").reindex(row_order)[col_order]
-    lo, hi = RATIO_RANGE
+    lo, hi = plot.RATIO_RANGE
     log = np.log10(ratio.astype(float).where(ratio > 0)).clip(math.log10(lo), math.log10(hi))
-    fig, ax = plt.subplots(figsize=(WIDTH * 1.35, max(2.2, 0.5 * len(ratio) + 1.6)))
+    fig, ax = plt.subplots(figsize=(plot.WIDTH * 1.35, max(2.2, 0.5 * len(ratio) + 1.6)))
     cmap = sns.color_palette("RdBu_r", as_cmap=True).with_extremes(bad="0.85")
     norm = TwoSlopeNorm(0, math.log10(lo), math.log10(hi))
     sns.heatmap(
@@ -86,7 +79,7 @@ def trainability_map(f: Frames, out: Path) -> list[Path]:
                 ax.add_patch(
                     Rectangle((j, i), 1, 1, fill=False, hatch=hatch, edgecolor="0.35", lw=0)
                 )
-            text = sci(v) if np.isfinite(v) else "n/a" if np.isfinite(k) else "not run"
+            text = plot.sci(v) if np.isfinite(v) else "n/a" if np.isfinite(k) else "not run"
             if np.isfinite(d) and d > 0:
                 text += f"\n{int(d)}/{int(k)} div."
             shade = (
@@ -105,8 +98,8 @@ def trainability_map(f: Frames, out: Path) -> list[Path]:
                 color="black" if light else "white",
                 bbox={"boxstyle": "round,pad=0.15", "fc": shade, "ec": "none"} if hatch else None,
             )
-    ax.set_xlabel(_label(cols))
-    ax.set_ylabel(_label(rows))
+    ax.set_xlabel(plot.label(cols))
+    ax.set_ylabel(plot.label(rows))
     ax.set_title(
         "Trainability: final eval loss ÷ baseline\n(median over seeds; < 1 learned, 1 = chance)"
     )
@@ -129,4 +122,4 @@ def trainability_map(f: Frames, out: Path) -> list[Path]:
             fontsize=7,
             frameon=False,
         )
-    return _save(fig, out, "2_trainability_map")
+    return plot.save(fig, out, "2_trainability_map")

@@ -14,8 +14,9 @@ that sent no "end" by *one* rule (``rnnlab.run.sweep``): killed if the sweep was
 the member had started, otherwise failed with the job's error — a worker that died never
 leaves a run open.
 
-To add an executor: one file here with a class following :class:`Executor`, registered in
-``rnnlab/run/executors/__init__.py``.
+To add an executor: one file here with a class following :class:`Executor`. The package finds
+it (``rnnlab/run/executors/__init__.py``); a class with a ``choice`` is offered as
+``rnnlab sweep --executor <choice>`` and built by its ``from_cli``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from rnnlab.config import RunConfig
-from rnnlab.train import Measurement, train_ensemble
+
+if TYPE_CHECKING:
+    from rnnlab.train import Measurement
 
 Message = tuple[str, int, object]
 Job = tuple[list[int], list[str]]
@@ -39,7 +42,12 @@ FLUSH_SECONDS = 0.2
 
 
 class Executor(Protocol):
-    """Runs jobs and delivers their messages; see the module docstring."""
+    """Runs jobs and delivers their messages; see the module docstring.
+
+    A class offered on the command line also has ``choice: ClassVar[str]`` (the value of
+    ``rnnlab sweep --executor``) and a classmethod ``from_cli(args, resources, workers,
+    tracking_uri) -> (executor, where)`` that checks its options (``ConfigError``: bad input,
+    exit 2, before anything runs) and builds it; ``where`` says where the jobs run."""
 
     name: ClassVar[str]
 
@@ -90,6 +98,14 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
             if k not in ended:
                 end(k, "killed", None)
     send(batch)
+
+
+def train_ensemble(runs: list[RunConfig]):
+    """``rnnlab.train.train_ensemble``, imported on first use: the CLI lists the executors
+    without loading torch."""
+    from rnnlab.train import train_ensemble as train
+
+    return train(runs)
 
 
 def run_group(runs: list[RunConfig], emit, end, stop=None) -> None:

@@ -36,6 +36,20 @@ def _work(job) -> bool:
 
 class Processes:
     name: ClassVar[str] = "processes"
+    choice: ClassVar[str] = "local"
+    help: ClassVar[str] = "this machine's processes, --workers of them (default)"
+
+    @staticmethod
+    def check(args, tracking_uri: str) -> None:
+        """Nothing to check: local processes need no package or cluster."""
+
+    @classmethod
+    def from_cli(cls, args, resources, workers: int):
+        if workers <= 1:  # one worker trains in this process
+            from rnnlab.run.executors.inline import Inline
+
+            return Inline(), "1 worker"
+        return cls(workers), f"{workers} workers"
 
     def __init__(self, workers: int):
         self.workers = workers

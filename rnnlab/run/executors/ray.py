@@ -5,9 +5,12 @@ a store the cluster's driver can reach (an MLflow tracking server for a cluster)
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
 from typing import ClassVar
 
+from rnnlab.config import ConfigError
 from rnnlab.run.executors.base import work
 
 
@@ -34,8 +37,54 @@ def _task(q, job) -> None:
     work(job, q.put)
 
 
+def _check(args, uri: str) -> None:
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            ["--executor ray needs Ray: pip install 'rnnlab[ray]' (make install includes it)"]
+        )
+    if args.ray_address and not uri.startswith(("http://", "https://")):
+        raise ConfigError(
+            [
+                f"--ray-address: a cluster needs a shared tracking server, not {uri}; start one "
+                "(make server) and pass --tracking-uri http://HOST:PORT"
+            ]
+        )
+    if args.ray_address:  # a head that is not there: seconds, not Ray's minutes of retries
+        host, _, port = args.ray_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError([f"--ray-address: expected HOST:PORT, got {args.ray_address!r}"])
+        if not _speaks_grpc(host, int(port)):
+            raise ConfigError(
+                [
+                    f"--ray-address {args.ray_address}: no Ray head answers there (nothing "
+                    "listens, or it is not Ray's gRPC port)"
+                ]
+            )
+
+
+def _speaks_grpc(host: str, port: int, timeout: float = 5.0) -> bool:
+    """Does ``host:port`` answer the HTTP/2 connection preface with a SETTINGS frame, as a
+    Ray head's gRPC server does? Seconds, where ray.init waits minutes on a wrong port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS
+            head = conn.recv(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[3] == 0x04  # frame type 4: SETTINGS
+
+
 class Ray:
     name: ClassVar[str] = "ray"
+    choice: ClassVar[str] = "ray"
+    help: ClassVar[str] = "one Ray task per ensemble (--ray-address HOST:PORT joins a cluster)"
+    check = staticmethod(_check)
+
+    @classmethod
+    def from_cli(cls, args, resources, workers: int):
+        return cls(address=args.ray_address, cpus=resources.cpus, gpus=resources.gpus), "Ray tasks"
 
     def __init__(self, address: str | None, cpus: float = 1.0, gpus: float = 0.0):
         self.address, self.cpus, self.gpus = address, cpus, gpus

@@ -14,6 +14,7 @@ the jobs as local processes (that is how the tests run it).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import shutil
@@ -23,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import ClassVar
 
+from rnnlab.config import ConfigError
 from rnnlab.run.executors.base import watch_parent, work
 
 HEARTBEAT_SECONDS = 5.0
@@ -71,6 +73,32 @@ class _Spool:
 
 class Slurm:
     name: ClassVar[str] = "slurm"
+    choice: ClassVar[str] = "slurm"
+    help: ClassVar[str] = (
+        "one SLURM job per ensemble, via submitit (local processes without sbatch)"
+    )
+
+    @staticmethod
+    def check(args, tracking_uri: str) -> None:
+        if importlib.util.find_spec("submitit") is None:
+            raise ConfigError(
+                [
+                    "--executor slurm needs submitit: pip install 'rnnlab[slurm]' (make install has it)"
+                ]
+            )
+
+    @classmethod
+    def from_cli(cls, args, resources, workers: int):
+        executor = cls(
+            folder=args.slurm_folder,
+            max_jobs=args.workers,
+            cpus=resources.cpus,
+            gpus=resources.gpus,
+            partition=resources.partition,
+            time_min=resources.time_min,
+            mem_gb=resources.mem_gb,
+        )
+        return executor, f"{executor.cluster} jobs via submitit, folder {args.slurm_folder}"
 
     def __init__(
         self,
