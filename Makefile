@@ -33,6 +33,9 @@ sweep: $(STAMP) ## run a sweep: make sweep [EXP=experiments/criticality.yaml] [A
 validate: $(STAMP) ## check an experiment file without running it
 	$(BIN)/rnnlab validate $(EXP) $(ARGS)
 
+reproduce: $(STAMP) ## sweep the published claims in experiments/reproductions/ and check their numbers; exit 1 if one fails (ARGS: NAME…, key=value)
+	$(BIN)/rnnlab reproduce $(ARGS)
+
 ui: $(STAMP) ## MLflow UI on the results/ store at http://127.0.0.1:PORT (PORT=5000)
 	$(BIN)/rnnlab ui --port $(PORT)
 
@@ -72,4 +75,4 @@ clean: ## remove the environment and caches (keeps results/)
 clean-results: ## delete every tracked run, artifact and figure under results/
 	find results -mindepth 1 ! -name README.md -exec rm -rf {} +
 
-.PHONY: help install sweep validate ui report docs-figures server bench browser-deps test lint clean clean-results
+.PHONY: help install sweep validate reproduce ui report docs-figures server bench browser-deps test lint clean clean-results

@@ -1,6 +1,7 @@
-"""Command line: ``rnnlab sweep | run | validate | ui``.
+"""Command line: ``rnnlab sweep | run | reproduce | report | theory | validate | ui``.
 
-Exit status: 0 ok, 2 bad input (nothing written), 1 failure (some run failed), 130 interrupted.
+Exit status: 0 ok, 2 bad input (nothing written), 1 failure (some run failed; for
+``reproduce``, also a check that does not hold), 130 interrupted.
 Heavy libraries (torch, mlflow) are imported only by the commands that need them, so
 ``rnnlab --help`` and ``rnnlab validate`` answer instantly.
 """
@@ -241,6 +242,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.set_defaults(func=cmd_report)
 
+    rd = sub.add_parser(
+        "reproduce",
+        help="sweep published claims (experiments/reproductions/), check their numbers",
+        description="For each reproduction file: sweep its grid (resuming like rnnlab sweep), "
+        "evaluate its expect: checks on the stored runs, write its report with the checks "
+        "table; print the table. Exit 1 if a check fails (a documented known failure does not).",
+    )
+    rd.intermixed = True
+    rd.add_argument(
+        "targets",
+        nargs="*",
+        metavar="NAME|key=value",
+        help=f"file stems in {REPRODUCTIONS}/ or paths (default: every file there), and "
+        "overrides applied to each, e.g. train.steps=20",
+    )
+    uri_arg(rd)
+    rd.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="local worker processes (default: min(CPUs, grid size))",
+    )
+    rd.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/figures"),
+        help="report folder; one subfolder per experiment (default: results/figures)",
+    )
+    rd.set_defaults(func=cmd_reproduce)
+
     th = sub.add_parser("theory", help="mean-field prediction: q*, χ₁, gradient slope, depth scale")
     th.add_argument(
         "--activation", required=True, help="tanh, relu, sigmoid, linear, leaky_relu, hardtanh"
@@ -278,10 +309,19 @@ def _load(args) -> tuple[Experiment, list[RunConfig]]:
                     "(use auto or cpu)"
                 ]
             )
+    _check_uri(args)
+    return experiment, grid
+
+
+def _check_uri(args) -> None:
     uri = getattr(args, "tracking_uri", None)
     if uri is not None and not uri.strip():
         raise ConfigError(["--tracking-uri: empty; leave it out for results/mlflow.db"])
-    return experiment, grid
+
+
+def _workers_for(args, grid: list[RunConfig]) -> int:
+    """--workers, else one per CPU up to the grid's size."""
+    return args.workers or (min(os.cpu_count() or 1, len(grid)) if len(grid) > 1 else 1)
 
 
 def cmd_validate(args) -> int:
@@ -302,8 +342,7 @@ def cmd_sweep(args) -> int:
             print(f"{run.run_key}  {run_name(run, swept)}")
         print(f"{len(grid)} run(s) in experiment {experiment.name!r}; nothing was run (--dry-run)")
         return EXIT_OK
-    workers = args.workers or (min(os.cpu_count() or 1, len(grid)) if len(grid) > 1 else 1)
-    return _execute(experiment, grid, args, workers, parent=True)
+    return _execute(experiment, grid, args, _workers_for(args, grid), parent=True)
 
 
 def cmd_run(args) -> int:
@@ -434,11 +473,82 @@ def medians_table(grid: list[RunConfig], finals: dict, swept: list[str], rows: i
     return "\n".join(out)
 
 
+REPRODUCTIONS = Path("experiments/reproductions")
+"""Where ``rnnlab reproduce`` finds its claims, one YAML file each."""
+
+
+def _reproductions(names: list[str]) -> list[Path]:
+    """The files named (a stem in :data:`REPRODUCTIONS` or a path), else all of them."""
+    available = sorted(REPRODUCTIONS.glob("*.y*ml"))
+    listed = ", ".join(p.stem for p in available) or f"none (no YAML files in {REPRODUCTIONS}/)"
+    if not names and not available:
+        raise ConfigError([f"no reproductions: {REPRODUCTIONS}/ has no YAML files"])
+    files = []
+    for name in names:
+        path = Path(name)
+        stems = [p for p in available if p.stem == name or p.name == name]
+        if stems:
+            files.append(stems[0])
+        elif path.suffix in (".yaml", ".yml") and path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError([f"unknown reproduction {name!r}; available: {listed}"])
+    return files or available
+
+
+def cmd_reproduce(args) -> int:
+    from rnnlab.track import MlflowTracker
+
+    names = [t for t in args.targets if "=" not in t]
+    args.overrides = [t for t in args.targets if "=" in t]
+    _check_uri(args)
+    plans = []
+    for path in _reproductions(names):  # every file checked before anything runs
+        experiment, grid = load_experiment(path, args.overrides)
+        if not experiment.expect:
+            raise ConfigError([f"{path}: no expect: section; a reproduction checks its claim"])
+        plans.append((path, experiment, grid))
+    from rnnlab import report
+    from rnnlab.report import checks
+
+    uri = MlflowTracker(args.tracking_uri).uri
+    status, tables = EXIT_OK, []
+    for path, experiment, grid in plans:
+        if _execute(experiment, grid, args, _workers_for(args, grid), parent=True) != EXIT_OK:
+            status = EXIT_FAILED
+        swept = experiment.swept_keys()
+        frames = report.load_results(
+            experiment.name,
+            uri,
+            grid={r.run_key: run_name(r, swept) for r in grid},
+            source=f"the current grid of {path}",
+            metrics=checks.metrics_named(experiment.expect),
+        )
+        outcomes = checks.evaluate(experiment, frames)
+        out = args.out / experiment.name
+        report.report(frames, out, outcomes, experiment.reproduces)
+        report.log_to_parent(uri, frames, out)
+        tables.append((path, experiment, outcomes, out / "report.md"))
+    counts = {"passed": 0, "failed": 0, "known": 0}
+    for path, experiment, outcomes, md in tables:
+        claim = experiment.reproduces
+        print(f"\n{path.stem}: {claim.claim} ({claim.source})" if claim else f"\n{path.stem}")
+        print(checks.text_table(outcomes))
+        print(f"  report: {md}")
+        for o in outcomes:
+            counts["passed" if o.ok else "known" if o.known else "failed"] += 1
+    n = sum(counts.values())
+    print(
+        f"\n{len(tables)} claim(s), {n} check(s): {counts['passed']} passed, "
+        f"{counts['failed']} failed, {counts['known']} known not to reproduce"
+    )
+    return EXIT_FAILED if counts["failed"] else status
+
+
 def cmd_report(args) -> int:
     from rnnlab.track import MlflowTracker
 
-    if args.tracking_uri is not None and not args.tracking_uri.strip():
-        raise ConfigError(["--tracking-uri: empty; leave it out for results/mlflow.db"])
+    _check_uri(args)
     files = [Path(t) for t in args.targets if "=" not in t]
     overrides = [t for t in args.targets if "=" in t]
     if overrides and not files:
@@ -458,7 +568,9 @@ def cmd_report(args) -> int:
     if not files:
         names = args.experiment or report.experiments(tracker.uri)
         declared = {} if args.all_runs or args.where else _experiment_files()
-        plans = [declared.get(name) or (name, None, None) for name in names]
+        plans = [declared.get(name) or (name, None, None, None) for name in names]
+    from rnnlab.report import checks
+
     frames = [  # every bad name or filter fails before anything is drawn
         report.load_results(
             name,
@@ -467,13 +579,15 @@ def cmd_report(args) -> int:
             where=args.where,
             all_runs=args.all_runs,
             source=source,
+            metrics=checks.metrics_named(experiment.expect) if experiment else (),
         )
-        for name, grid, source in plans
+        for name, grid, source, experiment in plans
     ]
-    for f in frames:
+    for f, (*_, experiment) in zip(frames, plans, strict=True):
         out = args.out / f.experiment
         t0 = time.perf_counter()
-        path = report.report(f, out)
+        outcomes = checks.evaluate(experiment, f) if experiment and experiment.expect else []
+        path = report.report(f, out, outcomes, experiment.reproduces if experiment else None)
         logged = report.log_to_parent(tracker.uri, f, out, args.ui_url)
         n = len(list(out.glob("*.png")))
         print(f"{f.experiment}: drew {f.selection} ({len(f.drawn)} runs)")
@@ -500,20 +614,26 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-def _file_grid(path: Path, overrides: list[str]) -> tuple[str, dict[str, str], str]:
-    """(experiment name, run_key → run name of the file's current grid, how it was chosen)."""
+Plan = tuple[str, dict[str, str], str, Experiment]
+
+
+def _file_grid(path: Path, overrides: list[str]) -> Plan:
+    """(experiment name, run_key → run name of the file's current grid, how it was chosen,
+    the experiment)."""
     experiment, grid = load_experiment(path, overrides)
     swept = experiment.swept_keys()
     source = f"the current grid of {path}" + (
         f" with overrides {' '.join(overrides)}" if overrides else ""
     )
-    return experiment.name, {r.run_key: run_name(r, swept) for r in grid}, source
+    return experiment.name, {r.run_key: run_name(r, swept) for r in grid}, source, experiment
 
 
-def _experiment_files() -> dict[str, tuple[str, dict[str, str], str]]:
-    """Experiment name → its file's current grid, for every valid experiments/*.yaml here."""
-    out: dict[str, tuple[str, dict[str, str], str]] = {}
-    for path in sorted(Path("experiments").glob("*.y*ml")):
+def _experiment_files() -> dict[str, Plan]:
+    """Experiment name → its file's current grid, for every valid experiments/*.yaml and
+    experiments/reproductions/*.yaml here."""
+    out: dict[str, Plan] = {}
+    paths = [*sorted(Path("experiments").glob("*.y*ml")), *sorted(REPRODUCTIONS.glob("*.y*ml"))]
+    for path in paths:
         try:
             plan = _file_grid(path, [])
         except ConfigError:

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     frames = {}
     for n, file in zip(("vanishing", "criticality"), files, strict=True):
-        name, grid, source = _file_grid(Path(file), [])
+        name, grid, source, _ = _file_grid(Path(file), [])
         frames[n] = report.load_results(name, store, grid=grid, source=source)
     block = numbers_block(frames["vanishing"], frames["criticality"], seconds)
     rewrite_numbers(block)

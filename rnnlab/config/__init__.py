@@ -4,11 +4,14 @@
   composed from ``rnnlab.tasks``), ``RunConfig`` and its ``run_key``.
 - ``experiment``: experiment files → ``Experiment`` → grid of ``RunConfig``, with overrides
   and errors that name the file, the line and the allowed values.
+- ``expect``: the ``reproduces:`` and ``expect:`` sections (a claim and its checks), and the
+  safe expressions the checks are written in.
 - ``safeyaml``: a YAML reader that refuses hostile input.
 
 This package must stay free of torch/mlflow imports: ``rnnlab validate`` is instant.
 """
 
+from rnnlab.config.expect import Check, Expectation, Expression, Reproduces
 from rnnlab.config.experiment import (
     MAX_GRID,
     MAX_GRID_YES,
@@ -49,12 +52,16 @@ __all__ = [
     "SYNONYMS",
     "TASK_CONFIGS",
     "ActivationName",
+    "Check",
     "ConfigError",
+    "Expectation",
     "Experiment",
+    "Expression",
     "InitName",
     "ModelConfig",
     "OptimizerName",
     "ProbeConfig",
+    "Reproduces",
     "ResourcesConfig",
     "RunConfig",
     "SweepAxes",

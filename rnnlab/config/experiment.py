@@ -31,6 +31,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from rnnlab.config.expect import OWN_MESSAGES as EXPECT_MESSAGES
+from rnnlab.config.expect import Check, Reproduces, check_problems
 from rnnlab.config.safeyaml import YAMLProblem, parse, read_yaml
 from rnnlab.config.schema import (
     DEFAULT_TASK,
@@ -103,6 +105,11 @@ class Experiment(RunConfig):
     mappings gives the union of their grids."""
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     """Per-grid-point resources for the Ray executor."""
+    reproduces: Reproduces | None = None
+    """The published claim this file reproduces (``rnnlab.config.expect``); not part of run_key."""
+    expect: list[Check] = Field(default_factory=list)
+    """The claim's numbers as checks on the stored metrics, evaluated by ``rnnlab reproduce``
+    (``rnnlab.config.expect``); not part of run_key."""
 
     def base(self) -> RunConfig:
         return RunConfig(**{k: getattr(self, k) for k in RunConfig.model_fields})
@@ -201,6 +208,13 @@ def load_experiment(
             [f"{path}: the sweep has {n:,} grid points, more than {max_points:,}{more}"]
         )
     grid = _expand(experiment, raw, where)
+    params: dict[str, set[type]] = {}
+    for run in grid:
+        for key, value in run.params().items():
+            params.setdefault(key, set()).add(type(value))
+    unknown = check_problems(experiment.expect, params)
+    if unknown:
+        raise ConfigError([f"{where(loc)}: {'.'.join(map(str, loc))}: {m}" for loc, m in unknown])
     _check_memory(grid, path, experiment.swept_keys())
     return experiment, grid
 
@@ -378,7 +392,13 @@ SYNONYMS = {
 """Names other tools use for rnnlab's keys, for the did-you-mean of an unknown key."""
 
 
-OWN_MESSAGES = ("sweep_empty", "sweep_shape", "sweep_values", "experiment_name")
+OWN_MESSAGES = (
+    "sweep_empty",
+    "sweep_shape",
+    "sweep_values",
+    "experiment_name",
+    *EXPECT_MESSAGES,
+)
 """Errors whose message already says what was wrong with the value."""
 
 
@@ -405,6 +425,8 @@ def _section(loc: tuple, task_section: type[Options] | None) -> type[Options]:
         return Experiment
     if loc[0] == "task":
         return task_section or TASK_CONFIGS[DEFAULT_TASK]
+    if loc[0] in ("expect", "reproduces"):
+        return Check if loc[0] == "expect" else Reproduces
     return sections(Experiment).get(loc[0], [Experiment])[0]
 
 

@@ -27,6 +27,11 @@ def grad_param(parameter: str) -> str:
     return f"grad/{parameter}"
 
 
+PARAMETERS = ("bias", "weight_hh", "weight_ih", "readout.bias", "readout.weight")
+"""The model's parameters by name (``rnnlab.model.elman.Elman.named_parameters``), each with
+its ``grad_param`` metric."""
+
+
 W_HH_RADIUS = "weights/W_hh_radius"
 W_HH_SIGMA_MAX = "weights/W_hh_sigma_max"
 SLOPE = "grad_h/slope"
@@ -69,6 +74,14 @@ ROLE_SWEEP = "sweep"
 def sweep_metric(outcome: str) -> str:
     """A sweep parent run's closing count: ``sweep/finished``, ``sweep/wall_seconds`` …"""
     return f"sweep/{outcome}"
+
+
+def run_metrics() -> tuple[str, ...]:
+    """Every metric a run logs: this module's ``group/name`` constants (tags are dotted and
+    have no '/'; a new metric joins by being written here) and ``grad/<parameter>`` for each
+    of ``PARAMETERS``. What an ``expect:`` check may name (``rnnlab.config.expect``)."""
+    spelled = (v for k, v in globals().items() if k.isupper() and isinstance(v, str))
+    return tuple(v for v in spelled if "/" in v) + tuple(map(grad_param, PARAMETERS))
 
 
 # ---------------------------------------------------------------- MLflow's own tags

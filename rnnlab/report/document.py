@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from rnnlab.config.expect import Reproduces
+from rnnlab.report import checks as checks_
 from rnnlab.report import figures
 from rnnlab.report.load import Frames
 from rnnlab.report.plotting import SHORT, order
@@ -139,12 +141,27 @@ def _others_rows(f: Frames) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def report(f: Frames, out: Path) -> Path:
-    """Every figure (PNG and PDF), report.md and report.html; returns report.md's path."""
+def report(
+    f: Frames, out: Path, checks: list[checks_.Outcome] = (), claim: Reproduces | None = None
+) -> Path:
+    """Every figure (PNG and PDF), report.md and report.html; returns report.md's path.
+    ``checks``: the experiment's ``expect:`` checks evaluated (``rnnlab.report.checks``),
+    shown first as the "Reproduction checks" table, under the ``claim`` they check."""
     out.mkdir(parents=True, exist_ok=True)
     sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
     blocks: list[tuple] = [("h1", f.experiment)]
     blocks += [("p", text) for text in _summary(f)]
+    if checks:
+        passed = sum(o.ok for o in checks)
+        said = f"{passed} of {len(checks)} checks hold."
+        if claim:
+            runtime = f" **Expected runtime:** {claim.runtime}." if claim.runtime else ""
+            said = f"**Claim:** {claim.claim}. **Source:** {claim.source}.{runtime} {said}"
+        blocks += [
+            ("h2", "Reproduction checks"),
+            ("p", said),
+            ("table", checks_.HEAD, checks_.rows(checks)),
+        ]
     if not f.drawn.empty:
         for fig in figures.registered():
             paths = fig.draw(f, out)

@@ -121,6 +121,7 @@ def load_results(
     where: list[str] = (),
     all_runs: bool = False,
     source: str | None = None,
+    metrics: list[str] = (),
 ) -> Frames:
     """The tidy frames of an experiment's runs, as the report draws them (see
     :class:`Frames` for the columns): by default the grid of its latest sweep.
@@ -128,7 +129,7 @@ def load_results(
     Args:
         experiment: the experiment's name (the ``name:`` of its file).
         tracking_uri: the MLflow store; None: $MLFLOW_TRACKING_URI, else results/mlflow.db.
-        grid, where, all_runs, source: which runs, as for :func:`load`.
+        grid, where, all_runs, source, metrics: which runs and metrics, as for :func:`load`.
     Raises:
         ConfigError: no store there (it is never created), an empty store, an unknown or a
             deleted experiment, no rnnlab runs in it, a malformed ``where``; ``str(error)``
@@ -147,7 +148,7 @@ def load_results(
     tracker = MlflowTracker(tracking_uri)
     tracker.check(create=False)
     experiments(tracker.uri)  # an empty store, said as such
-    return load(tracker.uri, experiment, grid, where, all_runs, source)
+    return load(tracker.uri, experiment, grid, where, all_runs, source, metrics)
 
 
 def parse_where(items: list[str]) -> dict[str, list[str]]:
@@ -181,6 +182,7 @@ def load(
     where: list[str] = (),
     all_runs: bool = False,
     source: str | None = None,
+    metrics: list[str] = (),
 ) -> Frames:
     """The tidy frames of the runs to draw in one experiment.
 
@@ -191,6 +193,8 @@ def load(
             select among every run, with a grid they narrow it.
         all_runs: draw every run in the experiment.
         source: how the grid was chosen, in words (e.g. "the grid of experiments/x.yaml").
+        metrics: more metrics to load into ``history`` beside :data:`HISTORY_KEYS` (the
+            ones an experiment's ``expect:`` checks name).
     Raises:
         ConfigError: no such experiment (or a deleted one), no rnnlab runs, or a malformed
             ``where``.
@@ -281,7 +285,7 @@ def load(
             if row.status not in ("finished", "diverged"):
                 continue
             rid = row.run_id
-            for key in HISTORY_KEYS:
+            for key in dict.fromkeys([*HISTORY_KEYS, *metrics]):
                 for m in client.get_metric_history(rid, key):
                     history.append((rid, key, m.step, m.value))
             try:
