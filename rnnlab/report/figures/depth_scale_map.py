@@ -38,10 +38,11 @@ def depth_scale_frame(f: Frames) -> pd.DataFrame:
 )
 def depth_scale_map(f: Frames, out: Path) -> list[Path] | None:
     """One cell per (gain, T), coloured by the share of its seeds that trained; the line
-    T = 6ξ(g) through the measured ξ of each gain. Drawn only for a sweep over both."""
+    T = 6ξ(g) through the measured ξ of each gain. Drawn only for a sweep over both (≥ 3
+    values each)."""
     d = depth_scale_frame(f)
-    if d.empty or d["model.gain"].nunique() < 2 or d["task.seq_len"].nunique() < 2:
-        return None
+    if d.empty or d["model.gain"].nunique() < 3 or d["task.seq_len"].nunique() < 3:
+        return None  # a map needs a grid: at least three gains by three lengths
     share = d.groupby(["task.seq_len", "model.gain"]).trained.mean().unstack()  # T × g
     gains, lengths = list(share.columns), list(share.index)
     xi = d.groupby("model.gain").xi.median().reindex(gains)
