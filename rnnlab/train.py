@@ -14,7 +14,8 @@ Metrics (named in ``rnnlab.measure.names``), every step: ``train/loss``,
 ``train/accuracy`` (classification tasks), ``grad/norm`` (global gradient norm before
 clipping), and with ``train.clip_norm`` set, ``grad/clipped`` (1 if clipping fired).
 Probe steps add: ``eval/loss``, ``eval/accuracy``, ``eval/loss_ratio`` (eval loss / the task's
-baseline), ``grad/<parameter>``, ``weights/W_hh_radius``, ``weights/W_hh_sigma_max``,
+baseline), with ``train.train_size`` the same over the fixed training set (``train_set/*``),
+``grad/<parameter>``, ``weights/W_hh_radius``, ``weights/W_hh_sigma_max``,
 ``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``, ``grad_h/underflow``.
 Step 0 adds the mean-field predictions ``theory/slope``, ``theory/chi1``,
 ``theory/depth_scale``, ``theory/q_star`` (and the inputs they used, ``theory/q_in``,
@@ -84,7 +85,10 @@ def build(runs: list[RunConfig], device: torch.device | None = None) -> tuple[Ta
         task.output_size,
         task.readout,
         activation=first.model.activation,
-        members=[MemberInit(r.model.init, r.model.gain, stream(r.seed, "init")) for r in runs],
+        members=[
+            MemberInit(r.model.init, r.model.gain, stream(r.seed, "init"), r.model.input_init)
+            for r in runs
+        ],
         dtype=getattr(torch, first.train.dtype),
     )
     return task, model.to(device or resolve_device(first.train.device))
@@ -141,7 +145,9 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
     task, model = build(runs, device)
     optimizer = OPTIMIZERS[cfg.optimizer](list(model.parameters()), momentum=cfg.momentum)
     batches = [stream(r.seed, "train") for r in runs]
+    fixed = FixedSet.draw(task, batches, cfg) if cfg.train_size is not None else None
     held_out = HeldOut.draw(task, [stream(r.seed, "eval") for r in runs], cfg, device, dtype)
+    train_set = fixed.held_out(cfg.batch_size, device, dtype) if fixed is not None else None
     active = list(range(len(runs)))  # index into runs of each member still in the stack
     # Per-member settings as (K,) float64 tensors on the device, shrunk with the stack.
     inf = math.inf
@@ -156,7 +162,11 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
     for step in range(cfg.steps + 1):
         last = step == cfg.steps
         probing = step % runs[0].probe.every == 0 or last
-        x, y = _stack([task.sample(cfg.batch_size, batches[k]) for k in active], device, dtype)
+        if fixed is None:
+            drawn = [task.sample(cfg.batch_size, batches[k]) for k in active]
+        else:
+            drawn = fixed.next_batch(active, cfg.batch_size)
+        x, y = _stack(drawn, device, dtype)
         model.record_hidden_grads = probing
         out = model(x)  # (K, S, B, O)
         loss = _per_member(lambda o, t: task.loss(o, t).mean(), out, y)  # (K,) batch means
@@ -179,7 +189,7 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
         probe = None
         if probing:  # ‖∂L/∂θ‖₂ per parameter and member, and the full profile
             values |= {names.grad_param(n): _norms(p.grad) for n, p in params.items()}
-            probe = _probe(task, model, held_out, step, last, cfg.batch_size)
+            probe = _probe(task, model, held_out, step, last, x.shape[2], train_set)
         pending.append((step, list(active), values, probe))
 
         if probing or len(pending) >= SYNC_EVERY:
@@ -193,6 +203,8 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
                 model.keep(kept)
                 optimizer.keep(kept, list(model.parameters()))
                 held_out.keep(kept)
+                if train_set is not None:
+                    train_set.keep(kept)
                 settings = settings[kept]
                 lr, clip, threshold = settings.unbind(1)
                 wide, diverged = wide[kept], diverged[kept]
@@ -212,12 +224,31 @@ THEORY_INPUTS = 16
 """Held-out sequences the theory's predictions and Lyapunov exponents are taken along."""
 
 
-def _probe(task, model: Elman, held_out: HeldOut, step: int, last: bool, batch_size: int) -> list:
+def _probe(
+    task,
+    model: Elman,
+    held_out: HeldOut,
+    step: int,
+    last: bool,
+    batch_size: int,
+    train_set: HeldOut | None = None,
+) -> list:
     """Per member at a probe step: (profile n_t, its metrics) — the gradient profile's
-    summary, the W_hh spectrum, held-out evaluation, and at the first and last probe the
-    theory beside it (a probe step syncs with the device anyway)."""
+    summary, the W_hh spectrum, held-out evaluation (and over the fixed training set, if
+    any), and at the first and last probe the theory beside it (a probe step syncs with the
+    device anyway). ``batch_size``: this step's batch (smaller at the end of an epoch)."""
     profiles = probes.gradient_profile(model.hidden_grad_norms, batch_size)
     evals = evaluate(task, model, held_out)
+    if train_set is not None:
+        renamed = {
+            names.EVAL_LOSS: names.TRAIN_SET_LOSS,
+            names.EVAL_LOSS_RATIO: names.TRAIN_SET_LOSS_RATIO,
+            names.EVAL_ACCURACY: names.TRAIN_SET_ACCURACY,
+        }
+        on_train = evaluate(task, model, train_set)
+        evals = [
+            e | {renamed[n]: v for n, v in t.items()} for e, t in zip(evals, on_train, strict=True)
+        ]
     out = []
     for k, profile in enumerate(profiles):
         member = model.member(k)
@@ -311,6 +342,58 @@ class HeldOut:
     def keep(self, positions: list[int]) -> None:
         """Keep the members at ``positions`` (as ``Elman.keep``)."""
         self.chunks = [(x[positions], y[positions]) for x, y in self.chunks]
+
+
+@dataclass
+class FixedSet:
+    """Each member's fixed training set (``train.train_size``), visited in epochs.
+
+    The pool, (x (L, N, D), y (S, N, …)) per member, is drawn once by one ``task.sample(N, g)``
+    from the member's training stream g; each epoch then takes a permutation of 0..N−1 from the
+    same stream (``torch.randperm``) and serves it in batches of B, the last one smaller when B
+    does not divide N (as Keras' ``fit``). Every member has its own pool, stream and order, and
+    all members share N and B, so a member gets the same batches alone or in any stack."""
+
+    pools: list[tuple[torch.Tensor, torch.Tensor]]
+    streams: list[torch.Generator]
+    orders: list[torch.Tensor | None]
+    position: int = 0
+    """Where in the current epoch the next batch starts (0: draw new orders)."""
+
+    @classmethod
+    def draw(cls, task: Task, streams: list[torch.Generator], cfg) -> FixedSet:
+        pools = [task.sample(cfg.train_size, g) for g in streams]
+        return cls(pools, streams, [None] * len(streams))
+
+    @property
+    def size(self) -> int:
+        """N."""
+        return self.pools[0][0].shape[1]
+
+    def next_batch(self, active: list[int], batch_size: int) -> list:
+        """The next batch, (x (L, b, D), y (S, b, …)), of each member in ``active`` (indices
+        into the runs)."""
+        if self.position == 0:  # a new epoch: a fresh order per member
+            for k in active:
+                g = self.streams[k]
+                self.orders[k] = torch.randperm(self.size, generator=g, device=g.device)
+        end = min(self.position + batch_size, self.size)
+        out = []
+        for k in active:
+            idx = self.orders[k][self.position : end]
+            x, y = self.pools[k]
+            out.append((x[:, idx], y[:, idx]))
+        self.position = end % self.size
+        return out
+
+    def held_out(self, batch_size: int, device, dtype) -> HeldOut:
+        """The whole pool as an evaluation set (``train_set/*``), in chunks of ``batch_size``."""
+        N = self.size
+        chunks = []
+        for i in range(0, N, batch_size):
+            part = [(x[:, i : i + batch_size], y[:, i : i + batch_size]) for x, y in self.pools]
+            chunks.append(_stack(part, device, dtype))
+        return HeldOut(chunks)
 
 
 @torch.no_grad()

@@ -237,3 +237,66 @@ def test_train_ensemble_values_and_what_it_leaves_out_of_run_key(tmp_path):
     assert {r.ensemble_key for r in members} == {base.ensemble_key}
     other = base.model_copy(update={"model": base.model.model_copy(update={"hidden_size": 8})})
     assert other.ensemble_key != base.ensemble_key
+
+
+def test_options_added_later_leave_run_key_alone_at_their_default():
+    """model.input_init, train.train_size and train.epochs came after NUMERICS 2: at their
+    defaults, given or not, the key is the saved one (RUN_KEYS[0]); set, they enter it."""
+    explicit = {"model": {"input_init": "default"}, "train": {"train_size": None, "epochs": None}}
+    assert RunConfig.model_validate(explicit).run_key == RUN_KEYS[0][1]
+    keys = {
+        RunConfig.model_validate({"model": {"input_init": "glorot_uniform"}}).run_key,
+        RunConfig.model_validate({"train": {"train_size": 100}}).run_key,
+        RunConfig.model_validate({"train": {"train_size": 100, "epochs": 2}}).run_key,
+    }
+    assert len(keys) == 3 and RUN_KEYS[0][1] not in keys
+
+
+def test_epochs_set_the_steps_over_a_fixed_training_set():
+    run = RunConfig.model_validate({"train": {"train_size": 100, "batch_size": 8, "epochs": 5}})
+    assert run.train.steps == 5 * 13  # 12 full batches and one of 4 per epoch
+    same = {"train_size": 100, "batch_size": 8, "epochs": 5, "steps": 65}
+    assert RunConfig.model_validate({"train": same}).run_key == run.run_key
+    with pytest.raises(ValueError, match=r"train\.steps=64 contradicts train\.epochs=5"):
+        RunConfig.model_validate({"train": same | {"steps": 64}})
+    with pytest.raises(ValueError, match=r"train\.epochs needs train\.train_size"):
+        RunConfig.model_validate({"train": {"epochs": 5}})
+    with pytest.raises(ValueError, match="input_init"):
+        RunConfig.model_validate({"model": {"input_init": "xavier"}})
+
+
+def test_a_sweep_over_epochs_gives_each_point_its_steps(tmp_path):
+    exp = write(
+        tmp_path / "e.yaml",
+        "name: e\ntask: {name: random_labels, seq_len: 4}\n"
+        "train: {train_size: 10, batch_size: 4}\nsweep: {train.epochs: [1, 3]}\n",
+    )
+    experiment, grid = load_experiment(exp)
+    assert [(r.train.epochs, r.train.steps) for r in grid] == [(1, 3), (3, 9)]
+    # the resolved experiment, written back as a sweep stores it, gives the same grid
+    import yaml
+
+    again = write(tmp_path / "again.yaml", yaml.safe_dump(experiment.model_dump(mode="json")))
+    assert [r.run_key for r in load_experiment(again)[1]] == [r.run_key for r in grid]
+
+
+REPRODUCTIONS = sorted((ROOT / "experiments" / "reproductions").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", REPRODUCTIONS, ids=lambda p: p.name)
+def test_every_reproduction_file_validates(path, tmp_path):
+    """Each file has its header (command, runtime) and its claim and checks; its runs validate
+    (without the reproduces:/expect: sections where the schema does not know them yet)."""
+    import yaml
+
+    text = path.read_text()
+    assert f"# Command:  rnnlab reproduce {path.stem}\n" in text and "# Runtime:" in text
+    raw = yaml.safe_load(text)
+    assert {"reproduces", "expect"} <= set(raw) and raw["name"] == path.stem
+    try:
+        load_experiment(path)
+    except ConfigError as e:
+        if "reproduces" not in str(e) and "expect" not in str(e):
+            raise
+        runs = {k: v for k, v in raw.items() if k not in ("reproduces", "expect")}
+        load_experiment(write(tmp_path / path.name, yaml.safe_dump(runs)))

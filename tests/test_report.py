@@ -343,7 +343,7 @@ def test_a_new_figure_is_one_new_module(swept, tmp_path, monkeypatch):
 
     from rnnlab.report import figures
 
-    assert [fig.number for fig in figures.registered()] == list(range(1, 9))
+    assert [fig.number for fig in figures.registered()] == [*range(1, 9), 10, 11]
     monkeypatch.setattr(figures, "_REGISTRY", dict(figures._REGISTRY))  # undone after the test
     package = tmp_path / "more_figures"
     package.mkdir()
@@ -362,3 +362,77 @@ def test_a_new_figure_is_one_new_module(swept, tmp_path, monkeypatch):
     assert text.index("](8_slope_vs_gain_theory.png)") < text.index("](9_runs_per_status.png)")
     assert "*Runs per status (a figure registered by a module of its own).*" in text
     assert (out / "9_runs_per_status.pdf").exists()
+
+
+def _history(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def test_chaos_vs_drive_draws_a_drive_sweep_only(tmp_path):
+    from rnnlab.report.figures.chaos_vs_drive import chaos_vs_drive, drive_frame, zero_crossing
+
+    sigmas = [0.1, 0.5, 1.0, 1.3, 2.0]
+    runs = [
+        {
+            "run_id": f"r{s}",
+            "name": f"r{s}",
+            "status": "finished",
+            "task.input_std": s,
+            "model.activation": "tanh",
+            "model.gain": 2.0,
+            "seed": 0,
+        }
+        for s in sigmas
+    ]
+    f = _frames(runs)
+    assert chaos_vs_drive(f, tmp_path) is None  # no λ_max or q_in in the history
+    f.history = _history(
+        [
+            (f"r{s}", k, 0, v)
+            for s in sigmas
+            for k, v in (
+                ("theory/q_in", s * s),
+                ("dyn/lyapunov_max", 0.15 - 0.12 * s),
+                ("theory/slope", 0.155 - 0.12 * s),
+            )
+        ]
+    )
+    d = drive_frame(f)
+    assert list(d.sigma_u) == pytest.approx(sigmas)
+    assert zero_crossing(d.sigma_u.to_numpy(), d.lyapunov.to_numpy()) == pytest.approx(1.25)
+    paths = chaos_vs_drive(f, tmp_path)
+    assert paths[0].name == "10_chaos_vs_drive.png" and Image.open(paths[0]).size[0] > 300
+    f.history = f.history.assign(value=f.history.value.where(f.history.key != "theory/q_in", 1.0))
+    assert chaos_vs_drive(f, tmp_path) is None  # one drive: nothing to draw against
+
+
+def test_depth_scale_map_draws_gain_by_length_with_the_6_xi_line(tmp_path):
+    from rnnlab.report.figures.depth_scale_map import depth_scale_frame, depth_scale_map
+
+    gains, lengths, xi = [0.5, 1.0, 2.0], [5, 20, 80], {0.5: 1.4, 1.0: 60.0, 2.0: 3.0}
+    runs = [
+        {
+            "run_id": f"{g}-{T}",
+            "name": f"{g}-{T}",
+            "status": "finished",
+            "model.gain": g,
+            "task.seq_len": T,
+            "seed": 0,
+            "final_loss_ratio": 1.0 if 6 * xi[g] < T else 0.1,
+        }
+        for g in gains
+        for T in lengths
+    ]
+    f = _frames(runs)
+    assert depth_scale_map(f, tmp_path) is None  # no theory/depth_scale in the history
+    f.history = _history(
+        [
+            (f"{g}-{T}", "theory/depth_scale", 0, -xi[g] if g > 1 else xi[g])
+            for g in gains
+            for T in lengths
+        ]
+    )
+    d = depth_scale_frame(f)
+    assert d.xi.min() == 1.4 and d.trained.sum() == 1 + 3 + 1  # ξ is |depth_scale|
+    paths = depth_scale_map(f, tmp_path)
+    assert paths[0].name == "11_depth_scale_map.png" and Image.open(paths[0]).size[0] > 300

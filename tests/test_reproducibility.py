@@ -200,3 +200,27 @@ def test_a_member_diverging_between_syncs_ends_there_and_the_others_are_unchange
     assert len(stacked[0]) == len(stacked[2]) == 81
     for k, run in enumerate(runs):
         assert identical(stacked[k], list(train(run))), f"member {k}"
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"name": "random_labels", "seq_len": 5, "n_features": 3},
+        {"name": "white_noise", "seq_len": 6, "n_inputs": 2, "input_std": 1.5},
+    ],
+)
+def test_a_fixed_training_set_in_epochs_is_the_same_bits_alone_and_stacked(task):
+    """train.train_size: each member's pool and its order each epoch come from its own stream,
+    the last batch of an epoch is smaller (N = 7, B = 3) and probes land on it."""
+    fixed = {"train_size": 7, "batch_size": 3, "epochs": 4, "steps": 12, "eval_size": 5}
+    model = {"hidden_size": 5, "input_init": "glorot_uniform"}
+    probe = {"every": 3}
+    runs = [
+        cfg(0, task=task, model=model, train=fixed, probe=probe),
+        cfg(1, task=task, model=model | {"gain": 0.8}, train=fixed, probe=probe),
+        cfg(2, task=task, model=model, train=fixed | {"lr": 0.01}, probe=probe),
+    ]
+    stacked = by_member(runs)
+    assert len(stacked[0]) == 4 * 3 + 1
+    for k, run in enumerate(runs):
+        assert identical(stacked[k], list(train(run))), f"member {k}"

@@ -8,13 +8,14 @@ import torch
 from rnnlab import config
 from rnnlab.model.activations import ACTIVATIONS
 from rnnlab.model.elman import Elman, MemberInit
-from rnnlab.model.inits import INITS
+from rnnlab.model.inits import INITS, INPUT_INITS
 from rnnlab.train import OPTIMIZERS
 
 
 def test_registries_match_config_names():
     assert set(ACTIVATIONS) == set(typing.get_args(config.ActivationName))
     assert set(INITS) == set(typing.get_args(config.InitName))
+    assert set(INPUT_INITS) == set(typing.get_args(config.InputInitName))
     assert set(OPTIMIZERS) == set(typing.get_args(config.OptimizerName))
 
 
@@ -89,3 +90,31 @@ def test_same_generator_same_init_and_unknown_names():
         Elman(2, 4, activation="tanhh")
     with pytest.raises(ValueError, match="expected one of"):
         Elman(2, 4, members=[MemberInit("orthogonl")])
+
+
+def test_input_init_default_is_the_old_draw_and_glorot_has_its_bounds():
+    """The default W_xh is the draw rnnlab always made, U(±1/√H) first from the member's
+    stream; glorot_uniform is U(±√(6/(D+H))), and consumes the stream alike, so W_hh and the
+    readout that follow are the same bits."""
+    D, H = 200, 64
+
+    def model(input_init):
+        g = torch.Generator().manual_seed(3)
+        return Elman(D, H, 2, members=[MemberInit("orthogonal", 1.0, g, input_init)])
+
+    old = torch.empty(H, D).uniform_(
+        -(H**-0.5), H**-0.5, generator=torch.Generator().manual_seed(3)
+    )
+    default, glorot = model("default"), model("glorot_uniform")
+    assert torch.equal(default.weight_ih[0].detach(), old)
+    plain = Elman(D, H, 2, members=[MemberInit(generator=torch.Generator().manual_seed(3))])
+    assert torch.equal(plain.weight_ih, default.weight_ih)  # input_init's default
+    w = glorot.weight_ih[0].detach()
+    bound = (6 / (D + H)) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.99 * bound
+    # sample variance of H·D uniform draws: relative std ≈ sqrt(0.8 / (H·D)) ≈ 0.8%
+    assert w.var().item() == pytest.approx(2 / (D + H), rel=0.04)
+    assert torch.equal(glorot.weight_hh, default.weight_hh)
+    assert torch.equal(glorot.readout["weight"], default.readout["weight"])
+    with pytest.raises(ValueError, match="unknown input init 'xavier'"):
+        model("xavier")

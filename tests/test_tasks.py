@@ -100,6 +100,44 @@ def test_permutation_first_symbol_recall():
     )
 
 
+def test_white_noise_drive_and_baseline_monte_carlo():
+    task = make_task("white_noise", 6, n_inputs=3, input_std=1.7)
+    x, y = task.sample(200_000, gen(4))
+    assert x.shape == (6, 200_000, 3) and y.shape == (1, 200_000, 1)
+    assert torch.equal(y[0, :, 0], x[0, :, 0])  # the first step's first feature
+    assert float(x.std()) == pytest.approx(1.7, rel=5e-3) and abs(float(x.mean())) < 5e-3
+    corr = torch.corrcoef(x[:, :2000].reshape(6, -1))  # independent over steps
+    assert (corr - torch.eye(6)).abs().max() < 0.05
+    mse = float(task.loss(torch.zeros_like(y), y).mean())  # the best constant: 0
+    assert mse == pytest.approx(task.baseline, rel=0.01) and task.baseline == pytest.approx(1.7**2)
+
+
+def test_white_noise_needs_a_positive_std():
+    with pytest.raises(ValueError, match="input_std"):
+        make_task("white_noise", 5, input_std=0.0)
+
+
+def test_random_labels_layout_loss_and_baseline():
+    task = make_task("random_labels", 4, n_features=5)
+    x, y = task.sample(100_000, gen(5))
+    assert x.shape == (4, 100_000, 5) and y.shape == (1, 100_000, 1) and y.dtype == torch.float32
+    assert set(y.unique().tolist()) == {0.0, 1.0}
+    assert float(x.std()) == pytest.approx(1.0, rel=5e-3)
+    assert float(y.mean()) == pytest.approx(0.5, abs=5e-3)  # fair coin flips
+    # The loss is torch's own BCE on sigmoid(logit), per sequence.
+    logits = torch.randn(1, 1000, 1, generator=gen(6), dtype=torch.float64) * 3
+    target = y[:, :1000].double()
+    want = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), target, reduction="none")
+    assert torch.allclose(task.loss(logits, target), want[0, :, 0], rtol=1e-10)
+    acc = task.accuracy(logits, target)
+    assert torch.equal(acc, ((logits > 0).double() == target).double()[0, :, 0])
+    # Baseline: the best input-ignoring predictor says p = ½ (logit 0): ln 2 exactly.
+    at_half = task.loss(torch.zeros_like(y), y)
+    assert torch.allclose(at_half, torch.full_like(at_half, math.log(2)))
+    p = y.double().mean()  # …and the best constant fitted to the labels is no better
+    assert float(-(p * p.log() + (1 - p) * (1 - p).log())) == pytest.approx(task.baseline, rel=1e-4)
+
+
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_determinism(name):
     task = make_task(name, 20)
@@ -150,9 +188,9 @@ def test_a_cuda_generator_samples_on_the_gpu(name):
     cx, cy = task.sample(64, gen(0))
     assert x.is_cuda and y.is_cuda
     assert (x.shape, x.dtype, y.shape, y.dtype) == (cx.shape, cx.dtype, cy.shape, cy.dtype)
-    if task.classification:
+    if name in ("copy", "temporal_order", "permutation"):
         assert torch.all(x.sum(-1) == 1)  # one-hot rows
-    else:
+    elif name == "adding":
         assert torch.all(x[..., 1].sum(0) == 2)  # two markers per sequence
     again = task.sample(64, torch.Generator(device="cuda").manual_seed(0))
     assert torch.equal(x, again[0]) and torch.equal(y, again[1])  # reproducible on the GPU
@@ -211,7 +249,8 @@ def test_a_new_task_is_one_new_file(tmp_path):
     assert ok.returncode == 0 and "3 run(s) over task.n_echoes" in ok.stdout, ok.stderr
     names = validate("task.name=ech")
     assert names.returncode == 2
-    assert "expected one of: adding, copy, temporal_order, permutation, echo" in names.stderr
+    listed = "adding, copy, temporal_order, permutation, white_noise, random_labels, echo"
+    assert f"expected one of: {listed}" in names.stderr
     typos = validate("task.n_echos=2", "task.seq_len=1", "sweep.task.n_echo=[1]").stderr
     assert (
         "task.n_echos: unknown key (did you mean 'n_echoes'?); allowed keys: seq_len, name, n_echoes"

@@ -280,3 +280,37 @@ def test_moments_stay_accurate_for_wide_pre_activations():
     for gain in (1e3, 1e4):
         chi1 = mean_field("tanh", gain).chi1
         assert abs(chi1 / (gain * 4 / (3 * math.sqrt(2 * math.pi))) - 1) < 1e-3
+
+
+def test_lyapunov_from_rest_needs_a_drive_and_then_agrees_with_a_random_start():
+    """dyn/lyapunov_max starts every trajectory at h_0 = 0 and discards T/10 steps. Without
+    input, h = 0 is a fixed point and the estimate is that point's exponent, ln ρ(W_hh), not
+    the chaotic attractor's; a weak drive (σ_u = 0.1) kicks the state off it within the
+    transient, and the estimate then equals a reference started from a random state with a
+    200-step burn-in (Engelken et al. 2020), and ½ ln χ₁ to a finite-size offset."""
+    H, T, g = 128, 400, 2.0
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(H, H, generator=gen, dtype=torch.float64) * (g / math.sqrt(H))
+    at_rest = float(
+        theory.lyapunov_spectrum(w, torch.zeros(T, 4, H, dtype=torch.float64), "tanh", k=1)[0]
+    )
+    radius = float(torch.linalg.eigvals(w).abs().max())
+    assert at_rest == pytest.approx(math.log(radius), abs=0.02)
+    u = 0.1 * torch.randn(T, 8, H, generator=gen, dtype=torch.float64)
+    lam = float(theory.lyapunov_spectrum(w, u, "tanh", k=1)[0])
+
+    h = torch.tanh(torch.randn(8, H, generator=gen, dtype=torch.float64))  # random start
+    for _ in range(200):  # burn-in on a fresh drive
+        h = torch.tanh(h @ w.T + 0.1 * torch.randn(8, H, generator=gen, dtype=torch.float64))
+    v = torch.randn(8, H, generator=gen, dtype=torch.float64)
+    total = torch.zeros(8, dtype=torch.float64)
+    for t in range(T):
+        h = torch.tanh(h @ w.T + u[t])
+        v = (v @ w.T) * (1 - h * h)
+        n = v.norm(dim=1)
+        v = v / n[:, None]
+        total += n.log() if t >= T // 10 else 0
+    reference = float((total / (T - T // 10)).mean())
+    assert lam == pytest.approx(reference, abs=0.01)
+    predicted = theory.mean_field("tanh", float(w.pow(2).sum() / H) ** 0.5, 0.01).slope
+    assert lam == pytest.approx(predicted, abs=0.03) and lam > 0.1

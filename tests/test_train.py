@@ -163,3 +163,70 @@ def test_a_run_labelled_finished_but_never_closed_is_trained_again():
     assert (summary.stale, summary.skipped, summary.finished) == (1, 1, 1)
     assert tracker.history[0]["status"] == "killed" and tracker.history[-1]["status"] == "finished"
     assert run_sweep(exp, runs, tracker).skipped == 2  # and now the grid is complete
+
+
+def test_fixed_training_set_is_drawn_once_and_each_epoch_visits_it_once():
+    """train.train_size: the pool is one draw from the run's training stream; each epoch is a
+    fresh permutation of it from the same stream, served in batches of B and a last one of
+    N mod B (Keras' fit)."""
+    from rnnlab.train import FixedSet
+
+    run = cfg(
+        task={"name": "random_labels", "seq_len": 3}, train={"train_size": 10, "batch_size": 4}
+    )
+    task = make_task(**run.task.model_dump())
+    fixed = FixedSet.draw(task, [stream(0, "train"), stream(1, "train")], run.train)
+    px, py = task.sample(10, stream(0, "train"))  # one draw of N from the member's own stream
+    assert torch.equal(fixed.pools[0][0], px) and torch.equal(fixed.pools[0][1], py)
+    key = {tuple(px[:, i].flatten().tolist()): i for i in range(10)}
+    orders = []
+    for _ in range(3):  # three epochs
+        seen = []
+        for size in (4, 4, 2):
+            (x0, y0), (x1, _) = fixed.next_batch([0, 1], 4)
+            assert x0.shape == (3, size, 8) and y0.shape == (1, size, 1) and x1.shape[1] == size
+            seen += [key[tuple(x0[:, i].flatten().tolist())] for i in range(size)]
+        assert sorted(seen) == list(range(10))  # every example exactly once
+        orders.append(seen)
+    assert orders[0] != orders[1] != orders[2]  # reshuffled every epoch
+    assert fixed.position == 0
+
+
+def test_epochs_over_a_fixed_set_log_training_set_metrics():
+    run = cfg(
+        task={"name": "random_labels", "seq_len": 4, "n_features": 3},
+        train={"train_size": 10, "batch_size": 4, "epochs": 2, "eval_size": 16},
+        probe={"every": 3},
+    )
+    assert run.train.steps == 6
+    ms = list(train(run))
+    assert [m.step for m in ms] == list(range(7))
+    for m in ms:
+        probed = m.profile is not None
+        assert probed == ({"train_set/loss", "train_set/accuracy"} <= set(m.metrics))
+        if probed:
+            assert m.metrics["train_set/loss_ratio"] == pytest.approx(
+                m.metrics["train_set/loss"] / math.log(2)
+            )
+            assert round(m.metrics["train_set/accuracy"] * 10, 4) % 1 == 0  # k of 10 right
+    assert "train_set/loss" not in next(iter(train(cfg()))).metrics  # only with train_size
+
+
+def test_random_labels_are_memorised_not_learned():
+    """The seed example in small: the training set is fitted, held-out stays at chance."""
+    run = cfg(
+        task={"name": "random_labels", "seq_len": 5, "n_features": 4},
+        model={"hidden_size": 32, "input_init": "glorot_uniform"},
+        train={
+            "train_size": 16,
+            "batch_size": 8,
+            "epochs": 150,
+            "steps": 300,
+            "lr": 1e-2,
+            "eval_size": 512,
+        },
+        probe={"every": 100},
+    )
+    last = list(train(run))[-1].metrics
+    assert last["train_set/accuracy"] == 1.0 and last["train_set/loss"] < 0.1
+    assert last["eval/loss"] > 0.9 * math.log(2)

@@ -16,7 +16,15 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from rnnlab.model import activations, inits
@@ -25,6 +33,7 @@ from rnnlab.tasks import TASKS, Task
 
 ActivationName = Literal.__getitem__(activations.NAMES)  # rnnlab.model.activations' table
 InitName = Literal.__getitem__(inits.NAMES)  # rnnlab.model.inits' table
+InputInitName = Literal.__getitem__(inits.INPUT_NAMES)  # its W_xh table
 OptimizerName = Literal["sgd", "adam", "rmsprop"]
 
 
@@ -60,6 +69,9 @@ class ModelConfig(Options):
     """Initialisation of the recurrent matrix W_hh (scaled by gain)."""
     gain: Real = Field(1.0, gt=0)
     """Scale of W_hh: std·√H for gaussian, the factor on Q or I, the top eigenvalue for np_rnn."""
+    input_init: InputInitName = "default"
+    """Initialisation of W_xh: default U(±1/√H) as nn.RNN; glorot_uniform U(±√(6/(D+H))) as
+    Keras."""
 
 
 # -------------------------------------------------------------------------- train
@@ -67,7 +79,8 @@ class TrainConfig(Options):
     """The one training loop (rnnlab.train)."""
 
     steps: Int = Field(300, ge=0, le=10**9)
-    """Number of optimizer updates; each draws a fresh batch."""
+    """Number of optimizer updates; each takes the next batch (fresh, or of the fixed training
+    set with ``train_size``). With ``epochs`` it is computed: leave it out."""
     batch_size: Int = Field(64, ge=1)
     """B: sequences per batch."""
     optimizer: OptimizerName = "adam"
@@ -82,6 +95,15 @@ class TrainConfig(Options):
     """End the run as diverged when the gradient norm exceeds this; null: only on inf/nan."""
     eval_size: Int = Field(512, ge=1)
     """Size of the fixed held-out evaluation set."""
+    train_size: Int | None = Field(None, ge=1)
+    """A fixed training set of this many sequences, drawn once from the run's training stream
+    and visited in epochs: each epoch a fresh order (a permutation from the same stream), in
+    batches of ``batch_size`` with a last, smaller batch when the size is not a multiple (as
+    Keras' ``fit``). Probe steps add ``train_set/*``, the loss and accuracy over the whole set.
+    null: a fresh batch every step (an endless training stream)."""
+    epochs: Int | None = Field(None, ge=1)
+    """Passes over the fixed training set (needs ``train_size``): sets ``steps`` to
+    epochs · ⌈train_size / batch_size⌉. null: ``steps`` counts the updates."""
     dtype: Literal["float32", "float64"] = "float32"
     """Floating-point precision of model and data."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -92,6 +114,48 @@ class TrainConfig(Options):
     Each is still its own run with the same numbers as alone. off: one at a time; K: stacks of
     at most K; auto: up to 16 where stacking pays (CUDA; on a CPU small multiplies or short
     sequences), fewer where memory or idle workers call for it. Not part of run_key."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs(cls, v: Any) -> Any:
+        """``epochs`` → ``steps``, before the fields are checked (``steps`` stays the one count
+        the loop reads)."""
+        if not isinstance(v, dict) or v.get("epochs") is None:
+            return v
+        epochs, size, batch = v["epochs"], v.get("train_size"), v.get("batch_size", 64)
+        if size is None:
+            raise PydanticCustomError(
+                "epochs_need_train_size", "train.epochs needs train.train_size (a fixed set)"
+            )
+        if not all(type(n) is int and n >= 1 for n in (epochs, size, batch)):
+            return v  # the fields' own checks report the bad one
+        steps = epochs * -(-size // batch)
+        if v.get("steps", steps) != steps:
+            raise PydanticCustomError(
+                "steps_and_epochs",
+                "train.steps={given} contradicts train.epochs={epochs} (= {steps} steps of "
+                "{batch} out of {size}); set one of them",
+                {
+                    "given": v["steps"],
+                    "epochs": epochs,
+                    "steps": steps,
+                    "batch": batch,
+                    "size": size,
+                },
+            )
+        return {**v, "steps": steps}
+
+    @model_serializer(mode="wrap")
+    def _steps_from_epochs(self, handler) -> dict[str, Any]:
+        """Over a fixed training set the dump leaves ``steps`` out where it is derived from
+        ``epochs`` or at its default: a resolved experiment written back (a sweep's
+        experiment.yaml) must still sweep over epochs, and reads back the same. (Without
+        ``train_size`` the dump is what it always was: run_keys stay.)"""
+        out = handler(self)
+        default = type(self).model_fields["steps"].default
+        if self.train_size is not None and (self.epochs is not None or self.steps == default):
+            out.pop("steps", None)
+        return out
 
     @field_validator("ensemble", mode="before")
     @classmethod
@@ -144,6 +208,10 @@ class RunConfig(Options):
         ``NUMERICS``, leaving out ``train.ensemble`` (how a run is scheduled changes no bit
         of what it computes: ``tests/test_reproducibility.py``)."""
         spec = self.model_dump(mode="json", exclude={"train": {"ensemble"}})
+        for dotted, default in KEY_OMITS_AT_DEFAULT.items():  # keys of older runs stay
+            section, leaf = dotted.split(".")
+            if spec[section].get(leaf, default) == default:
+                spec[section].pop(leaf, None)
         blob = json.dumps(spec, sort_keys=True) + f"/numerics={NUMERICS}"
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -183,6 +251,15 @@ NUMERICS = 2
 bits a config computes (2: batch-size-independent multiplies and reductions, one CPU thread
 per run, optimizers as batched elementwise ops), so a store never mixes runs of one config
 computed two ways; runs stored under an older version are retrained, not reused."""
+
+KEY_OMITS_AT_DEFAULT = {
+    "model.input_init": "default",
+    "train.train_size": None,
+    "train.epochs": None,
+}
+"""Options added after ``NUMERICS`` 2 that leave ``run_key`` out at their default: a run that
+does not use one computes the same bits as before the option existed, so it keeps its key (and
+its stored runs). Set to anything else they are part of the key like any option."""
 
 MEMBER_KEYS = (
     "seed",

@@ -20,6 +20,11 @@ EVAL_LOSS = "eval/loss"
 EVAL_ACCURACY = "eval/accuracy"
 EVAL_LOSS_RATIO = "eval/loss_ratio"
 """Held-out loss over the task's memoryless baseline: 1 = learned nothing."""
+TRAIN_SET_LOSS = "train_set/loss"
+TRAIN_SET_ACCURACY = "train_set/accuracy"
+TRAIN_SET_LOSS_RATIO = "train_set/loss_ratio"
+"""The same over the whole fixed training set (``train.train_size``), at the current weights:
+below 1 on it but not on held-out data is memorisation."""
 
 
 def grad_param(parameter: str) -> str:

@@ -42,13 +42,16 @@ from rnnlab.model import activations, backends, inits
 
 @dataclass(frozen=True)
 class MemberInit:
-    """How one member is initialised: W_xh ~ U(−1/√H, 1/√H) (as nn.RNN), then W_hh by
-    ``init`` at scale ``gain``, then the readout as nn.Linear's U(−1/√H, 1/√H); b = 0. Every
-    draw comes from ``generator``, in that order (None: a generator seeded 0)."""
+    """How one member is initialised: W_xh by ``input_init`` (default: U(−1/√H, 1/√H), as
+    nn.RNN), then W_hh by ``init`` at scale ``gain``, then the readout as nn.Linear's
+    U(−1/√H, 1/√H); b = 0. Every draw comes from ``generator``, in that order (None: a
+    generator seeded 0)."""
 
     init: str = "orthogonal"
     gain: float = 1.0
     generator: torch.Generator | None = None
+    input_init: str = "default"
+    """A name in ``rnnlab.model.inits.INPUT_INITS`` (default, glorot_uniform)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class Elman(nn.Module):
         super().__init__()
         activations.get(activation)  # unknown names fail here, listing the known ones
         for m in members:
-            inits.get(m.init)
+            inits.get(m.init), inits.get_input(m.input_init)
         self.activation, self.readout_steps = activation, readout
         drawn = [_draw(input_size, hidden_size, output_size, m, dtype) for m in members]
         w_ih, w_hh, b, *out = (nn.Parameter(torch.stack(ws)) for ws in zip(*drawn, strict=True))
@@ -152,7 +155,7 @@ def _draw(D: int, H: int, O: int | None, m: MemberInit, dtype) -> list[torch.Ten
     g = m.generator if m.generator is not None else torch.Generator().manual_seed(0)
     w_ih, w_hh = torch.empty(H, D, dtype=dtype), torch.empty(H, H, dtype=dtype)
     b = torch.zeros(H, dtype=dtype)
-    w_ih.uniform_(-1 / math.sqrt(H), 1 / math.sqrt(H), generator=g)  # as nn.RNN
+    inits.get_input(m.input_init)(w_ih, g)  # default: U(±1/√H), as nn.RNN
     inits.get(m.init)(w_hh, m.gain, g)
     if O is None:
         return [w_ih, w_hh, b]

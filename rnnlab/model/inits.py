@@ -1,7 +1,9 @@
-"""Initialisations of W_hh, looked up by name (``model.init``).
+"""Initialisations of W_hh, looked up by name (``model.init``), and of W_xh
+(``model.input_init``).
 
-Each is ``init(w, gain, g)``: fill the (H, H) tensor ``w`` in place at scale ``gain``, every
-random draw from the generator ``g``. A new initialisation is one entry in ``INITS``.
+Each W_hh init is ``init(w, gain, g)``: fill the (H, H) tensor ``w`` in place at scale
+``gain``, every random draw from the generator ``g``. A new initialisation is one entry in
+``INITS``; a W_xh init is ``init(w, g)`` on the (H, D) tensor, one entry in ``INPUT_INITS``.
 
 This module imports torch only when an init runs (``rnnlab.config`` reads ``NAMES``).
 """
@@ -68,3 +70,36 @@ def get(name: str) -> Callable:
         return INITS[name]
     except KeyError:
         raise ValueError(f"unknown init {name!r}; expected one of: {', '.join(INITS)}") from None
+
+
+# ------------------------------------------------------------------------- W_xh
+def _input_default(w, g) -> None:
+    """PyTorch's nn.RNN init, U(−1/√H, 1/√H) (H = w.shape[0]): rnnlab's W_xh since the start."""
+    bound = 1 / math.sqrt(w.shape[0])
+    w.uniform_(-bound, bound, generator=g)
+
+
+def _input_glorot_uniform(w, g) -> None:
+    """Glorot & Bengio (2010), Keras' default kernel init: U(−a, a), a = √(6 / (D + H)), so
+    Var = 2 / (D + H) (with D = H: 1/H, and Σ_j W_ij² ≈ 1 per unit)."""
+    H, D = w.shape
+    bound = math.sqrt(6 / (D + H))
+    w.uniform_(-bound, bound, generator=g)
+
+
+INPUT_INITS: dict[str, Callable] = {
+    "default": _input_default,
+    "glorot_uniform": _input_glorot_uniform,
+}
+
+INPUT_NAMES: tuple[str, ...] = tuple(INPUT_INITS)
+"""The W_xh initialisations' names (``model.input_init``)."""
+
+
+def get_input(name: str) -> Callable:
+    """The W_xh init called ``name``, or a ValueError listing the known ones."""
+    try:
+        return INPUT_INITS[name]
+    except KeyError:
+        known = ", ".join(INPUT_INITS)
+        raise ValueError(f"unknown input init {name!r}; expected one of: {known}") from None

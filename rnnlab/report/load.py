@@ -28,6 +28,7 @@ HISTORY_KEYS = [
     names.W_HH_RADIUS,
     names.W_HH_SIGMA_MAX,
     names.THEORY_SLOPE,
+    names.THEORY_DEPTH_SCALE,
     names.THEORY_Q_IN,
     names.THEORY_BIAS_VAR,
     names.LYAPUNOV_MAX,
