@@ -165,6 +165,17 @@ def test_first_value_against_last_and_params_in_expressions():
     assert math.isnan(o.value) and not o.ok
 
 
+def test_runs_select_a_null_param_however_the_frame_holds_it():
+    """``runs: {train.clip_norm: null}`` picks the unclipped runs whether the column holds
+    None or, as a float column read from MLflow does, NaN (the Pascanu reproduction)."""
+    f = frames()
+    f.runs["train.clip_norm"] = [np.nan, np.nan, np.nan, 1.0, 1.0, 1.0]
+    o = outcome(f, value=f"{{{RATIO}}}", reduce="max", runs={"train.clip_norm": None})
+    assert o.value == pytest.approx(0.9) and o.reason == ""  # a, b, c: 0.2, 0.4, 0.9
+    o = outcome(f, value=f"{{{RATIO}}}", reduce="min", runs={"train.clip_norm": 1.0})
+    assert o.value == pytest.approx(0.3)  # d, e, f: 0.5, 0.3, inf
+
+
 def test_a_diverged_runs_infinite_loss_counts():
     f = frames()
     o = outcome(f, value=f"{{{RATIO}}}", reduce="max", expect="< 1", runs={"model.gain": 2.0})

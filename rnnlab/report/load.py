@@ -173,6 +173,11 @@ def _matches(row: dict, where: dict[str, list[str]]) -> bool:
 
 
 def _same(value, text: str) -> bool:
+    """Does a run's param (as the frame holds it) equal a wanted value written as text? A null
+    param (``train.clip_norm: null``) reads back as None or, in a float column, NaN: configs
+    refuse NaN, so NaN here always means null."""
+    if value is None or (isinstance(value, float) and value != value):
+        return text in ("None", "null", "~", "")
     return str(value) == text or _typed(str(value)) == _typed(text)
 
 
