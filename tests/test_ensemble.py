@@ -244,10 +244,17 @@ def test_sweep_logs_each_member_as_its_own_run_with_its_alone_numbers():
         assert [v for _, v in loss] == [m.metrics["train/loss"] for m in alone]
 
 
-def test_resume_trains_only_the_unfinished_members_of_an_ensemble(monkeypatch):
+@pytest.mark.parametrize("flush", [None, 0.001, 0.005])
+def test_resume_trains_only_the_unfinished_members_of_an_ensemble(monkeypatch, flush):
     """A stack of three: one member diverges at once, the sweep is interrupted mid-way; the
     rerun skips the diverged member, trains the two killed ones (a stack of two) and gets
-    the numbers each gets alone."""
+    the numbers each gets alone. Short flush intervals cut the messages into many batches, as
+    a loaded machine does: a batch cut short by the second Ctrl-C was once sent again, and
+    its replay reopened the diverged member's run, which then ended as killed."""
+    if flush is not None:
+        from rnnlab.run.executors import base
+
+        monkeypatch.setattr(base, "FLUSH_SECONDS", flush)
     grid = [
         cfg(0, train={"steps": 30}),
         cfg(1, train={"steps": 30, "divergence_threshold": 1e-9}),
@@ -258,7 +265,7 @@ def test_resume_trains_only_the_unfinished_members_of_an_ensemble(monkeypatch):
 
     def interrupting(handle, m):
         log(handle, m)
-        if m.step == 10:
+        if m.step == 10:  # members 0 and 2: Ctrl-C twice, the second stops the driver at once
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(tracker, "log", interrupting)

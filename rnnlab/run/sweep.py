@@ -190,6 +190,8 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
         start_run(i, grid[i], run_names[i], tags)
 
     def on_measurement(i: int, m: Measurement) -> None:
+        if i not in pending:  # its run is closed: a late or repeated message changes nothing
+            return
         if i not in started:
             start(i)
         started[i] = m.step

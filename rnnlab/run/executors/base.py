@@ -81,9 +81,10 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
         nonlocal sent
         batch.append(("m", unit[k], m))
         if time.monotonic() - sent >= FLUSH_SECONDS:
-            send(batch.copy())
-            batch.clear()
+            out = batch.copy()
+            batch.clear()  # before sending: a send cut short by Ctrl-C must not be sent twice
             sent = time.monotonic()
+            send(out)
 
     ended: set[int] = set()
 
