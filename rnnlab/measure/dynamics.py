@@ -25,7 +25,7 @@ Jacobian spectrum (``jac/*``): the singular values of
 
 accumulated backward from the end, J(k) = J(k−1) D_{L−k+1} W_hh, one H×H multiply per step,
 batched over the B trajectories; an SVD only at the log-spaced distances ``distances(L)``.
-J is rescaled by its largest entry every step and the log of the scale carried aside, so
+J is rescaled by its largest entry every few steps and the log of the scale carried aside, so
 neither an exploding nor a vanishing product leaves float64's range.
 ``jac/log_sv_max`` and ``jac/log_sv_min`` are ln σ_max(J(L)) and ln σ_min(J(L)) averaged over
 the trajectories. For W_hh = g·Q (Q orthogonal) and linear φ every singular value of J(k) is
@@ -53,6 +53,9 @@ SATURATED = 0.01
 RESOLVED = 1e-12
 """σ_min/σ_max below which σ_min is not resolved (NaN): 1e4 ε, so a resolved ln σ_min is good
 to ~1e-4 absolute."""
+RESCALE_EVERY = 8
+"""Steps between rescalings of the Jacobian product (a step grows or shrinks it by far less than
+float64's range can take eight times over)."""
 DISTANCES = 12
 """About how many log-spaced distances k the Jacobian spectrum is taken at."""
 
@@ -126,10 +129,11 @@ def jacobian_spectrum(member, x: torch.Tensor, ks: list[int] | None = None) -> d
     wanted = set(ks)
     with torch.no_grad():
         for k in range(1, L + 1):
-            J = (J * dphi[L - k].unsqueeze(1)) @ w  # J(k) = J(k−1) D_{L−k+1} W_hh, (B, H, H)
-            scale = J.abs().amax((1, 2)).clamp_min(tiny)
-            J = J / scale.view(B, 1, 1)
-            log_scale += scale.log()
+            J = torch.matmul(J.mul_(dphi[L - k].unsqueeze(1)), w)  # J(k) = J(k−1) D_{L−k+1} W_hh
+            if k % RESCALE_EVERY == 0 or k in wanted:
+                scale = J.abs().amax((1, 2)).clamp_min(tiny)
+                J.div_(scale.view(B, 1, 1))
+                log_scale += scale.log()
             if k in wanted:
                 sv = torch.linalg.svdvals(J)  # (B, H), descending
                 out_max.append((sv[:, 0].log() + log_scale).mean())
