@@ -16,8 +16,9 @@ clipping), and with ``train.clip_norm`` set, ``grad/clipped`` (1 if clipping fir
 Probe steps add: ``eval/loss``, ``eval/accuracy``, ``eval/loss_ratio`` (eval loss / the task's
 baseline), with ``train.train_size`` the same over the fixed training set (``train_set/*``),
 ``grad/<parameter>``, ``weights/W_hh_radius``, ``weights/W_hh_sigma_max``,
-``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``, ``grad_h/underflow``, and
-along the theory's held-out trajectories ``units/q_hat``, ``units/saturated``, ``units/dead``
+``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``, ``grad_h/underflow``,
+``grad_x/slope`` and ``grad_x/log10_ratio`` (the input-gradient profile ‖∂L/∂x_t‖, stored as the
+table ``grad_x``), and along the theory's held-out trajectories ``units/q_hat``, ``units/saturated``, ``units/dead``
 (``rnnlab.measure.dynamics``). Step 0 adds the mean-field predictions ``theory/slope``, ``theory/chi1``,
 ``theory/depth_scale``, ``theory/q_star`` (and the inputs they used, ``theory/q_in``,
 ``theory/bias_var``); steps 0 and last add ``dyn/lyapunov_max``
@@ -63,7 +64,8 @@ class Measurement:
     tables: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     """More per-step tables: artifact name (``names.TABLES``) → columns of equal length. A
     tracker stores each name's tables over the run as one ``<name>.parquet`` with a ``step``
-    column in front (the Jacobian spectrum at the first and last probe)."""
+    column in front (the input-gradient profile at probe steps, the Jacobian spectrum at the
+    first and last probe)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -244,6 +246,7 @@ def _probe(
     any), and at the first and last probe the theory beside it (a probe step syncs with the
     device anyway). ``batch_size``: this step's batch (smaller at the end of an epoch)."""
     profiles = probes.gradient_profile(model.hidden_grad_norms, batch_size)
+    input_profiles = probes.gradient_profile(model.input_grad_norms, batch_size)
     evals = evaluate(task, model, held_out)
     if train_set is not None:
         renamed = {
@@ -263,7 +266,8 @@ def _probe(
         m |= evals[k]
         x = held_out.inputs(k, THEORY_INPUTS)
         m |= dynamics.unit_statistics(member, x)
-        tables = {}
+        m |= probes.input_summary(input_profiles[k])
+        tables = {names.TABLE_GRAD_X: probes.profile_table(input_profiles[k])}
         if step == 0 or last:  # theory beside measurement: first and last probe
             if step == 0:
                 m |= theory.run_predictions(member, x)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rnnlab.config import RunConfig
-from rnnlab.measure import dynamics, names
+from rnnlab.measure import dynamics, names, probes
 from rnnlab.model.activations import ACTIVATIONS
 from rnnlab.model.elman import MemberWeights
 from rnnlab.track import MemoryTracker
@@ -144,6 +144,14 @@ def test_training_logs_unit_statistics_and_the_jacobian_table():
         assert units <= set(m.metrics) if probed else not units & set(m.metrics)
         ends = m.step in (0, 4)
         assert (jac <= set(m.metrics)) == ends and (names.TABLE_JACOBIAN in m.tables) == ends
+        assert (names.TABLE_GRAD_X in m.tables) == probed
+        if probed:  # the input-gradient profile: every step t, its slope fitted as grad_h's
+            nx = m.tables[names.TABLE_GRAD_X]
+            assert list(nx["t"]) == list(range(1, 13)) and list(nx["k"]) == list(range(11, -1, -1))
+            assert (
+                m.metrics[names.GRAD_X_SLOPE]
+                == probes.profile_summary(torch.from_numpy(nx["n_t"]))[names.SLOPE]
+            )
     first = ms[0].tables[names.TABLE_JACOBIAN]
     assert first["k"][-1] == 12
     assert ms[0].metrics[names.JAC_LOG_SV_MAX] == first["log_sv_max"][-1]
@@ -155,6 +163,7 @@ def test_training_logs_unit_statistics_and_the_jacobian_table():
     for m in ms:
         tracker.log(0, m)
     assert [s for s, _ in tracker.runs[0]["tables"][names.TABLE_JACOBIAN]] == [0, 4]
+    assert [s for s, _ in tracker.runs[0]["tables"][names.TABLE_GRAD_X]] == [0, 2, 4]
     frame = pd.concat(
         pd.DataFrame({"step": s, **c}) for s, c in tracker.runs[0]["tables"]["jacobian"]
     )

@@ -65,6 +65,8 @@ def test_measurement_schedule_and_names(task):
         "units/q_hat",
         "units/saturated",
         "units/dead",
+        "grad_x/slope",
+        "grad_x/log10_ratio",
     }
     theory = {
         "theory/slope",

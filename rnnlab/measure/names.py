@@ -44,6 +44,11 @@ SLOPE = "grad_h/slope"
 LOG10_RATIO = "grad_h/log10_ratio"
 FIT_POINTS = "grad_h/fit_points"
 UNDERFLOW = "grad_h/underflow"
+GRAD_X_SLOPE = "grad_x/slope"
+"""The same fit as ``grad_h/slope`` on the input-gradient profile n^x_t = (1/B) Σ_b ‖∂L_b/∂x_t‖₂
+(probe steps; the profile itself is the run's ``grad_x.parquet``)."""
+GRAD_X_LOG10_RATIO = "grad_x/log10_ratio"
+"""log10(n^x_1 / n^x_L)."""
 
 # ---------------------------------------------------------------- along the theory's trajectories
 # (``rnnlab.measure.dynamics``: the held-out inputs the theory uses, after a burn-in of L // 10)
@@ -64,7 +69,9 @@ run's ``jacobian.parquet``."""
 TABLE_JACOBIAN = "jacobian"
 """The run's artifact ``jacobian.parquet``: step, k, log_sv_max, log_sv_min (ln σ of J(k),
 averaged over trajectories) at the first and last probe."""
-TABLES = (TABLE_JACOBIAN,)
+TABLE_GRAD_X = "grad_x"
+"""The run's artifact ``grad_x.parquet``: step, t, k, n_t = (1/B) Σ_b ‖∂L_b/∂x_t‖₂ at every probe."""
+TABLES = (TABLE_JACOBIAN, TABLE_GRAD_X)
 """Every per-step table a run may store (``rnnlab.train.Measurement.tables``), by artifact name."""
 
 # ---------------------------------------------------------------- theory beside measurement

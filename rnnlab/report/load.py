@@ -89,7 +89,8 @@ class Frames:
     experiment_id: str | None = None  # the MLflow experiment's id
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     """Each stored per-step table (``names.TABLES``) over the drawn runs, run_id in front:
-    ``jacobian``: run_id, step, k, log_sv_max, log_sv_min. Absent: no run stored it."""
+    ``jacobian``: run_id, step, k, log_sv_max, log_sv_min; ``grad_x``: run_id, step, t, k,
+    n_t = (1/B) Σ_b ‖∂L_b/∂x_t‖. Absent: no run stored it."""
 
     @property
     def hue(self) -> str | None:
