@@ -168,3 +168,30 @@ def test_training_logs_unit_statistics_and_the_jacobian_table():
         pd.DataFrame({"step": s, **c}) for s, c in tracker.runs[0]["tables"]["jacobian"]
     )
     assert list(frame.columns) == ["step", "k", "log_sv_max", "log_sv_min"]
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_unit_statistics_of_every_activation_against_autograd_derivatives(activation):
+    """φ′ by autograd of the table's φ (not its backward kernel), on a driven random network."""
+    g = torch.Generator().manual_seed(4)
+    H, D, L, B = 12, 2, 40, 5
+    act = ACTIVATIONS[activation]
+    m = weights(
+        3 * torch.randn(H, D, generator=g),
+        1.5 * torch.randn(H, H, generator=g) / math.sqrt(H),
+        torch.randn(H, generator=g),
+        activation,
+    )
+    x = torch.randn(L, B, D, generator=g, dtype=torch.float64)
+    z = torch.empty(L, B, H, dtype=torch.float64)
+    h = torch.zeros(B, H, dtype=torch.float64)
+    for t in range(L):
+        z[t] = x[t] @ m.weight_ih.T + m.bias + h @ m.weight_hh.T
+        h = act.fn(z[t].clone())
+    zz = z[L // 10 :].clone().requires_grad_()
+    (dphi,) = torch.autograd.grad(act.fn(zz.clone()).sum(), zz)
+    saturated = dphi.abs() <= dynamics.SATURATED * act.gamma
+    out = dynamics.unit_statistics(m, x)
+    assert out[names.UNITS_Q_HAT] == pytest.approx(float(zz.detach().pow(2).mean()), rel=1e-12)
+    assert out[names.UNITS_SATURATED] == pytest.approx(float(saturated.double().mean()))
+    assert out[names.UNITS_DEAD] == pytest.approx(float(saturated.all(0).all(0).double().mean()))
