@@ -16,11 +16,14 @@ clipping), and with ``train.clip_norm`` set, ``grad/clipped`` (1 if clipping fir
 Probe steps add: ``eval/loss``, ``eval/accuracy``, ``eval/loss_ratio`` (eval loss / the task's
 baseline), with ``train.train_size`` the same over the fixed training set (``train_set/*``),
 ``grad/<parameter>``, ``weights/W_hh_radius``, ``weights/W_hh_sigma_max``,
-``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``, ``grad_h/underflow``.
-Step 0 adds the mean-field predictions ``theory/slope``, ``theory/chi1``,
+``grad_h/slope``, ``grad_h/log10_ratio``, ``grad_h/fit_points``, ``grad_h/underflow``,
+``grad_x/slope`` and ``grad_x/log10_ratio`` (the input-gradient profile ‖∂L/∂x_t‖, stored as the
+table ``grad_x``), and along the theory's held-out trajectories ``units/q_hat``, ``units/saturated``, ``units/dead``
+(``rnnlab.measure.dynamics``). Step 0 adds the mean-field predictions ``theory/slope``, ``theory/chi1``,
 ``theory/depth_scale``, ``theory/q_star`` (and the inputs they used, ``theory/q_in``,
 ``theory/bias_var``); steps 0 and last add ``dyn/lyapunov_max``
-(see ``rnnlab.measure.theory``).
+(see ``rnnlab.measure.theory``) and the Jacobian spectrum: ``jac/log_sv_max``,
+``jac/log_sv_min`` and the table ``jacobian`` (``Measurement.tables``).
 
 A non-finite loss or gradient norm, or a norm above ``train.divergence_threshold``, ends the run
 at that step as *diverged*: its measurement is yielded (inf and nan included, they are data)
@@ -37,13 +40,13 @@ import hashlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from rnnlab.config import RunConfig
-from rnnlab.measure import names, probes, theory
+from rnnlab.measure import dynamics, names, probes, theory
 from rnnlab.model.elman import Elman, MemberInit, aligned, check_reproducible, stack
 from rnnlab.optim import OPTIMIZERS
 from rnnlab.tasks import Task, make_task
@@ -58,6 +61,11 @@ class Measurement:
     profile: np.ndarray | None = None
     """n_t for t = 1..L (float64, index t−1), on probe steps."""
     diverged: bool = False
+    tables: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    """More per-step tables: artifact name (``names.TABLES``) → columns of equal length. A
+    tracker stores each name's tables over the run as one ``<name>.parquet`` with a ``step``
+    column in front (the input-gradient profile at probe steps, the Jacobian spectrum at the
+    first and last probe)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -238,6 +246,7 @@ def _probe(
     any), and at the first and last probe the theory beside it (a probe step syncs with the
     device anyway). ``batch_size``: this step's batch (smaller at the end of an epoch)."""
     profiles = probes.gradient_profile(model.hidden_grad_norms, batch_size)
+    input_profiles = probes.gradient_profile(model.input_grad_norms, batch_size)
     evals = evaluate(task, model, held_out)
     if train_set is not None:
         renamed = {
@@ -255,12 +264,17 @@ def _probe(
         m = probes.profile_summary(profile)
         m |= probes.spectrum(member.weight_hh)
         m |= evals[k]
+        x = held_out.inputs(k, THEORY_INPUTS)
+        m |= dynamics.unit_statistics(member, x)
+        m |= probes.input_summary(input_profiles[k])
+        tables = {names.TABLE_GRAD_X: probes.profile_table(input_profiles[k])}
         if step == 0 or last:  # theory beside measurement: first and last probe
-            x = held_out.inputs(k, THEORY_INPUTS)
             if step == 0:
                 m |= theory.run_predictions(member, x)
             m[names.LYAPUNOV_MAX] = theory.lyapunov_max(member, x)
-        out.append((profile.numpy(), m))
+            tables[names.TABLE_JACOBIAN] = dynamics.jacobian_spectrum(member, x)
+            m |= dynamics.jacobian_summary(tables[names.TABLE_JACOBIAN])
+        out.append((profile.numpy(), m, tables))
     return out
 
 
@@ -286,12 +300,12 @@ def _sync(pending: list, runs: list[RunConfig]):
             m = {name: column[j] for name, column in table.items() if name != DIVERGED}
             if runs[k].train.clip_norm is None:
                 m.pop(names.GRAD_CLIPPED, None)
-            profile = None
+            profile, tables = None, {}
             if probe is not None:
-                profile, extra = probe[j]
+                profile, extra, tables = probe[j]
                 m |= extra
             diverged = bool(table[DIVERGED][j])
-            yield k, Measurement(step, m, profile, diverged)
+            yield k, Measurement(step, m, profile, diverged, tables)
             if diverged:
                 dropped.add(k)
     return dropped

@@ -96,10 +96,45 @@ def test_recording_can_be_switched_off_and_is_reset_each_forward():
     rnn = Elman(2, 4)
     x = torch.randn(1, 5, 3, 2)
     rnn.hidden(x).sum().backward()
-    assert rnn.hidden_grad_norms.shape == (1, 5, 3)
+    assert rnn.hidden_grad_norms.shape == rnn.input_grad_norms.shape == (1, 5, 3)
     rnn.record_hidden_grads = False
     rnn.hidden(x).sum().backward()
-    assert rnn.hidden_grad_norms is None
+    assert rnn.hidden_grad_norms is None and rnn.input_grad_norms is None
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "linear"])
+def test_input_gradient_norms_equal_autograd_in_float64(activation):
+    """‖∂L/∂x_t‖₂ per step and sequence, from the fused backward (with and without x needing a
+    gradient) and for each member of a stack, against x.grad of the plain autograd loop."""
+    g = torch.Generator().manual_seed(3)
+    K, T, B, D, H = 3, 40, 4, 3, 8
+    rnn = Elman(
+        D,
+        H,
+        activation=activation,
+        members=[MemberInit("gaussian", 1.1 + 0.2 * k, g) for k in range(K)],
+        dtype=torch.float64,
+    )
+    x = torch.randn(K, T, B, D, dtype=torch.float64, generator=g)
+    w = torch.randn(K, T, B, H, dtype=torch.float64, generator=g)
+
+    def loss_of(hs, w=w):  # each member's own smooth loss, summed
+        return ((hs * w).sum(-1) ** 2).sum() + (hs * w).sum()
+
+    loss_of(rnn.hidden(x)).backward()  # x needs no gradient: the norms alone
+    alone = rnn.input_grad_norms
+    xa = x.clone().requires_grad_()
+    loss_of(rnn.hidden(xa)).backward()
+    assert torch.equal(rnn.input_grad_norms, alone)
+    assert torch.equal(rnn.input_grad_norms, xa.grad.norm(dim=-1))
+    for k in range(K):
+        m = rnn.member(k)
+        params = [p.clone().requires_grad_() for p in (m.weight_ih, m.weight_hh, m.bias)]
+        xb = x[k].clone().requires_grad_()
+        hs = torch.stack(autograd_reference(xb, *params, activation))
+        loss_of(hs, w[k]).backward()
+        reference = xb.grad.norm(dim=-1)  # (T, B)
+        assert rel_err(alone[k], reference) <= 1e-10, (k, rel_err(alone[k], reference))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

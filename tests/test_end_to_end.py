@@ -72,11 +72,22 @@ def test_tiny_sweep_lands_in_mlflow(tmp_path, store, workers):
         assert [m.step for m in init] == list(range(T))  # one point per distance k
 
         artifacts = {a.path for a in client.list_artifacts(c.info.run_id)}
-        assert artifacts == {"config.yaml", "profiles.parquet", "profile.png"}
+        assert artifacts == {
+            "config.yaml",
+            "profiles.parquet",
+            "profile.png",
+            "grad_x.parquet",  # the input-gradient profile at every probe
+            "jacobian.parquet",  # the Jacobian spectrum at the first and last probe
+        }
         local = Path(client.download_artifacts(c.info.run_id, "", str(tmp_path / c.info.run_id)))
         profiles = pd.read_parquet(local / "profiles.parquet")
         assert list(profiles.columns) == ["step", "t", "k", "n_t"] and len(profiles) == 3 * T
         assert sorted(profiles["step"].unique()) == [0, 2, 4]
+        grad_x = pd.read_parquet(local / "grad_x.parquet")
+        assert list(grad_x.columns) == ["step", "t", "k", "n_t"] and len(grad_x) == 3 * T
+        jacobian = pd.read_parquet(local / "jacobian.parquet")
+        assert list(jacobian.columns) == ["step", "k", "log_sv_max", "log_sv_min"]
+        assert sorted(jacobian.step.unique()) == [0, 4] and jacobian.k.max() == T
         first = profiles[profiles.step == 0].sort_values("k")
         assert [m.value for m in init] == pytest.approx(first["n_t"].tolist(), rel=1e-12)
         assert (first["t"] + first["k"] == T).all()

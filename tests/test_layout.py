@@ -19,7 +19,7 @@ LAYERS = [
     {"rnnlab", "__version__", "options", "lazy_exports"},  # the package's own plumbing
     {"tasks", "model"},  # pure generators; the one model and its backends
     {"config"},  # the schema reads the task registry and the activation/init tables
-    {"measure"},  # names, probes, theory
+    {"measure"},  # names, probes, theory, dynamics
     {"optim", "train"},  # the one training loop: yields measurements, never tracks them
     {"track", "ui"},  # the tracking boundary (MLflow) and the UI's saved view
     {"report"},  # tidy frames from the store → figures

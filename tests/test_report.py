@@ -51,6 +51,10 @@ def test_every_figure_is_a_valid_image_and_logged_to_the_parent_run(swept):
     out = tmp / "figs" / "tinyreport"
     pngs = sorted(out.glob("*.png"))
     assert [p.stem for p in pngs] == [
+        "12_q_hat_vs_q_star",  # sorted by name: "12_" before "1_"
+        "13_jacobian_spectrum",
+        "14_units_over_training",
+        "15_input_gradient_profile",
         "1_profile_vs_distance",
         "2_trainability_map",
         "3_learning_curves",
@@ -69,11 +73,11 @@ def test_every_figure_is_a_valid_image_and_logged_to_the_parent_run(swept):
         pdf = png.with_suffix(".pdf")
         assert pdf.read_bytes()[:5] == b"%PDF-"
     text = (out / "report.md").read_text()
-    assert text.count("![") == 8 and "](1_profile_vs_distance.png)" in text  # local: relative
+    assert text.count("![") == 12 and "](1_profile_vs_distance.png)" in text  # local: relative
     assert re.search(r"\| 9 \| linear \| gaussian \| 40 \| 0 \| diverged \|", text)
     # report.html: self-contained, every figure embedded, the tables in it
     page = (out / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 8 and "<table>" in page
+    assert page.count('src="data:image/png;base64,') == 12 and "<table>" in page
     assert "Per condition" in page and "adding-T9-linear-gaussian40-s0" in page
     from mlflow.tracking import MlflowClient
 
@@ -112,6 +116,12 @@ def test_frames_have_the_expected_rows(swept):
     heat = report.profile_heatmap_frame(f)
     assert set(heat["task.seq_len"]) == {9} and set(heat.seed) == {0}
     assert len(heat[heat["model.activation"] == "tanh"]) == 3 * 9  # steps 0, 2, 4 × k = 0..8
+    # the Jacobian spectrum's table: each drawn run at its first and last probe, k = 1 … T
+    jac = f.tables["jacobian"]
+    assert set(jac.columns) == {"run_id", "step", "k", "log_sv_max", "log_sv_min"}
+    ends = jac.merge(f.runs[["run_id", "task.seq_len"]], on="run_id").groupby("run_id")
+    assert (ends.k.max() == ends["task.seq_len"].first()).all()
+    assert set(jac[jac.run_id == f.runs.run_id.iloc[0]].step) <= {0, 2, 4}
 
 
 def test_one_seed_one_length_still_draws(tmp_path, store):
@@ -123,7 +133,8 @@ def test_one_seed_one_length_still_draws(tmp_path, store):
     assert cli("sweep", path, "--tracking-uri", store, cwd=tmp_path).returncode == 0
     proc = cli("report", "--tracking-uri", store, "--out", tmp_path / "figs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert len(list((tmp_path / "figs" / "one").glob("*.png"))) == 7  # no gain sweep: no figure 8
+    # no gain sweep: no figure 8; 12-15 (units, Jacobian, input gradients) draw for one run too
+    assert len(list((tmp_path / "figs" / "one").glob("*.png"))) == 11
 
 
 def test_unknown_or_empty_experiment_is_bad_input(swept, tmp_path):
@@ -343,7 +354,7 @@ def test_a_new_figure_is_one_new_module(swept, tmp_path, monkeypatch):
 
     from rnnlab.report import figures
 
-    assert [fig.number for fig in figures.registered()] == [*range(1, 9), 10, 11]
+    assert [fig.number for fig in figures.registered()] == [*range(1, 9), *range(10, 16)]
     monkeypatch.setattr(figures, "_REGISTRY", dict(figures._REGISTRY))  # undone after the test
     package = tmp_path / "more_figures"
     package.mkdir()
@@ -358,8 +369,9 @@ def test_a_new_figure_is_one_new_module(swept, tmp_path, monkeypatch):
     out = tmp_path / "out"
     report.report(report.load(store, "tinyreport"), out)
     text = (out / "report.md").read_text()
-    assert text.count("![") == 9
+    assert text.count("![") == 13  # 1-8, 9 and 12-15 (10 and 11 need a drive or gain grid)
     assert text.index("](8_slope_vs_gain_theory.png)") < text.index("](9_runs_per_status.png)")
+    assert text.index("](9_runs_per_status.png)") < text.index("](12_q_hat_vs_q_star.png)")
     assert "*Runs per status (a figure registered by a module of its own).*" in text
     assert (out / "9_runs_per_status.pdf").exists()
 
@@ -436,3 +448,77 @@ def test_depth_scale_map_draws_gain_by_length_with_the_6_xi_line(tmp_path):
     assert d.xi.min() == 1.4 and d.trained.sum() == 1 + 3 + 1  # ξ is |depth_scale|
     paths = depth_scale_map(f, tmp_path)
     assert paths[0].name == "11_depth_scale_map.png" and Image.open(paths[0]).size[0] > 300
+
+
+def test_unit_and_jacobian_figures_draw_from_frames_and_skip_without_data(tmp_path):
+    from rnnlab.report.figures.input_gradient_profile import (
+        input_gradient_profile,
+        input_profile_frame,
+    )
+    from rnnlab.report.figures.jacobian_spectrum import jacobian_frame, jacobian_spectrum
+    from rnnlab.report.figures.q_hat_vs_q_star import q_hat_vs_q_star
+    from rnnlab.report.figures.units_saturation import units_over_training
+
+    runs = [
+        {"run_id": f"{a}{s}", "name": f"{a}{s}", "status": "finished",
+         "model.activation": a, "task.seq_len": 20, "seed": s}
+        for a in ("tanh", "relu") for s in (0, 1)
+    ]  # fmt: skip
+    f = _frames(runs)
+    drawers = (q_hat_vs_q_star, jacobian_spectrum, units_over_training, input_gradient_profile)
+    for draw in drawers:
+        assert draw(f, tmp_path) is None  # nothing measured: left out of the report
+    f.history = _history(
+        [
+            (r["run_id"], key, step, value)
+            for r in runs
+            for step in (0, 10, 20)
+            for key, value in (
+                ("units/q_hat", 0.1 + 0.01 * step),
+                ("units/saturated", 0.5),
+                ("units/dead", 0.01 * step),
+            )
+        ]
+        + [(r["run_id"], "theory/q_star", 0, 0.12) for r in runs]
+    )
+    ks = np.array([1, 2, 5, 10, 20])
+    f.tables["jacobian"] = pd.concat(
+        pd.DataFrame(
+            {
+                "run_id": r["run_id"],
+                "step": step,
+                "k": ks,
+                "log_sv_max": 0.01 * ks,
+                "log_sv_min": np.where(ks < 20, -0.5 * ks, np.nan),
+            }
+        )
+        for r in runs
+        for step in (0, 10, 20)
+    )
+    f.tables["grad_x"] = pd.concat(
+        pd.DataFrame(
+            {
+                "run_id": r["run_id"],
+                "step": step,
+                "t": np.arange(1, 21),
+                "k": np.arange(19, -1, -1),
+                "n_t": np.where(np.arange(20) < 2, 0.0, 0.9 ** np.arange(19, -1, -1)),
+            }
+        )
+        for r in runs
+        for step in (0, 10, 20)
+    )
+    nx = input_profile_frame(f)
+    assert set(nx.step) == {0, 20} and len(nx) == 4 * 2 * 18  # the two zeros dropped
+    assert nx[nx.k == 0].ratio.eq(1.0).all()
+    j = jacobian_frame(f)
+    assert set(j.phase) == {"init", "end of training"} and set(j.step) == {0, 20}
+    assert len(j) == 4 * 2 * (5 + 4)  # runs × phases × (σ_max at 5 k, σ_min resolved at 4)
+    for draw, name in (
+        (q_hat_vs_q_star, "12_q_hat_vs_q_star"),
+        (jacobian_spectrum, "13_jacobian_spectrum"),
+        (units_over_training, "14_units_over_training"),
+        (input_gradient_profile, "15_input_gradient_profile"),
+    ):
+        paths = draw(f, tmp_path)
+        assert paths[0].name == f"{name}.png" and Image.open(paths[0]).size[0] > 300

@@ -44,6 +44,35 @@ SLOPE = "grad_h/slope"
 LOG10_RATIO = "grad_h/log10_ratio"
 FIT_POINTS = "grad_h/fit_points"
 UNDERFLOW = "grad_h/underflow"
+GRAD_X_SLOPE = "grad_x/slope"
+"""The same fit as ``grad_h/slope`` on the input-gradient profile n^x_t = (1/B) Σ_b ‖∂L_b/∂x_t‖₂
+(probe steps; the profile itself is the run's ``grad_x.parquet``)."""
+GRAD_X_LOG10_RATIO = "grad_x/log10_ratio"
+"""log10(n^x_1 / n^x_L)."""
+
+# ---------------------------------------------------------------- along the theory's trajectories
+# (``rnnlab.measure.dynamics``: the held-out inputs the theory uses, after a burn-in of L // 10)
+UNITS_Q_HAT = "units/q_hat"
+"""q̂: mean of z_t,i² over the steps after the burn-in, sequences and units, beside
+``theory/q_star`` (every probe step)."""
+UNITS_SATURATED = "units/saturated"
+"""Fraction of (t, b, i) with |φ′(z)| ≤ 0.01 γ (every probe step)."""
+UNITS_DEAD = "units/dead"
+"""Fraction of units saturated at every step after the burn-in of every sequence: for ReLU,
+never active (every probe step)."""
+JAC_LOG_SV_MAX = "jac/log_sv_max"
+JAC_LOG_SV_MIN = "jac/log_sv_min"
+"""ln σ_max and ln σ_min of J(L) = ∂h_L/∂h_0, averaged over trajectories (first and last
+probe; ln σ_min only where float64 resolves it); the spectrum at every distance k is the
+run's ``jacobian.parquet``."""
+
+TABLE_JACOBIAN = "jacobian"
+"""The run's artifact ``jacobian.parquet``: step, k, log_sv_max, log_sv_min (ln σ of J(k),
+averaged over trajectories) at the first and last probe."""
+TABLE_GRAD_X = "grad_x"
+"""The run's artifact ``grad_x.parquet``: step, t, k, n_t = (1/B) Σ_b ‖∂L_b/∂x_t‖₂ at every probe."""
+TABLES = (TABLE_JACOBIAN, TABLE_GRAD_X)
+"""Every per-step table a run may store (``rnnlab.train.Measurement.tables``), by artifact name."""
 
 # ---------------------------------------------------------------- theory beside measurement
 THEORY_SLOPE = "theory/slope"

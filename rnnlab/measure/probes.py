@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from rnnlab.measure import names
@@ -63,6 +64,20 @@ def profile_summary(n: torch.Tensor) -> dict[str, float]:
         names.FIT_POINTS: float(ok.sum()),
         names.UNDERFLOW: float((n == 0).sum()),
     }
+
+
+def input_summary(n: torch.Tensor) -> dict[str, float]:
+    """``grad_x/slope`` and ``grad_x/log10_ratio`` of the input-gradient profile n^x (L,):
+    :func:`profile_summary`'s fit, on ‖∂L_b/∂x_t‖₂ = ‖(∂L_b/∂z_t) W_xh‖₂ instead of ‖∂L_b/∂h_t‖₂."""
+    s = profile_summary(n)
+    return {names.GRAD_X_SLOPE: s[names.SLOPE], names.GRAD_X_LOG10_RATIO: s[names.LOG10_RATIO]}
+
+
+def profile_table(n: torch.Tensor) -> dict[str, np.ndarray]:
+    """A profile n (L,) as table columns t, k = L − t, n_t (``Measurement.tables``)."""
+    L = n.shape[0]
+    t = np.arange(1, L + 1)
+    return {"t": t, "k": L - t, "n_t": n.numpy()}
 
 
 def spectrum(weight_hh: torch.Tensor) -> dict[str, float]:

@@ -19,7 +19,8 @@ W_hh and its scale g (``rnnlab.model.inits``).
     model.keep([0])               # drop the other members (a diverged one, say)
 
 Forward and backward are an explicit BPTT (``_ElmanBPTT``) that yields ‖∂L/∂h_t‖₂ as a
-by-product at no extra cost (``record_hidden_grads = False`` turns it off);
+by-product at no extra cost, and ‖∂L/∂x_t‖₂ = ‖(∂L/∂z_t) W_xh‖₂ (``input_grad_norms``) for
+one (T·B × H)(H × D) multiply more (``record_hidden_grads = False`` turns both off);
 ``rnnlab.bench.autograd_reference`` is the plain autograd loop it is tested against. Every
 per-member multiply and reduction runs on the shapes the member has alone (``member_mm``), so
 a member's numbers are the same bits whatever stack it trains in.
@@ -106,6 +107,8 @@ class Elman(nn.Module):
         self.record_hidden_grads = True
         self.hidden_grad_norms: torch.Tensor | None = None
         """‖∂L/∂h_t‖₂ per member, step and sequence, (K, L, B), set by the last backward pass."""
+        self.input_grad_norms: torch.Tensor | None = None
+        """‖∂L/∂x_t‖₂ per member, step and sequence, (K, L, B), set with ``hidden_grad_norms``."""
 
     @property
     def num_members(self) -> int:
@@ -114,7 +117,7 @@ class Elman(nn.Module):
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """x (K, L, B, D) → every hidden state h_t (K, L, B, H)."""
-        self.hidden_grad_norms = None
+        self.hidden_grad_norms = self.input_grad_norms = None
         recorder = self if self.record_hidden_grads else None
         return _ElmanBPTT.apply(
             x, self.weight_ih, self.weight_hh, self.bias, self.activation, recorder
@@ -227,6 +230,10 @@ class _ElmanBPTT(torch.autograd.Function):
         grad_w_ih = member_mm(x.reshape(K, T * B, -1).transpose(1, 2), flat).transpose(1, 2)
         grad_b = stack([aligned(f).sum(0) for f in flat])
         grad_x = member_mm(flat, weight_ih).view(x.shape) if ctx.needs_input_grad[0] else None
+        if recorder is not None:  # ‖∂L/∂x_t‖₂ = ‖(∂L/∂z_t) W_xh‖₂: read-only, no number changes
+            gx = grad_x if grad_x is not None else member_mm(flat, weight_ih).view(x.shape)
+            gx_norms = stack([torch.linalg.vector_norm(aligned(g), dim=-1) for g in gx])  # (K,T,B)
+            recorder.input_grad_norms = gx_norms[0] if single else gx_norms
         grads = (grad_x, grad_w_ih, grad_w_hh, grad_b)
         if single:
             grads = tuple(g[0] if g is not None else None for g in grads)

@@ -32,6 +32,12 @@ HISTORY_KEYS = [
     names.THEORY_Q_IN,
     names.THEORY_BIAS_VAR,
     names.LYAPUNOV_MAX,
+    names.THEORY_Q_STAR,
+    names.UNITS_Q_HAT,
+    names.UNITS_SATURATED,
+    names.UNITS_DEAD,
+    names.JAC_LOG_SV_MAX,
+    names.JAC_LOG_SV_MIN,
 ]
 """The metrics loaded into ``Frames.history``: those the figures plot over training."""
 
@@ -81,6 +87,10 @@ class Frames:
     others: pd.DataFrame = field(default_factory=pd.DataFrame)  # listed, not drawn
     missing: list[str] = field(default_factory=list)  # grid points without a run yet
     experiment_id: str | None = None  # the MLflow experiment's id
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """Each stored per-step table (``names.TABLES``) over the drawn runs, run_id in front:
+    ``jacobian``: run_id, step, k, log_sv_max, log_sv_min; ``grad_x``: run_id, step, t, k,
+    n_t = (1/B) Σ_b ‖∂L_b/∂x_t‖. Absent: no run stored it."""
 
     @property
     def hue(self) -> str | None:
@@ -285,7 +295,7 @@ def load(
         runs = pd.DataFrame([rows[k] for k in chosen])
     others = _describe_others(pd.DataFrame([rows[k] for k in rows if k not in chosen_set]), runs)
 
-    history, profiles = [], []
+    history, profiles, tables = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for row in runs.itertuples():
             if row.status not in ("finished", "diverged"):
@@ -294,6 +304,12 @@ def load(
             for key in dict.fromkeys([*HISTORY_KEYS, *metrics]):
                 for m in client.get_metric_history(rid, key):
                     history.append((rid, key, m.step, m.value))
+            stored = {a.path for a in client.list_artifacts(rid)}
+            for name in names.TABLES:
+                if f"{name}.parquet" in stored:
+                    frame = pd.read_parquet(client.download_artifacts(rid, f"{name}.parquet", tmp))
+                    frame.insert(0, "run_id", rid)
+                    tables.setdefault(name, []).append(frame)
             try:
                 path = client.download_artifacts(rid, "profiles.parquet", tmp)
             except Exception:  # a run without profiles (none recorded) is still a row in `runs`
@@ -327,6 +343,7 @@ def load(
         others,
         missing,
         exp.experiment_id,
+        {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()},
     )
 
 

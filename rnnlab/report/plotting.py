@@ -68,6 +68,13 @@ def palette(key: str | None, data: pd.DataFrame) -> dict | None:
     return None
 
 
+def colours(key: str | None, data: pd.DataFrame) -> dict:
+    """``palette=`` for seaborn where the hue has its own colours (the activations'), else
+    nothing (seaborn's defaults)."""
+    pal = palette(key, data)
+    return {"palette": pal} if pal else {}
+
+
 def label(key: str | None) -> str:
     return LABELS.get(key, key or "")
 

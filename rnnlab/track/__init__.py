@@ -23,7 +23,9 @@ MLflow schema (see README, "MLflow schema"; every name in ``rnnlab.measure.names
                 ``grad_h/final``: the first and last gradient profiles with MLflow step = the
                 distance k = L − t, so the UI charts the decay curve;
                 artifacts: config.yaml, profiles.parquet (every profile: step, t, k, n_t),
-                profile.png (the first and last profile, shown inline by the UI).
+                profile.png (the first and last profile, shown inline by the UI),
+                and <name>.parquet for each table the measurements carried
+                (``Measurement.tables``, a ``step`` column in front: jacobian.parquet).
 SQLite cannot store ±inf: MLflow stores them as ±1.8e308. profiles.parquet keeps them exact.
 """
 

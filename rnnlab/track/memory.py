@@ -71,6 +71,7 @@ class MemoryTracker:
             "params": run.params(),
             "metrics": {},
             "profiles": [],
+            "tables": {},
             "status": "running",
             "mlflow_status": "RUNNING",
         }
@@ -83,6 +84,8 @@ class MemoryTracker:
             r["metrics"].setdefault(k, []).append((m.step, v))
         if m.profile is not None:
             r["profiles"].append((m.step, m.profile))
+        for name, columns in m.tables.items():
+            r["tables"].setdefault(name, []).append((m.step, columns))
 
     def end_run(
         self, handle: int, status: str, error: str | None = None, step: int | None = None

@@ -108,6 +108,12 @@ class _Run:
     name: str
     metrics: list[Metric] = field(default_factory=list)
     profiles: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    tables: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+
+
+def table_frame(step: int, columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One step's table (``Measurement.tables``) with the training step in front."""
+    return pd.DataFrame({"step": step, **{k: np.asarray(v) for k, v in columns.items()}})
 
 
 class MlflowTracker:
@@ -373,6 +379,8 @@ class MlflowTracker:
         r.metrics += [Metric(k, float(v), ts, m.step) for k, v in m.metrics.items()]
         if m.profile is not None:
             r.profiles.append((m.step, m.profile))
+        for name, columns in m.tables.items():
+            r.tables.setdefault(name, []).append(table_frame(m.step, columns))
         if len(r.metrics) >= MAX_BATCH:
             self._flush(r)
 
@@ -408,6 +416,10 @@ class MlflowTracker:
             tmp = Path(tmp)
             frame = profile_frame(r.profiles)
             frame.to_parquet(tmp / "profiles.parquet", index=False)
+            for name, frames in r.tables.items():  # whatever tables the measurements carried
+                pd.concat(frames, ignore_index=True).to_parquet(
+                    tmp / f"{name}.parquet", index=False
+                )
             if r.profiles and self.run_figure:  # a small figure the UI shows inline
                 self.run_figure(frame, tmp / "profile.png", r.name)
             (tmp / "config.yaml").write_text(
