@@ -128,11 +128,12 @@ def train_ensemble(runs: list[RunConfig]) -> Iterator[tuple[int, Measurement]]:
 def _one_thread(device: torch.device):
     """Train on one CPU thread: ATen splits work between threads at points that depend on the
     thread count, which changes the order of float additions, so a run's bits would depend on
-    how many workers share the machine. Parallelism comes from workers (one run each)."""
-    if device.type != "cpu":
-        yield
-        return
-    check_reproducible()
+    how many workers share the machine. Parallelism comes from workers (one run each). On a
+    GPU too: its runs' CPU work (the float64 measurements of ``rnnlab.measure.dynamics``, the
+    batches) is small, and a worker per core each with a thread per core oversubscribes the
+    machine many times over."""
+    if device.type == "cpu":
+        check_reproducible()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

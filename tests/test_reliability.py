@@ -365,10 +365,10 @@ def test_two_sweeps_of_one_file_at_once_train_each_point_once(tmp_path, store):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 1.3 MB tmpfs: room for MLflow's schema and a few runs, then a full disk."""
+    """A 1.6 MB tmpfs: room for MLflow's schema and a few runs, then a full disk."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1300k", "tmpfs", str(mnt)]).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mnt)]).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
