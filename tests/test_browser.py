@@ -239,7 +239,7 @@ def test_report_renders_on_the_sweep_run(browser, ui):
         pg.get_by_text("report.md", exact=True).click()  # in the artifact tree, as a user does
         pg.wait_for_function(
             "() => [...document.images].filter(i => i.src.includes('get-artifact')"
-            " && i.complete && i.naturalWidth > 400).length == 7",
+            f" && i.complete && i.naturalWidth > 400).length == {len(drawn)}",
             timeout=30000,
         )
         shoot(pg, ui, "ui_report_md")
