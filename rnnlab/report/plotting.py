@@ -118,6 +118,25 @@ def over_training(h: pd.DataFrame, f: Frames, hue: str | None, facet: str | None
     return sns.relplot(**(args | kw))
 
 
+def against_distance(h: pd.DataFrame, f: Frames, **kw):
+    """A per-run quantity against distance k, a row for initialisation and one for the end of
+    training (``phase``), a column per ``f.col`` value, a line per ``f.hue`` value: the layout
+    of the profiles read from the runs' tables. ``kw`` adds to ``over_training``'s arguments."""
+    args = {
+        "x": "k",
+        "row": "phase",
+        "row_order": ["init", "end of training"],
+        "col_wrap": None,
+        "facet_kws": {"sharey": False, "sharex": False},
+        "linewidth": 1.1,
+    } | colours(f.hue, h)
+    g = over_training(h, f, f.hue, f.col, **(args | kw))
+    for key, ax in g.axes_dict.items():
+        phase, value = key if f.col else (key, None)
+        ax.set_title(f"{phase}, {panel(f.col, value)}" if f.col else phase)
+    return g
+
+
 def facet_axes(g, key):
     if key is None or key not in g.data.columns or not g.axes_dict:
         return [(None, ax) for ax in g.axes.flat]

@@ -42,28 +42,11 @@ def input_gradient_profile(f: Frames, out: Path) -> list[Path] | None:
     data = input_profile_frame(f)
     if data.empty:
         return None  # runs from before the input gradients were measured
-    hue, facet = f.hue, f.col
-    g = plot.over_training(
-        data,
-        f,
-        hue,
-        facet,
-        x="k",
-        y="ratio",
-        row="phase",
-        row_order=["init", "end of training"],
-        col_wrap=None,
-        **plot.colours(hue, data),
-        facet_kws={"sharey": False, "sharex": False},
-        linewidth=1.1,
-    )
+    g = plot.against_distance(data, f, y="ratio")
     g.set(yscale="log")
     for ax in g.axes.flat:
         ax.axhline(1.0, color="0.3", lw=0.8, ls=":")
     plot.label_every_panel(g, "distance k = T − t", r"$n^x_{T-k} / n^x_T$")
-    for key, ax in g.axes_dict.items():
-        phase, value = key if facet else (key, None)
-        ax.set_title(f"{phase}, {plot.panel(facet, value)}" if facet else phase)
     g.figure.suptitle(
         "Input-gradient profile (1/B) Σ_b ‖∂L_b/∂x_t‖ against distance (median over seeds, "
         "band: min–max)",

@@ -47,31 +47,13 @@ def jacobian_spectrum(f: Frames, out: Path) -> list[Path] | None:
     data = jacobian_frame(f)
     if data.empty:
         return None  # runs from before the Jacobian spectrum was measured
-    hue, facet = f.hue, f.col
-    g = plot.over_training(
-        data,
-        f,
-        hue,
-        facet,
-        x="k",
-        row="phase",
-        row_order=["init", "end of training"],
-        style="which",
-        style_order=list(WHICH.values()),
-        **plot.colours(hue, data),
-        col_wrap=None,
-        facet_kws={"sharey": False, "sharex": False},
-        linewidth=1.1,
-        marker="o",
-        markersize=3,
+    g = plot.against_distance(
+        data, f, style="which", style_order=list(WHICH.values()), marker="o", markersize=3
     )
     g.set(xscale="log")
     for ax in g.axes.flat:
         ax.axhline(0.0, color="0.3", lw=0.8, ls=":")
     plot.label_every_panel(g, "distance k (steps back from T)", r"$\ln \sigma$ of $J(k)$")
-    for key, ax in g.axes_dict.items():
-        phase, value = key if facet else (key, None)
-        ax.set_title(f"{phase}, {plot.panel(facet, value)}" if facet else phase)
     g.figure.suptitle(
         "Singular values of ∂h_T/∂h_{T−k} along held-out inputs (mean over trajectories, "
         "median over seeds; dotted: isometry ln σ = 0; ln σ_min ends where float64 cannot "
