@@ -76,6 +76,27 @@ def autograd_reference(x, weight_ih, weight_hh, bias, activation: str) -> list[t
     return hs
 
 
+def gated_reference(x, weight_ih, weight_hh, bias_ih, bias_hh, cell: str):
+    """The plain autograd loop of a gated cell: PyTorch's own ``torch.lstm_cell`` /
+    ``torch.gru_cell`` (``nn.LSTMCell``/``nn.GRUCell``) step by step, ``retain_grad`` on each
+    h_t (and c_t). Returns (hs, cs) (cs empty for the GRU); after backward ``hs[t].grad`` is
+    ∂L/∂h_t and ``cs[t].grad`` ∂L/∂c_t. The independent reference of
+    ``rnnlab.model.gated`` in the tests, and contender (b) of its benchmark."""
+    B, H = x.shape[1], weight_hh.shape[1]
+    h = c = x.new_zeros(B, H)
+    hs, cs = [], []
+    for x_t in x.unbind(0):
+        if cell == "lstm":
+            h, c = torch.lstm_cell(x_t, (h, c), weight_ih, weight_hh, bias_ih, bias_hh)
+            c.retain_grad()
+            cs.append(c)
+        else:
+            h = torch.gru_cell(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh)
+        h.retain_grad()
+        hs.append(h)
+    return hs, cs
+
+
 class _Naive(nn.Module):
     def __init__(self, model: Elman):
         super().__init__()

@@ -448,10 +448,15 @@ def medians_table(grid: list[RunConfig], finals: dict, swept: list[str], rows: i
     header = [k.rsplit(".", 1)[-1] for k in keys] + ["runs", "loss ratio (range)", "slope/step"]
     lines = []
     from rnnlab.model.activations import activation_rank
+    from rnnlab.model.cells import NAMES as CELLS
 
-    def order(cond: tuple) -> list:  # numbers by value, activations in the figures' order
+    def order(cond: tuple) -> list:  # numbers by value, activations and cells as the figures
         return [
-            activation_rank(v) if k == "model.activation" else (str(type(v)), v)
+            activation_rank(v)
+            if k == "model.activation"
+            else (str(CELLS.index(v)), v)
+            if k == "model.cell" and v in CELLS
+            else (str(type(v)), v)
             for k, v in zip(keys, cond, strict=True)
         ]
 

@@ -23,7 +23,11 @@ table ``grad_x``), and along the theory's held-out trajectories ``units/q_hat``,
 ``theory/depth_scale``, ``theory/q_star`` (and the inputs they used, ``theory/q_in``,
 ``theory/bias_var``); steps 0 and last add ``dyn/lyapunov_max``
 (see ``rnnlab.measure.theory``) and the Jacobian spectrum: ``jac/log_sv_max``,
-``jac/log_sv_min`` and the table ``jacobian`` (``Measurement.tables``).
+``jac/log_sv_min`` and the table ``jacobian`` (``Measurement.tables``). A gated cell
+(``model.cell`` lstm or gru, ``rnnlab.model.gated``) logs the profiles, their summaries and the
+evaluation only — the weights/, units/, theory/, dyn/ and jac/ metrics describe the Elman
+cell — and the LSTM adds ``grad_c/slope``, ``grad_c/log10_ratio`` and the table ``grad_c``
+(‖∂L/∂c_t‖, its cell state's profile).
 
 A non-finite loss or gradient norm, or a norm above ``train.divergence_threshold``, ends the run
 at that step as *diverged*: its measurement is yielded (inf and nan included, they are data)
@@ -47,7 +51,8 @@ import torch
 
 from rnnlab.config import RunConfig
 from rnnlab.measure import dynamics, names, probes, theory
-from rnnlab.model.elman import Elman, MemberInit, aligned, check_reproducible, stack
+from rnnlab.model.elman import Elman, MemberInit, Stacked, aligned, check_reproducible, stack
+from rnnlab.model.gated import Gated
 from rnnlab.optim import OPTIMIZERS
 from rnnlab.tasks import Task, make_task
 
@@ -82,23 +87,23 @@ def stream(seed: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def build(runs: list[RunConfig], device: torch.device | None = None) -> tuple[Task, Elman]:
+def build(runs: list[RunConfig], device: torch.device | None = None) -> tuple[Task, Stacked]:
     """The task and the freshly initialised model of runs that share an ``ensemble_key``: one
-    member per run, each initialised from its own seed's stream as if it were alone."""
+    member per run, each initialised from its own seed's stream as if it were alone; an
+    ``Elman`` network, or a ``Gated`` one for ``model.cell`` lstm or gru."""
     first = runs[0]
     task = make_task(**first.task.model_dump())
-    model = Elman(
-        task.input_size,
-        first.model.hidden_size,
-        task.output_size,
-        task.readout,
-        activation=first.model.activation,
-        members=[
-            MemberInit(r.model.init, r.model.gain, stream(r.seed, "init"), r.model.input_init)
-            for r in runs
-        ],
-        dtype=getattr(torch, first.train.dtype),
-    )
+    members = [
+        MemberInit(r.model.init, r.model.gain, stream(r.seed, "init"), r.model.input_init)
+        for r in runs
+    ]
+    shape = (task.input_size, first.model.hidden_size, task.output_size, task.readout)
+    dtype = getattr(torch, first.train.dtype)
+    cell = first.model.cell
+    if cell == "elman":
+        model = Elman(*shape, activation=first.model.activation, members=members, dtype=dtype)
+    else:
+        model = Gated(*shape, cell=cell, members=members, dtype=dtype)
     return task, model.to(device or resolve_device(first.train.device))
 
 
@@ -235,7 +240,7 @@ THEORY_INPUTS = 16
 
 def _probe(
     task,
-    model: Elman,
+    model: Stacked,
     held_out: HeldOut,
     step: int,
     last: bool,
@@ -245,9 +250,14 @@ def _probe(
     """Per member at a probe step: (profile n_t, its metrics) — the gradient profile's
     summary, the W_hh spectrum, held-out evaluation (and over the fixed training set, if
     any), and at the first and last probe the theory beside it (a probe step syncs with the
-    device anyway). ``batch_size``: this step's batch (smaller at the end of an epoch)."""
+    device anyway). ``batch_size``: this step's batch (smaller at the end of an epoch).
+    A gated cell gets the profiles (and the LSTM its cell-state profile) and the evaluation:
+    the rest describes the Elman cell's W_hh and φ only."""
     profiles = probes.gradient_profile(model.hidden_grad_norms, batch_size)
     input_profiles = probes.gradient_profile(model.input_grad_norms, batch_size)
+    cell_profiles = None
+    if model.cell_grad_norms is not None:
+        cell_profiles = probes.gradient_profile(model.cell_grad_norms, batch_size)
     evals = evaluate(task, model, held_out)
     if train_set is not None:
         renamed = {
@@ -261,14 +271,18 @@ def _probe(
         ]
     out = []
     for k, profile in enumerate(profiles):
+        m = probes.profile_summary(profile) | evals[k] | probes.input_summary(input_profiles[k])
+        tables = {names.TABLE_GRAD_X: probes.profile_table(input_profiles[k])}
+        if cell_profiles is not None:
+            m |= probes.cell_summary(cell_profiles[k])
+            tables[names.TABLE_GRAD_C] = probes.profile_table(cell_profiles[k])
+        if model.cell != "elman":
+            out.append((profile.numpy(), m, tables))
+            continue
         member = model.member(k)
-        m = probes.profile_summary(profile)
         m |= probes.spectrum(member.weight_hh)
-        m |= evals[k]
         x = held_out.inputs(k, THEORY_INPUTS)
         m |= dynamics.unit_statistics(member, x)
-        m |= probes.input_summary(input_profiles[k])
-        tables = {names.TABLE_GRAD_X: probes.profile_table(input_profiles[k])}
         if step == 0 or last:  # theory beside measurement: first and last probe
             if step == 0:
                 m |= theory.run_predictions(member, x)
@@ -412,7 +426,7 @@ class FixedSet:
 
 
 @torch.no_grad()
-def evaluate(task: Task, model: Elman, held_out: HeldOut) -> list[dict[str, float]]:
+def evaluate(task: Task, model: Stacked, held_out: HeldOut) -> list[dict[str, float]]:
     """Per member: mean loss (and accuracy) over its fixed held-out set; loss_ratio = loss /
     baseline."""
     losses, accs = [], []

@@ -394,7 +394,7 @@ def _term_problem(term: Term, metrics: set[str], params: dict[str, set[type]]) -
             return "not a number (only numeric params can be used in an expression)"
         return None
     if name.startswith("grad/"):
-        return f"unknown parameter; grad/<parameter> for one of: {', '.join(names.PARAMETERS)}"
+        return f"unknown parameter; grad/<parameter> for one of: {', '.join(dict.fromkeys(names.PARAMETERS + names.GATED_PARAMETERS))}"
     return f"neither a metric nor a param of the grid{_guess(name, [*metrics, *params])}"
 
 

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rnnlab.model import activations, inits
+from rnnlab.model import activations, cells, inits
 from rnnlab.options import Int, Options, Real
 from rnnlab.tasks import TASKS, Task
 
@@ -58,20 +58,43 @@ TaskConfig = Annotated[
 
 
 # -------------------------------------------------------------------------- model
-class ModelConfig(Options):
-    """Elman RNN h_t = φ(W_hh h_{t−1} + W_xh x_t + b) with a linear readout (rnnlab.model.elman)."""
+CellName = Literal.__getitem__(cells.NAMES)  # rnnlab.model.cells' table
 
+
+class ModelConfig(Options):
+    """The recurrent network with a linear readout: the Elman RNN h_t = φ(W_hh h_{t−1} + W_xh
+    x_t + b) (rnnlab.model.elman), or a gated baseline (rnnlab.model.gated)."""
+
+    cell: CellName = "elman"
+    """elman (the vanilla RNN, the default), lstm or gru: the same task, readout, training and
+    measurements; a gated cell adds ‖∂L/∂c_t‖ (LSTM) and leaves out what only describes the
+    Elman cell (W_hh spectrum, mean-field theory, Lyapunov exponent, Jacobian spectrum, unit
+    statistics)."""
     hidden_size: Int = Field(64, ge=1)
     """H: number of hidden units."""
     activation: ActivationName = "tanh"
-    """φ, the elementwise nonlinearity."""
+    """φ, the elementwise nonlinearity of the Elman cell (a gated cell has its own σ and tanh:
+    leave it at tanh)."""
     init: InitName = "orthogonal"
-    """Initialisation of the recurrent matrix W_hh (scaled by gain)."""
+    """Initialisation of the recurrent matrix W_hh (scaled by gain); for a gated cell, of each
+    gate's H × H block of it."""
     gain: Real = Field(1.0, gt=0)
     """Scale of W_hh: std·√H for gaussian, the factor on Q or I, the top eigenvalue for np_rnn."""
     input_init: InputInitName = "default"
     """Initialisation of W_xh: default U(±1/√H) as nn.RNN; glorot_uniform U(±√(6/(D+H))) as
-    Keras."""
+    Keras (for a gated cell, of each gate's block)."""
+
+    @model_validator(mode="after")
+    def _gated_activation(self) -> ModelConfig:
+        if self.cell != "elman" and self.activation != "tanh":
+            raise PydanticCustomError(
+                "gated_activation",
+                "model.activation={activation} applies to the Elman cell only; model.cell="
+                "{cell} has its own sigmoid and tanh gates (leave model.activation at tanh, "
+                "or sweep gated cells in their own experiment)",
+                {"activation": self.activation, "cell": self.cell},
+            )
+        return self
 
 
 # -------------------------------------------------------------------------- train
@@ -113,7 +136,8 @@ class TrainConfig(Options):
     divergence_threshold together, as one stacked model of up to K networks (rnnlab.model.elman).
     Each is still its own run with the same numbers as alone. off: one at a time; K: stacks of
     at most K; auto: up to 16 where stacking pays (CUDA; on a CPU small multiplies or short
-    sequences), fewer where memory or idle workers call for it. Not part of run_key."""
+    sequences), fewer where memory or idle workers call for it, never for a gated cell (it
+    runs its members one after another: nothing to gain). Not part of run_key."""
 
     @model_validator(mode="before")
     @classmethod
@@ -234,11 +258,13 @@ class RunConfig(Options):
         L, D, O = t.length, t.input_size, t.output_size
         B, H, E = self.train.batch_size, self.model.hidden_size, self.train.eval_size
         width = 8 if self.train.dtype == "float64" else 4
-        weights = H * H + H * D + H + O * H + O
+        cell = cells.CELLS[self.model.cell]
+        G = cell.gates
+        weights = G * (H * H + H * D + 2 * H) + O * H + O
         # One-hot inputs are drawn as int64 (8 bytes) before the cast: 12 bytes an entry.
         return {  # h_t, δ_t and ∂ℓ/∂h_t for every step; the batch; an eval chunk's states
             "states (task.seq_len × train.batch_size × model.hidden_size)": width
-            * (3 * L * B * H + L * min(B, E) * H)
+            * (cell.state_width * L * B * H + L * min(B, E) * H)
             + 12 * L * B * D,
             "held-out set (train.eval_size × sequence length)": width * E * L * (D + 1)
             + 8 * L * min(B, E) * D,
@@ -253,6 +279,7 @@ per run, optimizers as batched elementwise ops), so a store never mixes runs of 
 computed two ways; runs stored under an older version are retrained, not reused."""
 
 KEY_OMITS_AT_DEFAULT = {
+    "model.cell": "elman",
     "model.input_init": "default",
     "train.train_size": None,
     "train.epochs": None,
@@ -306,8 +333,10 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 def run_name(run: RunConfig, swept: list[str] = ()) -> str:
     """Readable run name, e.g. ``adding-T100-tanh-orthogonal1.0-s0`` (+ other swept keys)."""
     m = run.model
-    name = f"{run.task.name}-T{run.task.seq_len}-{m.activation}-{m.init}{m.gain:g}-s{run.seed}"
-    shown = {"task.name", "task.seq_len", "model.activation", "model.init", "model.gain", "seed"}
+    unit = m.activation if m.cell == "elman" else m.cell
+    name = f"{run.task.name}-T{run.task.seq_len}-{unit}-{m.init}{m.gain:g}-s{run.seed}"
+    shown = {"task.name", "task.seq_len", "model.activation", "model.cell", "model.init"}
+    shown |= {"model.gain", "seed"}
     params = run.params()
     for key in swept:
         if key not in shown and key in params:

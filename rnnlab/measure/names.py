@@ -33,8 +33,18 @@ def grad_param(parameter: str) -> str:
 
 
 PARAMETERS = ("bias", "weight_hh", "weight_ih", "readout.bias", "readout.weight")
-"""The model's parameters by name (``rnnlab.model.elman.Elman.named_parameters``), each with
-its ``grad_param`` metric."""
+"""The Elman model's parameters by name (``rnnlab.model.elman.Elman.named_parameters``), each
+with its ``grad_param`` metric."""
+GATED_PARAMETERS = (
+    "bias_hh",
+    "bias_ih",
+    "weight_hh",
+    "weight_ih",
+    "readout.bias",
+    "readout.weight",
+)
+"""A gated cell's (``rnnlab.model.gated.Gated``, PyTorch's names: W_ih and W_hh hold every
+gate's block, b_ih and b_hh their biases)."""
 
 
 W_HH_RADIUS = "weights/W_hh_radius"
@@ -49,6 +59,11 @@ GRAD_X_SLOPE = "grad_x/slope"
 (probe steps; the profile itself is the run's ``grad_x.parquet``)."""
 GRAD_X_LOG10_RATIO = "grad_x/log10_ratio"
 """log10(n^x_1 / n^x_L)."""
+GRAD_C_SLOPE = "grad_c/slope"
+"""The LSTM's cell-state profile n^c_t = (1/B) Σ_b ‖∂L_b/∂c_t‖₂ (``model.cell: lstm``), fitted
+as ``grad_h/slope`` (probe steps; the profile itself is the run's ``grad_c.parquet``)."""
+GRAD_C_LOG10_RATIO = "grad_c/log10_ratio"
+"""log10(n^c_1 / n^c_L)."""
 
 # ---------------------------------------------------------------- along the theory's trajectories
 # (``rnnlab.measure.dynamics``: the held-out inputs the theory uses, after a burn-in of L // 10)
@@ -71,7 +86,10 @@ TABLE_JACOBIAN = "jacobian"
 averaged over trajectories) at the first and last probe."""
 TABLE_GRAD_X = "grad_x"
 """The run's artifact ``grad_x.parquet``: step, t, k, n_t = (1/B) Σ_b ‖∂L_b/∂x_t‖₂ at every probe."""
-TABLES = (TABLE_JACOBIAN, TABLE_GRAD_X)
+TABLE_GRAD_C = "grad_c"
+"""The run's artifact ``grad_c.parquet`` (LSTM): step, t, k, n_t = (1/B) Σ_b ‖∂L_b/∂c_t‖₂ at
+every probe."""
+TABLES = (TABLE_JACOBIAN, TABLE_GRAD_X, TABLE_GRAD_C)
 """Every per-step table a run may store (``rnnlab.train.Measurement.tables``), by artifact name."""
 
 # ---------------------------------------------------------------- theory beside measurement
@@ -115,7 +133,8 @@ def run_metrics() -> tuple[str, ...]:
     have no '/'; a new metric joins by being written here) and ``grad/<parameter>`` for each
     of ``PARAMETERS``. What an ``expect:`` check may name (``rnnlab.config.expect``)."""
     spelled = (v for k, v in globals().items() if k.isupper() and isinstance(v, str))
-    return tuple(v for v in spelled if "/" in v) + tuple(map(grad_param, PARAMETERS))
+    params = dict.fromkeys(PARAMETERS + GATED_PARAMETERS)
+    return tuple(v for v in spelled if "/" in v) + tuple(map(grad_param, params))
 
 
 # ---------------------------------------------------------------- MLflow's own tags

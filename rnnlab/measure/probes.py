@@ -73,6 +73,12 @@ def input_summary(n: torch.Tensor) -> dict[str, float]:
     return {names.GRAD_X_SLOPE: s[names.SLOPE], names.GRAD_X_LOG10_RATIO: s[names.LOG10_RATIO]}
 
 
+def cell_summary(n: torch.Tensor) -> dict[str, float]:
+    """``grad_c/slope`` and ``grad_c/log10_ratio`` of the LSTM's cell-state profile n^c (L,)."""
+    s = profile_summary(n)
+    return {names.GRAD_C_SLOPE: s[names.SLOPE], names.GRAD_C_LOG10_RATIO: s[names.LOG10_RATIO]}
+
+
 def profile_table(n: torch.Tensor) -> dict[str, np.ndarray]:
     """A profile n (L,) as table columns t, k = L − t, n_t (``Measurement.tables``)."""
     L = n.shape[0]

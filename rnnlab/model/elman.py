@@ -69,7 +69,57 @@ class MemberWeights:
     activation: str
 
 
-class Elman(nn.Module):
+class Stacked(nn.Module):
+    """What every recurrent network here shares: K members stacked along a leading dimension,
+    ``hidden(x)`` (the cell's, x (K, L, B, D) → h (K, L, B, H)), the linear readout at the
+    task's read-out steps, ``keep`` and the norms a backward pass records (``Elman``,
+    ``rnnlab.model.gated.Gated``)."""
+
+    cell = "elman"
+    """``model.cell``: which recurrence this is."""
+    cell_grad_norms = None
+    """‖∂L/∂c_t‖₂ (K, L, B) where the cell has a cell state (the LSTM), else None."""
+
+    def __init__(self, readout: slice):
+        super().__init__()
+        self.readout_steps = readout
+        self.record_hidden_grads = True
+        """Record the norms on the next backward pass (probe steps)."""
+
+    @property
+    def num_members(self) -> int:
+        """K."""
+        return self.weight_hh.shape[0]
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (K, L, B, D) → the readout at the read-out steps (K, S, B, O)."""
+        if self.readout is None:
+            raise RuntimeError("this network has no readout (output_size=None): call hidden(x)")
+        seen = self.hidden(x)[:, self.readout_steps]  # (K, S, B, H)
+        K, S, B, H = seen.shape
+        out = member_mm(
+            seen.reshape(K, S * B, H),
+            self.readout["weight"].transpose(1, 2),
+            self.readout["bias"].unsqueeze(1),
+        )
+        return out.view(K, S, B, -1)
+
+    @torch.no_grad()
+    def keep(self, positions: list[int]) -> None:
+        """Keep only the members at ``positions``: new, smaller parameters, in the same order
+        (gradients kept). An optimizer is pointed at them by its own ``keep``
+        (``rnnlab.optim.StackOptimizer.keep``)."""
+        for module in self.modules():
+            for name, p in list(module.named_parameters(recurse=False)):
+                kept = nn.Parameter(p[positions])
+                kept.grad = p.grad[positions] if p.grad is not None else None
+                module.register_parameter(name, kept)
+
+
+class Elman(Stacked):
     """K Elman networks of one shape and activation, stacked, with a linear readout.
 
     Args:
@@ -93,27 +143,21 @@ class Elman(nn.Module):
         members: Sequence[MemberInit] = (MemberInit(),),
         dtype: torch.dtype = torch.float32,
     ):
-        super().__init__()
+        super().__init__(readout)
         activations.get(activation)  # unknown names fail here, listing the known ones
         for m in members:
             inits.get(m.init), inits.get_input(m.input_init)
-        self.activation, self.readout_steps = activation, readout
+        self.activation = activation
         drawn = [_draw(input_size, hidden_size, output_size, m, dtype) for m in members]
         w_ih, w_hh, b, *out = (nn.Parameter(torch.stack(ws)) for ws in zip(*drawn, strict=True))
         # Registered in this order: the global gradient norm concatenates the parameters in
         # it, so a different order would change every run's bits.
         self.bias, self.weight_hh, self.weight_ih = b, w_hh, w_ih
         self.readout = nn.ParameterDict([("bias", out[1]), ("weight", out[0])]) if out else None
-        self.record_hidden_grads = True
         self.hidden_grad_norms: torch.Tensor | None = None
         """‖∂L/∂h_t‖₂ per member, step and sequence, (K, L, B), set by the last backward pass."""
         self.input_grad_norms: torch.Tensor | None = None
         """‖∂L/∂x_t‖₂ per member, step and sequence, (K, L, B), set with ``hidden_grad_norms``."""
-
-    @property
-    def num_members(self) -> int:
-        """K."""
-        return self.weight_hh.shape[0]
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """x (K, L, B, D) → every hidden state h_t (K, L, B, H)."""
@@ -123,34 +167,10 @@ class Elman(nn.Module):
             x, self.weight_ih, self.weight_hh, self.bias, self.activation, recorder
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (K, L, B, D) → the readout at the read-out steps (K, S, B, O)."""
-        if self.readout is None:
-            raise RuntimeError("this Elman has no readout (output_size=None): call hidden(x)")
-        seen = self.hidden(x)[:, self.readout_steps]  # (K, S, B, H)
-        K, S, B, H = seen.shape
-        out = member_mm(
-            seen.reshape(K, S * B, H),
-            self.readout["weight"].transpose(1, 2),
-            self.readout["bias"].unsqueeze(1),
-        )
-        return out.view(K, S, B, -1)
-
     def member(self, k: int) -> MemberWeights:
         """Member k's current weights (detached views; aligned copies where CUDA needs them)."""
         w = [aligned(p[k].detach()) for p in (self.weight_ih, self.weight_hh, self.bias)]
         return MemberWeights(*w, self.activation)
-
-    @torch.no_grad()
-    def keep(self, positions: list[int]) -> None:
-        """Keep only the members at ``positions``: new, smaller parameters, in the same order
-        (gradients kept). An optimizer is pointed at them by its own ``keep``
-        (``rnnlab.optim.StackOptimizer.keep``)."""
-        for module in self.modules():
-            for name, p in list(module.named_parameters(recurse=False)):
-                kept = nn.Parameter(p[positions])
-                kept.grad = p.grad[positions] if p.grad is not None else None
-                module.register_parameter(name, kept)
 
 
 def _draw(D: int, H: int, O: int | None, m: MemberInit, dtype) -> list[torch.Tensor]:
@@ -160,13 +180,19 @@ def _draw(D: int, H: int, O: int | None, m: MemberInit, dtype) -> list[torch.Ten
     b = torch.zeros(H, dtype=dtype)
     inits.get_input(m.input_init)(w_ih, g)  # default: U(±1/√H), as nn.RNN
     inits.get(m.init)(w_hh, m.gain, g)
+    return [w_ih, w_hh, b, *draw_readout(H, O, g, dtype)]
+
+
+def draw_readout(H: int, O: int | None, g: torch.Generator, dtype) -> list[torch.Tensor]:
+    """The readout's weight (O, H) and bias (O,), drawn from U(−1/√H, 1/√H) as nn.Linear's
+    default from the member's stream g after its cell's weights; none when O is None."""
     if O is None:
-        return [w_ih, w_hh, b]
-    bound = 1 / math.sqrt(H)  # nn.Linear's default bounds, drawn from the member's stream
+        return []
+    bound = 1 / math.sqrt(H)
     w_out, b_out = torch.empty(O, H, dtype=dtype), torch.empty(O, dtype=dtype)
     w_out.uniform_(-bound, bound, generator=g)
     b_out.uniform_(-bound, bound, generator=g)
-    return [w_ih, w_hh, b, w_out, b_out]
+    return [w_out, b_out]
 
 
 class _ElmanBPTT(torch.autograd.Function):

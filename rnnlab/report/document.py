@@ -77,6 +77,7 @@ def _head(key: str) -> str:
     return {
         "task.seq_len": "T",
         "model.activation": "activation",
+        "model.cell": "cell",
         "final_loss_ratio": "loss ratio",
         "slope_init": "slope at init",
         "slope_final": "slope at end",

@@ -90,18 +90,18 @@ class Frames:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     """Each stored per-step table (``names.TABLES``) over the drawn runs, run_id in front:
     ``jacobian``: run_id, step, k, log_sv_max, log_sv_min; ``grad_x``: run_id, step, t, k,
-    n_t = (1/B) Σ_b ‖∂L_b/∂x_t‖. Absent: no run stored it."""
+    n_t = (1/B) Σ_b ‖∂L_b/∂x_t‖; ``grad_c`` (LSTM): the same columns for ‖∂L_b/∂c_t‖. Absent:
+    no run stored it."""
 
     @property
     def hue(self) -> str | None:
-        return _pick(self.swept, ["model.activation", "model.init", "model.gain", "task.seq_len"])
+        order = ["model.cell", "model.activation", "model.init", "model.gain", "task.seq_len"]
+        return _pick(self.swept, order)
 
     @property
     def col(self) -> str | None:
-        return _pick(
-            [k for k in self.swept if k != self.hue],
-            ["task.seq_len", "model.gain", "model.init", "model.activation", "train.lr"],
-        )
+        order = ["task.seq_len", "model.gain", "model.init", "model.activation", "model.cell"]
+        return _pick([k for k in self.swept if k != self.hue], [*order, "train.lr"])
 
     @property
     def drawn(self) -> pd.DataFrame:

@@ -15,17 +15,20 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import to_rgb
 
+from rnnlab.model import cells
 from rnnlab.model.activations import ACTIVATION_COLORS, activation_rank
 from rnnlab.report.load import Frames
 
 # One colour per activation, shared by every figure and the MLflow UI (rnnlab.model.activations).
 PALETTE = {a: to_rgb(c) for a, c in ACTIVATION_COLORS.items()}
+CELL_PALETTE = {name: to_rgb(c.color) for name, c in cells.CELLS.items()}
 
 
 LABELS = {
     "task.seq_len": "sequence length T",
     "model.gain": "gain g",
     "model.activation": "activation",
+    "model.cell": "cell",
     "model.init": "init",
     "model.hidden_size": "hidden size H",
     "train.lr": "learning rate",
@@ -34,7 +37,12 @@ LABELS = {
 }
 
 
-SHORT = {"task.seq_len": "T", "model.activation": "activation", "model.gain": "g"}
+SHORT = {
+    "task.seq_len": "T",
+    "model.activation": "activation",
+    "model.cell": "cell",
+    "model.gain": "g",
+}
 
 
 WIDTH = 3.4  # inches: one column of a two-column paper
@@ -51,11 +59,31 @@ def with_params(frame: pd.DataFrame, f: Frames, *extra: str) -> pd.DataFrame:
     return frame.merge(f.runs[["run_id", "status", *keys]], on="run_id")
 
 
+def relative_profiles(p: pd.DataFrame, f: Frames) -> pd.DataFrame:
+    """A profile frame (run_id, step, k, n_t: ``f.profiles`` or a profile table) at each run's
+    first and last probe, ``phase`` init / end of training, ``ratio`` = n_{T−k} / n_T, with the
+    runs' params (zeros and non-finite ratios kept: they are data)."""
+    if p.empty:
+        return p.assign(phase=[], ratio=[])
+    p = p.reset_index(drop=True)
+    first = p.groupby("run_id").step.transform("min")
+    last = p.groupby("run_id").step.transform("max")
+    p = p[(p.step == first) | (p.step == last)]
+    p = p.assign(phase=np.where(p.step == first[p.index], "init", "end of training"))
+    end = p[p.k == 0].set_index(["run_id", "step"]).n_t
+    ref = end.reindex(pd.MultiIndex.from_frame(p[["run_id", "step"]])).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = p.assign(ratio=p.n_t.to_numpy() / ref)
+    return with_params(p, f)
+
+
 def order(key: str | None, values) -> list:
     """One order for a key's values in every figure: activations by regime, numbers by size."""
     vals = list(dict.fromkeys(v for v in values if v is not None))
     if key == "model.activation":
         return sorted(vals, key=activation_rank)
+    if key == "model.cell":
+        return sorted(vals, key=lambda v: cells.NAMES.index(v) if v in cells.NAMES else 99)
     try:
         return sorted(vals, key=float)
     except (TypeError, ValueError):
@@ -63,13 +91,15 @@ def order(key: str | None, values) -> list:
 
 
 def palette(key: str | None, data: pd.DataFrame) -> dict | None:
-    if key == "model.activation" and key in data.columns:
-        return {a: PALETTE[a] for a in data[key].unique() if a in PALETTE}
+    known = {"model.activation": PALETTE, "model.cell": CELL_PALETTE}.get(key)
+    if known and key in data.columns:
+        return {a: known[a] for a in data[key].unique() if a in known}
     return None
 
 
 def colours(key: str | None, data: pd.DataFrame) -> dict:
-    """``palette=`` for seaborn where the hue has its own colours (the activations'), else
+    """``palette=`` for seaborn where the hue has its own colours (the activations', the
+    cells'), else
     nothing (seaborn's defaults)."""
     pal = palette(key, data)
     return {"palette": pal} if pal else {}

@@ -24,6 +24,7 @@ import math
 import torch
 
 from rnnlab.config import RunConfig
+from rnnlab.model.cells import CELLS
 
 AUTO_MAX = 16
 """``train.ensemble: auto`` stacks at most this many members…"""
@@ -45,6 +46,8 @@ def group_limit(run: RunConfig) -> int:
         return 1
     if setting != "auto":
         return setting
+    if run.model.cell != "elman":  # a gated cell runs its members one after another anyway
+        return 1
     from rnnlab.tasks import make_task
 
     L = make_task(**run.task.model_dump()).length
@@ -85,5 +88,6 @@ def groups(grid: list[RunConfig], todo: list[int], workers: int = 1) -> list[lis
 
 
 def _cost(run: RunConfig) -> float:
-    """Relative work of one member: steps × sequence length × H (for scheduling only)."""
-    return (run.train.steps + 1) * run.task.seq_len * run.model.hidden_size
+    """Relative work of one member: steps × sequence length × H × gates (for scheduling only)."""
+    m = run.model
+    return (run.train.steps + 1) * run.task.seq_len * m.hidden_size * CELLS[m.cell].gates

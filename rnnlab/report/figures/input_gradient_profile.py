@@ -20,17 +20,8 @@ def input_profile_frame(f: Frames) -> pd.DataFrame:
     p = f.tables.get(names.TABLE_GRAD_X)
     if p is None or p.empty:
         return pd.DataFrame(columns=["run_id", "step", "t", "k", "n_t", "phase", "ratio"])
-    p = p.reset_index(drop=True)
-    first = p.groupby("run_id").step.transform("min")
-    last = p.groupby("run_id").step.transform("max")
-    p = p[(p.step == first) | (p.step == last)]
-    p = p.assign(phase=np.where(p.step == first[p.index], "init", "end of training"))
-    end = p[p.k == 0].set_index(["run_id", "step"]).n_t
-    ref = end.reindex(pd.MultiIndex.from_frame(p[["run_id", "step"]])).to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = p.assign(ratio=p.n_t.to_numpy() / ref)
-    p = p[np.isfinite(p.ratio) & (p.ratio > 0)]
-    return plot.with_params(p, f)
+    p = plot.relative_profiles(p, f)
+    return p[np.isfinite(p.ratio) & (p.ratio > 0)]
 
 
 @figure(

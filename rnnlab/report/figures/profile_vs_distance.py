@@ -16,20 +16,7 @@ from rnnlab.report.load import Frames
 
 def profile_frame(f: Frames) -> pd.DataFrame:
     """Profiles at init and at the end, normalised: n_{L−k} / n_L against distance k."""
-    p = f.profiles
-    if p.empty:
-        return p.assign(phase=[], ratio=[])
-    first, last = (
-        p.groupby("run_id").step.transform("min"),
-        p.groupby("run_id").step.transform("max"),
-    )
-    p = p[(p.step == first) | (p.step == last)].copy()
-    p["phase"] = np.where(p.step == first[p.index], "init", "end of training")
-    ref = p[p.k == 0].set_index(["run_id", "step"]).n_t
-    p["ratio"] = (
-        p.n_t.to_numpy() / ref.reindex(pd.MultiIndex.from_frame(p[["run_id", "step"]])).to_numpy()
-    )
-    return plot.with_params(p, f)
+    return plot.relative_profiles(f.profiles, f)
 
 
 def profile_marks(f: Frames) -> pd.DataFrame:
