@@ -12,6 +12,10 @@ reported as ratios to (a). Also: (c)'s achieved GFLOP/s against a large-matmul p
 in the same run, and the peak memory of one step of (a) and (c) (CUDA: the allocator's peak;
 CPU: the profiler's allocation timeline).
 
+Then the gated cells (``model.cell`` lstm, gru): a training step of ``torch.nn.LSTM``/``GRU``
+(a), the autograd loop of PyTorch's own cells with ``retain_grad`` (b, ``gated_reference``) and
+``rnnlab.model.gated.Gated`` recording every ‖∂L/∂h_t‖ and ‖∂L/∂c_t‖ (c), as ratios to (a).
+
 Then stacks (``rnnlab.model.elman.Elman`` with K members): eight networks trained one after another against the
 same eight as one stack, at a few shapes; and the sweep throughput: the wall time of the default
 sweep (``make sweep``, experiments/vanishing.yaml) run as a user runs it, each into a fresh
@@ -50,6 +54,7 @@ from torch import nn
 
 from rnnlab.model import activations
 from rnnlab.model.elman import Elman, MemberInit
+from rnnlab.model.gated import Gated
 
 SHAPES = [(100, 64, 64), (1000, 32, 128), (1000, 64, 256), (5000, 16, 64)]
 CUDA_SHAPES = [*SHAPES, (1000, 1024, 1024)]
@@ -148,10 +153,8 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_shape(T, B, H, device, repeats: int) -> dict:
-    x = torch.rand(T, B, D, device=device)
-    y = torch.rand(B, 1, device=device)
-    steps = _contenders(T, B, H, device)
+def _interleaved(steps: dict, x, y, device, repeats: int) -> dict[str, float]:
+    """Median seconds of each contender's step(x, y), run interleaved after two warm-ups."""
     times = {k: [] for k in steps}
     for _ in range(2):  # warm-up
         for f in steps.values():
@@ -163,7 +166,13 @@ def time_shape(T, B, H, device, repeats: int) -> dict:
             f(x, y)
             _sync(device)
             times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def time_shape(T, B, H, device, repeats: int) -> dict:
+    x = torch.rand(T, B, D, device=device)
+    y = torch.rand(B, 1, device=device)
+    med = _interleaved(_contenders(T, B, H, device), x, y, device, repeats)
     flops = 6 * T * B * H * H + 4 * T * B * D * H  # forward, δ recursion, ∂W_hh, ∂W_xh
     row = {
         "T": T,
@@ -176,6 +185,53 @@ def time_shape(T, B, H, device, repeats: int) -> dict:
         "c_gflops": flops / med["c"] / 1e9,
     }
     return row
+
+
+GATED_SHAPES = [(100, 64, 64), (1000, 32, 128)]
+QUICK_GATED_SHAPES = [(100, 64, 64)]
+
+
+def time_gated(cell: str, T: int, B: int, H: int, device, repeats: int) -> dict:
+    """A training step of a gated cell (forward, backward, Adam; readout of the last step, MSE)
+    for (a) ``torch.nn.LSTM``/``GRU``, (b) ``gated_reference``'s autograd loop with
+    retain_grad, (c) rnnlab's ``Gated`` with every ‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖) recorded."""
+    ours = Gated(D, H, 1, cell=cell, members=[MemberInit()]).to(device)
+    fused = {"lstm": nn.LSTM, "gru": nn.GRU}[cell](D, H).to(device)
+    naive = nn.ParameterList(
+        nn.Parameter(p[0].detach().clone())
+        for p in (ours.weight_ih, ours.weight_hh, ours.bias_ih, ours.bias_hh)
+    )
+    readouts = {k: nn.Linear(H, 1).to(device) for k in "ab"} | {"c": nn.Identity()}
+    last = {
+        "a": lambda x: fused(x)[0][-1],
+        "b": lambda x: gated_reference(x, *naive, cell)[0][-1],
+        "c": lambda x: ours(x[None])[0, -1],
+    }
+    models = {"a": fused, "b": naive, "c": ours}
+
+    def step_fn(name):
+        opt = torch.optim.Adam([*models[name].parameters(), *readouts[name].parameters()], lr=1e-4)
+
+        def step(x, y):
+            opt.zero_grad(set_to_none=True)
+            (readouts[name](last[name](x)) - y).pow(2).mean().backward()
+            if name == "c":
+                assert ours.hidden_grad_norms is not None
+            opt.step()
+
+        return step
+
+    x, y = torch.rand(T, B, D, device=device), torch.rand(B, 1, device=device)
+    med = _interleaved({k: step_fn(k) for k in "abc"}, x, y, device, repeats)
+    return {
+        "cell": cell,
+        "T": T,
+        "B": B,
+        "H": H,
+        **{f"{k}_ms": 1e3 * v for k, v in med.items()},
+        "b/a": med["b"] / med["a"],
+        "c/a": med["c"] / med["a"],
+    }
 
 
 def matmul_peak(device, n: int = 2048) -> float:
@@ -418,7 +474,7 @@ def bench_sweep(quick: bool, rounds: int) -> list[dict]:
     return out
 
 
-def _write(args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None) -> int:
+def _write(args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None, gated=()) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -431,6 +487,7 @@ def _write(args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None)
                 "machine": platform.machine(),
                 "matmul_peak_gflops": peak,
                 "rows": list(rows),
+                "gated": list(gated),
                 "ensembles": list(stacks),
                 "kernels": list(kernels),
                 "sweep": sweep,
@@ -537,6 +594,22 @@ def main(argv=None) -> int:
             " ".join(f"{row[c]:9d}" if isinstance(row[c], int) else f"{row[c]:9.2f}" for c in cols),
             flush=True,
         )
+    print("gated cells: (a) nn.LSTM/GRU, (b) autograd loop + retain_grad, (c) rnnlab's Gated")
+    gated_cols = ("cell", "T", "B", "H", "a_ms", "b_ms", "c_ms", "b/a", "c/a")
+    print(" ".join(f"{c:>9}" for c in gated_cols))
+    gated = []
+    for cell in ("lstm", "gru"):
+        for T, B, H in QUICK_GATED_SHAPES if args.quick else GATED_SHAPES:
+            repeats = 3 if args.quick else max(3, min(15, int(5e7 / (T * B * H))))
+            row = time_gated(cell, T, B, H, device, repeats)
+            gated.append(row)
+            print(
+                " ".join(
+                    f"{row[c]:>9}" if isinstance(row[c], int | str) else f"{row[c]:9.2f}"
+                    for c in gated_cols
+                ),
+                flush=True,
+            )
     if cuda:
         stack_cases = CUDA_STACKS[:2] if args.quick else CUDA_STACKS
     else:
@@ -559,7 +632,7 @@ def main(argv=None) -> int:
     if not (args.no_sweep or args.quick):
         print(f"{SWEEP}: wall time by train.ensemble (each a fresh process and store)")
         sweep = bench_sweep(args.quick, args.sweep_rounds)
-    return _write(args, device, card, peak, rows, stacks, kernel_rows, sweep)
+    return _write(args, device, card, peak, rows, stacks, kernel_rows, sweep, gated)
 
 
 if __name__ == "__main__":

@@ -181,7 +181,9 @@ def test_training_a_gated_cell_logs_its_profiles_and_no_elman_only_metric(cell):
 
 
 def test_a_gated_cell_with_an_activation_is_bad_input_and_elman_keys_stay():
-    with pytest.raises(ValueError, match=r"model.activation=relu applies to the Elman cell only"):
+    with pytest.raises(
+        ValueError, match=r"model.activation=relu applies to the Elman cell only; .*sub-grid"
+    ):
         RunConfig(model={"cell": "lstm", "activation": "relu"})
     assert RunConfig(model={"cell": "elman"}).run_key == RunConfig().run_key
     lstm, gru = RunConfig(model={"cell": "lstm"}), RunConfig(model={"cell": "gru"})
@@ -234,3 +236,58 @@ def test_gated_figure_draws_h_and_c_at_the_longest_length(tmp_path):
     assert files and files[0].name == "16_gated_vs_vanilla.png" and files[0].stat().st_size > 10_000
     only_elman = Frames("e", runs[runs["model.cell"] == "elman"], empty, h, ["task.seq_len"])
     assert gated_vs_vanilla(only_elman, tmp_path) is None
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_float32_norms_of_tiny_gradients_do_not_underflow(cell):
+    """A float32 norm squares its entries: ‖(1e−23, …)‖ is 0 in float32. The gated cells take
+    their norms in float64, so a gradient scaled by 1e−25 keeps its profile, scaled."""
+    x = torch.randn(1, 15, 3, 2, generator=torch.Generator().manual_seed(4))
+    norms = {}
+    for scale in (1.0, 1e-25):
+        m = gated(cell, D=2, H=16, dtype=torch.float32)
+        (m.hidden(x)[0, -1].sum() * scale).backward()
+        norms[scale] = m.hidden_grad_norms[0]
+    assert torch.linalg.vector_norm(torch.full((16,), 1e-23)) == 0  # what float32 would give
+    assert (norms[1e-25] > 0).all()
+    torch.testing.assert_close(norms[1e-25], norms[1.0] * 1e-25, rtol=1e-5, atol=0)
+
+
+def test_elman_only_figures_draw_the_elman_runs_and_say_so(tmp_path):
+    from rnnlab.report import Frames, figures
+
+    runs = pd.DataFrame(
+        [
+            {"run_id": f"{c}{T}{s}", "name": f"{c}{T}{s}", "status": "finished",
+             "model.cell": c, "task.seq_len": T, "seed": s, "model.activation": "tanh"}
+            for c in ("elman", "lstm") for T in (10, 20) for s in (0, 1)
+        ]
+    )  # fmt: skip
+    history = pd.DataFrame(
+        [
+            (r["run_id"], key, step, 1.1 + 0.01 * step)
+            for r in runs.to_dict("records")
+            if r["model.cell"] == "elman"  # only the Elman runs measure W_hh
+            for key in (names.W_HH_RADIUS, names.W_HH_SIGMA_MAX)
+            for step in (0, 5)
+        ],
+        columns=["run_id", "key", "step", "value"],
+    )
+    profiles = pd.DataFrame(columns=["run_id", "step", "t", "k", "n_t"])
+    f = Frames("synthetic", runs, history, profiles, ["model.cell", "task.seq_len", "seed"])
+    only = f.of_cell("elman")
+    assert set(only.runs["model.cell"]) == {"elman"} and len(only.runs) == 4
+    assert only.swept == ["task.seq_len", "seed"] and only.hue == "task.seq_len"
+    assert f.hue == "model.cell"
+    spectrum = next(fig for fig in figures.registered() if fig.number == 5)
+    assert spectrum.elman_only
+    paths, caption = spectrum.render(f, tmp_path)
+    assert paths[0].name == "5_spectrum_over_training.png"
+    assert caption.endswith("Elman runs only: gated cells do not measure it.")
+    elman = Frames("e", runs[runs["model.cell"] == "elman"], history, profiles, ["task.seq_len"])
+    assert elman.of_cell("elman") is elman
+    assert spectrum.render(elman, tmp_path)[1] == spectrum.caption
+    profile_fig = next(fig for fig in figures.registered() if fig.number == 1)
+    assert not profile_fig.elman_only
+    lstm = Frames("l", runs[runs["model.cell"] == "lstm"], history[:0], profiles, ["seed"])
+    assert spectrum.render(lstm, tmp_path) == (None, spectrum.caption)  # left out

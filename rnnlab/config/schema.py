@@ -90,8 +90,8 @@ class ModelConfig(Options):
             raise PydanticCustomError(
                 "gated_activation",
                 "model.activation={activation} applies to the Elman cell only; model.cell="
-                "{cell} has its own sigmoid and tanh gates (leave model.activation at tanh, "
-                "or sweep gated cells in their own experiment)",
+                "{cell} has its own sigmoid and tanh gates (leave model.activation at tanh; "
+                "to sweep both, give the gated cells their own sub-grid in a list under sweep:)",
                 {"activation": self.activation, "cell": self.cell},
             )
         return self

@@ -165,10 +165,10 @@ def report(
         ]
     if not f.drawn.empty:
         for fig in figures.registered():
-            paths = fig.draw(f, out)
+            paths, caption = fig.render(f, out)
             if paths is None:  # a figure this experiment's sweep cannot show (e.g. no gain axis)
                 continue
-            blocks.append(("figure", paths[0].name, fig.caption))
+            blocks.append(("figure", paths[0].name, caption))
     else:
         blocks.append(("p", "Nothing to draw: no selected run finished."))
     keys = _condition_keys(f)

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -106,6 +106,28 @@ class Frames:
     @property
     def drawn(self) -> pd.DataFrame:
         return self.runs[self.runs.status.isin(["finished", "diverged"])]
+
+    def of_cell(self, cell: str) -> Frames:
+        """These frames restricted to the runs of one ``model.cell`` (the same frames when no
+        other cell is among them), ``swept`` recomputed: a figure of what only that cell
+        measures facets by what still varies."""
+        if "model.cell" not in self.runs.columns or set(self.runs["model.cell"]) <= {cell}:
+            return self
+        runs = self.runs[self.runs["model.cell"] == cell]
+        ids = set(runs.run_id)
+
+        def keep(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[frame.run_id.isin(ids)] if "run_id" in frame.columns else frame
+
+        swept = [k for k in self.swept if runs[k].astype(str).nunique() > 1]
+        return replace(
+            self,
+            runs=runs,
+            history=keep(self.history),
+            profiles=keep(self.profiles),
+            swept=swept,
+            tables={name: keep(t) for name, t in self.tables.items()},
+        )
 
 
 def _pick(keys: list[str], order: list[str]) -> str | None:

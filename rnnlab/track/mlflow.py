@@ -30,6 +30,7 @@ from rnnlab import __version__
 from rnnlab.config import ConfigError, Experiment, RunConfig
 from rnnlab.measure import names
 from rnnlab.model.activations import ACTIVATION_COLORS
+from rnnlab.model.cells import CELLS
 from rnnlab.track import PriorRun, default_tracking_uri, mlflow_status, sqlite_path
 from rnnlab.track.lock import ExperimentLock
 from rnnlab.ui import decay_url, save_view, ui_base
@@ -362,7 +363,9 @@ class MlflowTracker:
                 names.TAG_PID: str(os.getpid()),
             }
         )
-        if color := ACTIVATION_COLORS.get(run.model.activation):  # the figures' colours in the UI
+        if run.model.cell != "elman":  # the figures' colours in the UI: a gated cell's own
+            tags[names.MLFLOW_RUN_COLOR] = CELLS[run.model.cell].color
+        elif color := ACTIVATION_COLORS.get(run.model.activation):
             tags[names.MLFLOW_RUN_COLOR] = color
         if self.parent_id:
             tags[names.MLFLOW_PARENT_RUN] = self.parent_id

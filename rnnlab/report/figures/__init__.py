@@ -41,13 +41,27 @@ class Figure:
     caption: str
     draw: Draw
     """Draws into the folder ``out``; returns the files written (PNG first), or None."""
+    elman_only: bool = False
+    """It draws what only the Elman cell measures (W_hh, theory, units, Jacobian): given the
+    Elman runs alone (``Frames.of_cell``), facets by what varies among them."""
+
+    def render(self, f: Frames, out: Path) -> tuple[list[Path] | None, str]:
+        """Draw it from ``f``; returns the files and the caption for this report."""
+        if not self.elman_only:
+            return self.draw(f, out), self.caption
+        only = f.of_cell("elman")
+        if only.drawn.empty:  # gated cells alone: nothing it could show
+            return None, self.caption
+        note = "" if only is f else " Elman runs only: gated cells do not measure it."
+        return self.draw(only, out), self.caption + note
 
 
 _REGISTRY: dict[int, Figure] = {}
 
 
-def figure(number: int, caption: str) -> Callable[[Draw], Draw]:
-    """Register the decorated function as the report's figure ``number``."""
+def figure(number: int, caption: str, *, elman_only: bool = False) -> Callable[[Draw], Draw]:
+    """Register the decorated function as the report's figure ``number`` (``elman_only``: it
+    draws what only the Elman cell measures, see ``Figure.elman_only``)."""
 
     def register(draw: Draw) -> Draw:
         known = _REGISTRY.get(number)
@@ -60,7 +74,7 @@ def figure(number: int, caption: str) -> Callable[[Draw], Draw]:
                 f"figure {number} is registered twice: {known.draw.__module__}."
                 f"{known.draw.__qualname__} and {draw.__module__}.{draw.__qualname__}"
             )
-        _REGISTRY[number] = Figure(number, caption, draw)
+        _REGISTRY[number] = Figure(number, caption, draw, elman_only)
         return draw
 
     return register

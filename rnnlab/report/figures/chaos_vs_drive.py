@@ -47,6 +47,7 @@ def zero_crossing(x: np.ndarray, y: np.ndarray) -> float:
     10,
     "Input suppresses chaos: the largest Lyapunov exponent at init against the drive "
     "σ_u = √q_in, beside the mean-field ½ ln χ₁; it crosses zero where χ₁ = 1.",
+    elman_only=True,
 )
 def chaos_vs_drive(f: Frames, out: Path) -> list[Path] | None:
     """λ_max (one point per run) and ½ ln χ₁ against σ_u; drawn only for a sweep of the drive

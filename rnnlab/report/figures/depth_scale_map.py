@@ -35,6 +35,7 @@ def depth_scale_frame(f: Frames) -> pd.DataFrame:
     11,
     f"Trainability against the depth scale: the share of seeds trained (final eval loss / "
     f"baseline < {TRAINED}) over gain and T, with the line T = {MULTIPLIER}ξ (ξ = 1/|ln χ₁|).",
+    elman_only=True,
 )
 def depth_scale_map(f: Frames, out: Path) -> list[Path] | None:
     """One cell per (gain, T), coloured by the share of its seeds that trained; the line

@@ -42,6 +42,7 @@ def jacobian_frame(f: Frames) -> pd.DataFrame:
     "Largest and smallest singular values of the Jacobian product ∂h_T/∂h_{T−k} against "
     "distance k, at initialisation and after training; the gap between them is the spread "
     "(log-condition number), the dotted line ln σ = 0 dynamical isometry.",
+    elman_only=True,
 )
 def jacobian_spectrum(f: Frames, out: Path) -> list[Path] | None:
     data = jacobian_frame(f)

@@ -25,6 +25,7 @@ def q_frame(f: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
     12,
     "Measured pre-activation variance q̂ (units/q_hat) over training; dashed: the mean-field "
     "fixed point q* at initialisation. Where they part, the mean-field assumptions no longer hold.",
+    elman_only=True,
 )
 def q_hat_vs_q_star(f: Frames, out: Path) -> list[Path] | None:
     q_hat, q_star = q_frame(f)

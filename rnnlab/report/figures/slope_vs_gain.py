@@ -47,6 +47,7 @@ def criticality_frame(f: Frames) -> pd.DataFrame:
     8,
     "Measured slope at init against gain beside the mean-field "
     "prediction ½ ln χ₁ and the largest Lyapunov exponent; red: the edge of chaos (χ₁ = 1).",
+    elman_only=True,
 )
 def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
     """Measured slope at init against gain, the mean-field curve, λ_max, the critical gain."""

@@ -16,7 +16,11 @@ QUANTITIES = {
 }
 
 
-@figure(5, "Spectral radius and largest singular value of W_hh; red: the vanishing bound 1/γ.")
+@figure(
+    5,
+    "Spectral radius and largest singular value of W_hh; red: the vanishing bound 1/γ.",
+    elman_only=True,
+)
 def spectrum_over_training(f: Frames, out: Path) -> list[Path]:
     h = f.history[f.history.key.isin(list(QUANTITIES))]
     h = plot.with_params(h, f, "model.activation").assign(quantity=lambda d: d.key.map(QUANTITIES))

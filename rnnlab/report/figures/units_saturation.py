@@ -19,6 +19,7 @@ QUANTITIES = {
     14,
     "Fraction of saturated unit-steps and of dead units along held-out inputs over training "
     "(units/saturated, units/dead).",
+    elman_only=True,
 )
 def units_over_training(f: Frames, out: Path) -> list[Path] | None:
     h = f.history[f.history.key.isin(list(QUANTITIES))]
