@@ -291,3 +291,24 @@ def test_elman_only_figures_draw_the_elman_runs_and_say_so(tmp_path):
     assert not profile_fig.elman_only
     lstm = Frames("l", runs[runs["model.cell"] == "lstm"], history[:0], profiles, ["seed"])
     assert spectrum.render(lstm, tmp_path) == (None, spectrum.caption)  # left out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cuda_matches_cpu_and_stacks_keep_their_bits(cell):
+    x = torch.randn(3, 40, 4, 2, dtype=F64, generator=torch.Generator().manual_seed(5))
+    cpu = gated(cell, D=2, H=8, O=1, members=3)
+    cpu(x).pow(2).sum().backward()
+    gpu = gated(cell, D=2, H=8, O=1, members=3).cuda()
+    gpu(x.cuda()).pow(2).sum().backward()
+    torch.testing.assert_close(
+        gpu.hidden_grad_norms.cpu(), cpu.hidden_grad_norms, atol=1e-10, rtol=0
+    )
+    torch.testing.assert_close(gpu.weight_hh.grad.cpu(), cpu.weight_hh.grad, atol=1e-10, rtol=0)
+    alone = gated(cell, D=2, H=8, O=1, seed=2, dtype=torch.float32).cuda()
+    stacked = gated(cell, D=2, H=8, O=1, members=3, dtype=torch.float32).cuda()
+    xf = x.float().cuda()
+    alone(xf[2:]).pow(2).sum().backward()
+    stacked(xf).pow(2).sum().backward()
+    assert torch.equal(alone.hidden_grad_norms[0], stacked.hidden_grad_norms[2])
+    assert torch.equal(alone.weight_hh.grad[0], stacked.weight_hh.grad[2])

@@ -24,9 +24,9 @@ CELLS: dict[str, Cell] = {
     # h_t, δ_t and ∂ℓ/∂h_t
     "elman": Cell(1, 3, "#0173b2", "Elman (1990)"),  # tanh's colour: the default Elman cell
     # the gates, their factors and gradients (3 × 4H), c_t, tanh(c_t), ∂h_t/∂c_t, h_t, δh_t, δc_t
-    "lstm": Cell(4, 17, "#6a3d9a", "Hochreiter & Schmidhuber (1997)"),
-    # the gates and their two gradients (3 × 3H), W_hn h + b_hn, h_t, δh_t
-    "gru": Cell(3, 12, "#333333", "Cho et al. (2014)"),
+    "lstm": Cell(4, 18, "#6a3d9a", "Hochreiter & Schmidhuber (1997)"),
+    # the gates, their factors and both gradients (4 × 3H), W_hn h + b_hn, h_t, δh_t
+    "gru": Cell(3, 15, "#333333", "Cho et al. (2014)"),
 }
 
 NAMES: tuple[str, ...] = tuple(CELLS)

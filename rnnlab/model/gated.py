@@ -42,7 +42,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from rnnlab.model import cells, inits
-from rnnlab.model.elman import MemberInit, Stacked, draw_readout, stack
+from rnnlab.model.elman import MemberInit, Stacked, aligned, draw_readout, stack
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _tanh_backward = torch.ops.aten.tanh_backward
@@ -56,26 +56,36 @@ class Recursions:
     backward: callable
     forget_gate: int | None = None
     """The gate block whose bias starts at 1 (the LSTM's f), or None."""
+    folds_bias_hh: bool = False
+    """b_hh adds to b_ih in the input projection (the LSTM); else the recursion uses it (the
+    GRU's n block, inside r ⊙ (W_hn h + b_hn))."""
 
 
 # ----------------------------------------------------------------------------- LSTM
+def _steps(t: torch.Tensor, lo: int = 0, hi: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Per-step views of t (T, B, W)[..., lo:hi], made once: indexing inside a loop of
+    hundreds of small calls costs as much as the calls."""
+    return t[..., lo:hi].unbind(0)
+
+
 def _lstm_forward(gx, w_hh, b_hh, hs):
-    """The recursion over the precomputed input projections gx (T, B, 4H) (b_ih included);
+    """The recursion over the precomputed input projections gx (T, B, 4H) (b_ih + b_hh);
     hs (T+1, B, H) gets h_0 = 0, h_1 … h_T. Returns what the backward pass needs."""
     T, B, H = gx.shape[0], gx.shape[1], hs.shape[-1]
     acts = torch.empty_like(gx)  # i, f, g, o after their nonlinearities
     cs = gx.new_zeros(T + 1, B, H)  # c_0 = 0, c_1 … c_T
     tc = torch.empty_like(hs[1:])  # tanh(c_t)
     w_t = w_hh.t()
+    A, IF, I, F = _steps(acts), _steps(acts, 0, 2 * H), _steps(acts, 0, H), _steps(acts, H, 2 * H)
+    G, O = _steps(acts, 2 * H, 3 * H), _steps(acts, 3 * H)
+    GX, HS, CS, TC = _steps(gx), _steps(hs), _steps(cs), _steps(tc)
     for t in range(T):
-        a = torch.addmm(gx[t], hs[t], w_t, out=acts[t])
-        a[:, : 2 * H].sigmoid_()
-        a[:, 2 * H : 3 * H].tanh_()
-        a[:, 3 * H :].sigmoid_()
-        i, f, g, o = a.chunk(4, 1)
-        torch.addcmul(f * cs[t], i, g, out=cs[t + 1])
-        torch.tanh(cs[t + 1], out=tc[t])
-        torch.mul(o, tc[t], out=hs[t + 1])
+        torch.addmm(GX[t], HS[t], w_t, out=A[t])
+        IF[t].sigmoid_()
+        G[t].tanh_()
+        O[t].sigmoid_()
+        torch.mul(F[t], CS[t], out=CS[t + 1]).addcmul_(I[t], G[t])  # c_t = f c_{t−1} + i g
+        torch.mul(O[t], torch.tanh(CS[t + 1], out=TC[t]), out=HS[t + 1])
     return acts, cs, tc
 
 
@@ -103,18 +113,26 @@ def _lstm_backward(dh, saved, hs, w_hh):
             _sigmoid_backward(tc, o),
         ],
         2,
-    )
+    ).view(T, B, 4, H)
     da = torch.empty_like(acts)
     dc = torch.empty_like(dh)
+    DA, DA3, DAO = _steps(da), da.view(T, B, 4, H)[:, :, :3].unbind(0), _steps(da, 3 * H)
+    C3, CO = coef[:, :, :3].unbind(0), coef[:, :, 3].unbind(0)
+    DH, DC, DCU, TO_C, F = (
+        _steps(dh),
+        _steps(dc),
+        dc.unsqueeze(2).unbind(0),
+        _steps(to_c),
+        _steps(f),
+    )
     for t in range(T - 1, -1, -1):
-        torch.mul(dh[t], to_c[t], out=dc[t])
+        torch.mul(DH[t], TO_C[t], out=DC[t])
         if t < T - 1:
-            dc[t].addcmul_(dc[t + 1], f[t + 1])
-        d = da[t].view(B, 4, H)
-        torch.mul(coef[t].view(B, 4, H)[:, :3], dc[t].unsqueeze(1), out=d[:, :3])
-        torch.mul(coef[t].view(B, 4, H)[:, 3], dh[t], out=d[:, 3])
+            DC[t].addcmul_(DC[t + 1], F[t + 1])
+        torch.mul(C3[t], DCU[t], out=DA3[t])
+        torch.mul(CO[t], DH[t], out=DAO[t])
         if t > 0:
-            dh[t - 1].addmm_(da[t], w_hh)
+            DH[t - 1].addmm_(DA[t], w_hh)
     return da, da, dc
 
 
@@ -124,17 +142,22 @@ def _gru_forward(gx, w_hh, b_hh, hs):
     (its n block inside r ⊙ (W_hn h + b_hn))."""
     T, H = gx.shape[0], hs.shape[-1]
     acts = torch.empty_like(gx)  # r, z, n after their nonlinearities
-    ghn = torch.empty_like(hs[1:])  # W_hn h_{t−1} + b_hn
+    gh = torch.empty_like(gx)  # W_hh h_{t−1} + b_hh
     w_t = w_hh.t()
+    RZ, R, Z, N = (
+        _steps(acts, 0, 2 * H),
+        _steps(acts, 0, H),
+        _steps(acts, H, 2 * H),
+        _steps(acts, 2 * H),
+    )
+    GH, GHRZ, GHN = _steps(gh), _steps(gh, 0, 2 * H), _steps(gh, 2 * H)
+    GXRZ, GXN, HS = _steps(gx, 0, 2 * H), _steps(gx, 2 * H), _steps(hs)
     for t in range(T):
-        gh = torch.addmm(b_hh, hs[t], w_t)
-        a = acts[t]
-        torch.add(gx[t][:, : 2 * H], gh[:, : 2 * H], out=a[:, : 2 * H]).sigmoid_()
-        r, z, n = a.chunk(3, 1)
-        ghn[t] = gh[:, 2 * H :]
-        torch.addcmul(gx[t][:, 2 * H :], r, ghn[t], out=n).tanh_()
-        torch.addcmul(n, z, hs[t] - n, out=hs[t + 1])  # (1 − z) ⊙ n + z ⊙ h_{t−1}
-    return acts, ghn
+        torch.addmm(b_hh, HS[t], w_t, out=GH[t])
+        torch.add(GXRZ[t], GHRZ[t], out=RZ[t]).sigmoid_()
+        torch.addcmul(GXN[t], R[t], GHN[t], out=N[t]).tanh_()
+        torch.sub(HS[t], N[t], out=HS[t + 1]).mul_(Z[t]).add_(N[t])  # n + z ⊙ (h_{t−1} − n)
+    return acts, gh[..., 2 * H :].contiguous()  # W_hn h_{t−1} + b_hn: gh freed
 
 
 def _gru_backward(dh, saved, hs, w_hh):
@@ -144,26 +167,36 @@ def _gru_backward(dh, saved, hs, w_hh):
         ∂L/∂a_r = ∂L/∂a_n ⊙ (W_hn h_{t−1} + b_hn) ⊙ σ′,
 
     the same for the input side (gx) and the recurrent side (gh) except the n block, which
-    reaches gh through r: ∂L/∂gh_n = ∂L/∂a_n ⊙ r_t. Returns (∂L/∂gx, ∂L/∂gh, None)."""
+    reaches gh through r: ∂L/∂gh_n = ∂L/∂a_n ⊙ r_t. Returns (∂L/∂gx, ∂L/∂gh, None). The
+    factors that do not depend on δ are taken for all steps at once before the walk."""
     acts, ghn = saved
-    T, H = dh.shape[0], dh.shape[-1]
+    T, B, H = dh.shape
+    r, z, n = acts.chunk(3, 2)
+    coef = torch.cat(  # ∂a-gradient per unit of δh: r (via n), z, n
+        [
+            _sigmoid_backward(ghn, r) * _tanh_backward(1 - z, n),
+            _sigmoid_backward(hs[:-1] - n, z),
+            _tanh_backward(1 - z, n),
+        ],
+        2,
+    ).view(T, B, 3, H)
     dgx = torch.empty_like(acts)
     dgh = torch.empty_like(acts)
+    DGX3, DGH = dgx.view(T, B, 3, H).unbind(0), _steps(dgh)
+    DGHRZ, DGHN, DGXN = _steps(dgh, 0, 2 * H), _steps(dgh, 2 * H), _steps(dgx, 2 * H)
+    DGXRZ = _steps(dgx, 0, 2 * H)
+    C, DH, DHU, R, Z = coef.unbind(0), _steps(dh), dh.unsqueeze(2).unbind(0), _steps(r), _steps(z)
     for t in range(T - 1, -1, -1):
-        r, z, n = acts[t].chunk(3, 1)
-        d = dgx[t]
-        d[:, 2 * H :] = _tanh_backward(dh[t] * (1 - z), n)
-        d[:, H : 2 * H] = _sigmoid_backward(dh[t] * (hs[t] - n), z)
-        d[:, :H] = _sigmoid_backward(d[:, 2 * H :] * ghn[t], r)
-        dgh[t, :, : 2 * H] = d[:, : 2 * H]
-        torch.mul(d[:, 2 * H :], r, out=dgh[t, :, 2 * H :])
+        torch.mul(C[t], DHU[t], out=DGX3[t])
+        DGHRZ[t].copy_(DGXRZ[t])
+        torch.mul(DGXN[t], R[t], out=DGHN[t])
         if t > 0:
-            dh[t - 1].addcmul_(dh[t], z).addmm_(dgh[t], w_hh)
+            DH[t - 1].addcmul_(DH[t], Z[t]).addmm_(DGH[t], w_hh)
     return dgx, dgh, None
 
 
 RECURSIONS: dict[str, Recursions] = {
-    "lstm": Recursions(_lstm_forward, _lstm_backward, forget_gate=1),
+    "lstm": Recursions(_lstm_forward, _lstm_backward, forget_gate=1, folds_bias_hh=True),
     "gru": Recursions(_gru_forward, _gru_backward),
 }
 """The gated cells by name (``model.cell``; ``elman`` is ``rnnlab.model.elman``)."""
@@ -181,7 +214,7 @@ class _GatedBPTT(torch.autograd.Function):
     def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, cell: Recursions, record):
         T, B, D = x.shape
         H = weight_hh.shape[1]
-        b = bias_ih + bias_hh if cell.forget_gate is not None else bias_ih  # LSTM: one sum
+        b = bias_ih + bias_hh if cell.folds_bias_hh else bias_ih
         gx = torch.addmm(b, x.reshape(T * B, D), weight_ih.t()).view(T, B, -1)
         hs = x.new_zeros(T + 1, B, H)
         saved = cell.forward(gx, weight_hh, bias_hh, hs)
@@ -274,7 +307,9 @@ class Gated(Stacked):
         params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         return stack(
             [
-                _GatedBPTT.apply(xk, *(p[k] for p in params), self._cell, self._record(k))
+                _GatedBPTT.apply(
+                    aligned(xk), *(aligned(p[k]) for p in params), self._cell, self._record(k)
+                )
                 for k, xk in enumerate(x)
             ]
         )
