@@ -11,8 +11,8 @@ rnnlab stores one such view per experiment, :data:`VIEW_KEY`, with
   distance k (MLflow's "Step"), on the default linear axis, where vanishing and exploding
   profiles are straight lines, falling and rising;
 - ``grad_h/init`` and ``grad_h/final`` on a log axis, the same curves unnormalised;
-- each run coloured by its activation (run tag ``mlflow.runColor``, set by the tracker),
-  the colours of the report's figures.
+- each run coloured by its activation, a gated run by its cell (run tag
+  ``mlflow.runColor``, set by the tracker), the colours of the report's figures.
 
 The format is the UI's own (``mlflow/server/js``: the keys of ``sharedViewState`` and the
 line-chart card's fields); a UI that does not know a field ignores it.
@@ -84,6 +84,7 @@ def view_state() -> dict:
         "selectedColumns": [
             "params.`task.seq_len`",
             "params.`model.activation`",
+            "params.`model.cell`",
             "params.`seed`",
             f"metrics.`{names.EVAL_LOSS_RATIO}`",
             f"tags.`{names.TAG_STATUS}`",

@@ -312,3 +312,69 @@ def test_cuda_matches_cpu_and_stacks_keep_their_bits(cell):
     stacked(xf).pow(2).sum().backward()
     assert torch.equal(alone.hidden_grad_norms[0], stacked.hidden_grad_norms[2])
     assert torch.equal(alone.weight_hh.grad[0], stacked.weight_hh.grad[2])
+
+
+def test_logged_by_names_the_cells_that_log_each_metric():
+    """``names.logged_by`` (what expect: checks are validated against) agrees with what each
+    cell's training logs, and a check on a metric no cell of the grid logs is bad input."""
+
+    for cell in cells.NAMES:
+        run = RunConfig(
+            task={"name": "adding", "seq_len": 6},
+            model={"cell": cell, "hidden_size": 4},
+            train={"steps": 1, "batch_size": 4, "eval_size": 4},
+        )
+        logged = {k for m in train(run) for k in m.metrics}
+        assert all(cell in names.logged_by(k) for k in logged), cell
+        if cell != "elman":
+            assert not [k for k in logged if k.split("/")[0] in names.ELMAN_ONLY_GROUPS]
+    assert (
+        names.logged_by(names.GRAD_C_SLOPE) == ("lstm",)
+        and names.logged_by(names.grad_param("bias")) == ("elman",)
+        and names.logged_by(names.SLOPE) == cells.NAMES
+    )
+
+
+def test_an_expect_check_on_a_metric_the_grids_cells_never_log_is_bad_input(tmp_path):
+    from rnnlab.config import ConfigError, load_experiment
+
+    path = tmp_path / "x.yaml"
+    checks = [
+        '{check: a, value: "{weights/W_hh_radius}", reduce: max, expect: "< 2"}',
+        '{check: b, value: "{grad_c/slope}", reduce: max, expect: "< 2"}',
+        '{check: c, value: "{grad_h/slope}", reduce: max, expect: "< 2"}',
+    ]
+    text = "name: x\ntask: {seq_len: 5}\nmodel: {cell: gru}\nexpect:\n" + "".join(
+        f"  - {c}\n" for c in checks
+    )
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_experiment(path)
+    assert [p.split(": ", 2)[-1] for p in e.value.problems] == [
+        "{weights/W_hh_radius}: logged only for model.cell elman; this grid has gru",
+        "{grad_c/slope}: logged only for model.cell lstm; this grid has gru",
+    ]
+    lstm = text.replace("cell: gru", "cell: lstm").replace(checks[0], checks[2].replace("c,", "d,"))
+    path.write_text(lstm)
+    load_experiment(path)  # grad_c/slope: the LSTM logs it
+
+
+def test_report_hue_keeps_elman_activations_apart_from_the_cells():
+    from rnnlab.report import plotting as plot
+    from rnnlab.report.load import _units
+
+    runs = pd.DataFrame(
+        {"model.cell": ["elman", "elman", "lstm", "gru"],
+         "model.activation": ["relu", "tanh", "tanh", "tanh"], "seed": [0, 0, 0, 0]}
+    )  # fmt: skip
+    out, swept = _units(runs, ["model.cell", "model.activation"])
+    assert swept == ["unit"] and list(out.unit) == ["relu", "tanh", "lstm", "gru"]
+    assert plot.order("unit", out.unit) == ["relu", "tanh", "lstm", "gru"]
+    assert set(plot.palette("unit", out)) == {"relu", "tanh", "lstm", "gru"}
+    same, kept = _units(runs.assign(**{"model.activation": "tanh"}), ["model.cell"])
+    assert kept == ["model.cell"] and "unit" not in same.columns
+    assert plot.order("model.cell", ["gru", float("nan"), "elman", None, "lstm"]) == [
+        "elman",
+        "lstm",
+        "gru",
+    ]

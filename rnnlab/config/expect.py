@@ -360,11 +360,14 @@ OWN_MESSAGES = ("expression", "expectation", "crossing_x")
 """These errors' messages say what was wrong; no '(got …)' is appended."""
 
 
-def check_problems(checks: list[Check], params: dict[str, set[type]]) -> list[tuple[tuple, str]]:
+def check_problems(
+    checks: list[Check], params: dict[str, set[type]], cells: set[str] = frozenset({"elman"})
+) -> list[tuple[tuple, str]]:
     """What the grid shows wrong with valid-looking checks, as (location in the file,
     message): a placeholder that names neither a metric (``names.run_metrics``) nor a
-    numeric param of the grid (``params``: dotted key → the types of its values), a
-    ``runs:`` key that is not a param, a label used twice (labels name the table's rows)."""
+    numeric param of the grid (``params``: dotted key → the types of its values), a metric
+    no run of the grid logs (none of its ``cells`` does: ``names.logged_by``), a ``runs:``
+    key that is not a param, a label used twice (labels name the table's rows)."""
     metrics = set(names.run_metrics())
     out, labels = [], set()
     for i, c in enumerate(checks):
@@ -377,10 +380,19 @@ def check_problems(checks: list[Check], params: dict[str, set[type]]) -> list[tu
                 out.append((("expect", i, "runs", key), why))
         for field, expr in (("value", c.expression), ("x", c.x_expression)):
             for term in expr.terms if expr else ():
-                why = _term_problem(term, metrics, params)
+                why = _term_problem(term, metrics, params) or _not_logged(term, cells)
                 if why:
                     out.append((("expect", i, field), f"{term.text}: {why}"))
     return out
+
+
+def _not_logged(term: Term, cells: set[str]) -> str | None:
+    logged = names.logged_by(term.name)
+    if term.name not in names.run_metrics() or cells & set(logged):
+        return None
+    return (
+        f"logged only for model.cell {'|'.join(logged)}; this grid has {', '.join(sorted(cells))}"
+    )
 
 
 def _term_problem(term: Term, metrics: set[str], params: dict[str, set[type]]) -> str | None:

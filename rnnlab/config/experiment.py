@@ -212,7 +212,8 @@ def load_experiment(
     for run in grid:
         for key, value in run.params().items():
             params.setdefault(key, set()).add(type(value))
-    unknown = check_problems(experiment.expect, params)
+    cells = {run.model.cell for run in grid}
+    unknown = check_problems(experiment.expect, params, cells)
     if unknown:
         raise ConfigError([f"{where(loc)}: {'.'.join(map(str, loc))}: {m}" for loc, m in unknown])
     _check_memory(grid, path, experiment.swept_keys())
@@ -503,8 +504,9 @@ def _expand(experiment: Experiment, raw: dict, where) -> list[RunConfig]:
                         f"{where((*prefix, dotted))}: "
                         f"sweep value {dotted}={values[dotted]!r}: {detail}"
                     )
-                else:
-                    setting = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                else:  # a section's check (model.cell with model.activation): its keys only
+                    related = {k: v for k, v in values.items() if k.startswith(f"{dotted}.")}
+                    setting = ", ".join(f"{k}={v!r}" for k, v in (related or values).items())
                     problems.append(f"{where(loc)}: grid point ({setting}): {msg}")
             continue
         grid.setdefault(run.run_key, run)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from rnnlab.config import ConfigError
+from rnnlab.config.schema import KEY_OMITS_AT_DEFAULT
 from rnnlab.measure import names
 from rnnlab.track.mlflow import MlflowTracker
 
@@ -95,7 +96,8 @@ class Frames:
 
     @property
     def hue(self) -> str | None:
-        order = ["model.cell", "model.activation", "model.init", "model.gain", "task.seq_len"]
+        order = [UNIT, "model.cell", "model.activation", "model.init", "model.gain"]
+        order.append("task.seq_len")
         return _pick(self.swept, order)
 
     @property
@@ -128,6 +130,24 @@ class Frames:
             swept=swept,
             tables={name: keep(t) for name, t in self.tables.items()},
         )
+
+
+UNIT = "unit"
+"""The column naming each run's recurrence where an experiment varies both ``model.cell`` and
+the Elman cell's ``model.activation``: the activation for the Elman cell, else the cell."""
+
+
+def _units(runs: pd.DataFrame, swept: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Where the cell and the Elman runs' activation both vary, the figures' hue is ``UNIT``
+    (tanh, relu, …, lstm, gru) in place of the two, so no line pools an Elman tanh run with a
+    relu one."""
+    if not {"model.cell", "model.activation"} <= set(swept):
+        return runs, swept
+    elman = runs["model.cell"] == "elman"
+    if runs.loc[elman, "model.activation"].nunique() <= 1:
+        return runs, swept
+    runs = runs.assign(**{UNIT: runs["model.activation"].where(elman, runs["model.cell"])})
+    return runs, [UNIT] + [k for k in swept if k not in ("model.cell", "model.activation")]
 
 
 def _pick(keys: list[str], order: list[str]) -> str | None:
@@ -285,6 +305,9 @@ def load(
             "parent_id": tags.get(names.MLFLOW_PARENT_RUN),
         }
         row |= {k: _typed(v) for k, v in r.data.params.items()}
+        # A run stored before an option existed computed what its default computes (and
+        # kept its run_key): it has that default.
+        row |= {k: d for k, d in KEY_OMITS_AT_DEFAULT.items() if k not in row}
         row["final_loss_ratio"] = r.data.metrics.get(names.EVAL_LOSS_RATIO, math.nan)
         rows[key] = row
 
@@ -351,6 +374,7 @@ def load(
     runs = runs.merge(first, on="run_id", how="left").merge(last, on="run_id", how="left")
     params = [c for c in runs.columns if "." in c or c == "seed"]
     swept = [c for c in params if runs[c].astype(str).nunique() > 1]
+    runs, swept = _units(runs, swept)
     drawn = runs[runs.status.isin(["finished", "diverged"])]
     ids = set(drawn.parent_id) if "parent_id" in drawn.columns else set()
     mine = [r.info.run_id for r in parents if r.info.run_id in ids]  # the drawn grid's sweeps

@@ -29,6 +29,7 @@ LABELS = {
     "model.gain": "gain g",
     "model.activation": "activation",
     "model.cell": "cell",
+    "unit": "activation / cell",
     "model.init": "init",
     "model.hidden_size": "hidden size H",
     "train.lr": "learning rate",
@@ -79,11 +80,14 @@ def relative_profiles(p: pd.DataFrame, f: Frames) -> pd.DataFrame:
 
 def order(key: str | None, values) -> list:
     """One order for a key's values in every figure: activations by regime, numbers by size."""
-    vals = list(dict.fromkeys(v for v in values if v is not None))
+    vals = list(dict.fromkeys(v for v in values if v is not None and v == v))  # no None, NaN
     if key == "model.activation":
         return sorted(vals, key=activation_rank)
     if key == "model.cell":
         return sorted(vals, key=lambda v: cells.NAMES.index(v) if v in cells.NAMES else 99)
+    if key == "unit":  # activations by regime, then the gated cells
+        gated = {c: (1, i, c) for i, c in enumerate(cells.NAMES)}
+        return sorted(vals, key=lambda v: gated.get(v) or (0, *activation_rank(v)))
     try:
         return sorted(vals, key=float)
     except (TypeError, ValueError):
@@ -92,6 +96,8 @@ def order(key: str | None, values) -> list:
 
 def palette(key: str | None, data: pd.DataFrame) -> dict | None:
     known = {"model.activation": PALETTE, "model.cell": CELL_PALETTE}.get(key)
+    if key == "unit":
+        known = PALETTE | CELL_PALETTE
     if known and key in data.columns:
         return {a: known[a] for a in data[key].unique() if a in known}
     return None

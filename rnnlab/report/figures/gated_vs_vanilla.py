@@ -19,7 +19,7 @@ HIDDEN, CELL_STATE = "‖∂L/∂h‖", "‖∂L/∂c‖ (LSTM cell state)"
 
 def gated_frame(f: Frames) -> pd.DataFrame:
     """n_{T−k}/n_T of h_t (every cell) and c_t (the LSTM's ``grad_c`` table) at each run's
-    first and last probe, for the runs at the longest sequence length, with a ``gradient``
+    first and last probe, for the runs at the longest sequence length a gated cell ran, with a ``gradient``
     column naming which; zeros and non-finite ratios dropped (the line ends there)."""
     cols = ["run_id", "k", "phase", "ratio", "gradient", "model.cell"]
     if "model.cell" not in f.runs.columns or set(f.drawn["model.cell"]) <= {"elman"}:
@@ -31,7 +31,8 @@ def gated_frame(f: Frames) -> pd.DataFrame:
     data = pd.concat(parts, ignore_index=True)
     more = [k for k in ("model.cell", "task.seq_len") if k not in data.columns]
     data = data.merge(f.runs[["run_id", *more]], on="run_id")
-    data = data[data["task.seq_len"] == data["task.seq_len"].max()]
+    longest = data.loc[data["model.cell"] != "elman", "task.seq_len"].max()  # with a gated run
+    data = data[data["task.seq_len"] == longest]
     return data[np.isfinite(data.ratio) & (data.ratio > 0)]
 
 
@@ -39,19 +40,22 @@ def gated_frame(f: Frames) -> pd.DataFrame:
     16,
     "Gated cells beside the vanilla RNN at the longest sequence length: the hidden-state "
     "gradient ‖∂L/∂h_{T−k}‖ (solid) and the LSTM's cell-state gradient ‖∂L/∂c_{T−k}‖ "
-    "(dashed), relative to the last step, at initialisation and after training.",
+    "(dashed), relative to the last step, at initialisation and after training. Gated cells "
+    "take their norms in float64; the Elman cell in the run's dtype (in float32 its profile "
+    "ends near 1e−22, see grad_h/underflow).",
 )
 def gated_vs_vanilla(f: Frames, out: Path) -> list[Path] | None:
     data = gated_frame(f)
     if data.empty:
         return None  # no gated cell in this experiment
     other = f.col if f.col not in (None, "task.seq_len", "model.cell") else None
+    hue = "unit" if f.hue == "unit" else "model.cell"  # unit: activations apart, see load.py
     g = sns.relplot(
         data=data,
         x="k",
         y="ratio",
-        hue="model.cell",
-        hue_order=plot.order("model.cell", data["model.cell"]),
+        hue=hue,
+        hue_order=plot.order(hue, data[hue]),
         style="gradient",
         style_order=[s for s in (HIDDEN, CELL_STATE) if s in set(data.gradient)],
         col="phase",
@@ -61,7 +65,7 @@ def gated_vs_vanilla(f: Frames, out: Path) -> list[Path] | None:
         kind="line",
         estimator="median",
         errorbar=("pi", 100),
-        palette=plot.palette("model.cell", data),
+        palette=plot.palette(hue, data),
         height=plot.WIDTH * 0.8,
         aspect=1.2,
         facet_kws={"sharex": True, "sharey": True},
