@@ -80,8 +80,10 @@ class Stacked(nn.Module):
     cell_grad_norms = None
     """‖∂L/∂c_t‖₂ (K, L, B) where the cell has a cell state (the LSTM), else None."""
 
-    def __init__(self, readout: slice):
+    def __init__(self, readout: slice, members: Sequence[MemberInit]):
         super().__init__()
+        for m in members:  # unknown names fail here, listing the known ones
+            inits.get(m.init), inits.get_input(m.input_init)
         self.readout_steps = readout
         self.record_hidden_grads = True
         """Record the norms on the next backward pass (probe steps)."""
@@ -143,10 +145,8 @@ class Elman(Stacked):
         members: Sequence[MemberInit] = (MemberInit(),),
         dtype: torch.dtype = torch.float32,
     ):
-        super().__init__(readout)
+        super().__init__(readout, members)
         activations.get(activation)  # unknown names fail here, listing the known ones
-        for m in members:
-            inits.get(m.init), inits.get_input(m.input_init)
         self.activation = activation
         drawn = [_draw(input_size, hidden_size, output_size, m, dtype) for m in members]
         w_ih, w_hh, b, *out = (nn.Parameter(torch.stack(ws)) for ws in zip(*drawn, strict=True))

@@ -273,12 +273,10 @@ class Gated(Stacked):
         members: Sequence[MemberInit] = (MemberInit(),),
         dtype: torch.dtype = torch.float32,
     ):
-        super().__init__(readout)
         if cell not in RECURSIONS:
             known = ", ".join(RECURSIONS)
             raise ValueError(f"unknown gated cell {cell!r}; expected one of: {known}")
-        for m in members:
-            inits.get(m.init), inits.get_input(m.input_init)
+        super().__init__(readout, members)
         self.cell, self._cell = cell, RECURSIONS[cell]
         G, D, H, O = cells.CELLS[cell].gates, input_size, hidden_size, output_size
         drawn = []
