@@ -126,18 +126,10 @@ def test_every_experiment_validates_and_runs_two_steps(path, tmp_path, store):
     assert (
         text.startswith("#") and "Command:" in text and "Runtime:" in text and "Expected:" in text
     )
-    proc = cli(
-        "sweep",
-        path,
-        "train.steps=2",
-        "train.eval_size=8",
-        "--tracking-uri",
-        store,
-        cwd=tmp_path,
-        timeout=600,
-    )
+    overrides = ["train.steps=2", "train.eval_size=8", "seed=0"]  # every axis but the seeds
+    proc = cli("sweep", path, *overrides, "--tracking-uri", store, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    _, grid = load_experiment(path)
+    _, grid = load_experiment(path, overrides)
     client = MlflowClient(store)
     _, _, children = child_runs(client, yaml.safe_load(text)["name"])
     assert len(children) == len(grid)
