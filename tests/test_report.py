@@ -522,3 +522,36 @@ def test_unit_and_jacobian_figures_draw_from_frames_and_skip_without_data(tmp_pa
     ):
         paths = draw(f, tmp_path)
         assert paths[0].name == f"{name}.png" and Image.open(paths[0]).size[0] > 300
+
+
+def test_a_condition_with_one_point_is_marked_in_the_learning_curves():
+    """Every run of a condition that diverged at its first probe leaves one point per step:
+    a line of one point draws nothing, so it is marked, in its line's colour."""
+    from matplotlib.colors import to_rgba
+
+    from rnnlab.report import plotting as plot
+    from rnnlab.report.figures.learning_curves import mark_single_points
+
+    runs = [
+        {"run_id": f"{a}{T}", "name": f"{a}{T}", "status": "finished",
+         "model.activation": a, "task.seq_len": T, "seed": 0}
+        for a in ("tanh", "linear") for T in (10, 20)
+    ]  # fmt: skip
+    f = _frames(runs)
+    f.history = _history(
+        [(r["run_id"], "eval/loss_ratio", s, 0.9) for r in runs[:2] for s in (0, 10, 20)]
+        + [(r["run_id"], "eval/loss_ratio", 0, 3.0) for r in runs[2:]]
+    )
+    h = plot.with_params(f.history, f)
+    g = plot.over_training(h, f, "task.seq_len", "model.activation")
+    mark_single_points(g, h, "task.seq_len", "model.activation")
+    marks = [
+        line
+        for line in g.axes_dict["linear"].lines
+        if line.get_marker() == "o" and list(line.get_xdata()) == [0]
+    ]
+    assert [list(m.get_ydata()) for m in marks] == [[3.0], [3.0]]
+    texts = [t.get_text() for t in g._legend.texts]
+    legend = dict(zip(texts, g._legend.legend_handles, strict=True))
+    assert to_rgba(marks[1].get_color()) == to_rgba(legend["20"].get_color())
+    assert not [x for x in g.axes_dict["tanh"].lines if x.get_marker() == "o"]
