@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from rnnlab.measure import names
 from rnnlab.report import plotting as plot
@@ -77,6 +78,7 @@ def gated_vs_vanilla(f: Frames, out: Path) -> list[Path] | None:
         if other:
             phase, value = value, phase  # seaborn keys (row, col)
         ax.axhline(1.0, color="0.3", lw=0.8, ls=":")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # distances are whole steps
         ax.set_title(f"{phase}, {plot.panel(other, value)}" if other else phase)
     plot.label_every_panel(g, "distance k = T − t (steps back)", r"$n_{T-k}\,/\,n_T$")
     T = int(data["task.seq_len"].max())
