@@ -238,18 +238,29 @@ def test_gated_figure_draws_h_and_c_at_the_longest_length(tmp_path):
     assert gated_vs_vanilla(only_elman, tmp_path) is None
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_float32_norms_of_tiny_gradients_do_not_underflow(cell):
-    """A float32 norm squares its entries: ‖(1e−23, …)‖ is 0 in float32. The gated cells take
-    their norms in float64, so a gradient scaled by 1e−25 keeps its profile, scaled."""
+@pytest.mark.parametrize("cell", ["elman-cpp", "elman-python", "lstm", "gru"])
+def test_float32_norms_of_tiny_gradients_do_not_underflow(cell, monkeypatch):
+    """A float32 norm squares its entries: ‖(1e−23, …)‖ is 0 in float32. Every cell (the Elman
+    cell on each CPU backend) sums its norms' squares in float64, so a gradient scaled by
+    1e−25 keeps its profile, scaled."""
+    from rnnlab.model.elman import Elman
+
+    cell, _, backend = cell.partition("-")
+    if backend:
+        monkeypatch.setenv("RNNLAB_BACKEND", backend)
     x = torch.randn(1, 15, 3, 2, generator=torch.Generator().manual_seed(4))
     norms = {}
     for scale in (1.0, 1e-25):
-        m = gated(cell, D=2, H=16, dtype=torch.float32)
+        if cell == "elman":
+            m = Elman(
+                2, 16, members=[MemberInit("orthogonal", 1.0, torch.Generator().manual_seed(0))]
+            )
+        else:
+            m = gated(cell, D=2, H=16, dtype=torch.float32)
         (m.hidden(x)[0, -1].sum() * scale).backward()
         norms[scale] = m.hidden_grad_norms[0]
     assert torch.linalg.vector_norm(torch.full((16,), 1e-23)) == 0  # what float32 would give
-    assert (norms[1e-25] > 0).all()
+    assert (norms[1e-25] > 0).all() and norms[1e-25].dtype == F64
     torch.testing.assert_close(norms[1e-25], norms[1.0] * 1e-25, rtol=1e-5, atol=0)
 
 

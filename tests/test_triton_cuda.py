@@ -76,12 +76,12 @@ def test_cuda_stack_equals_each_member_alone_bit_for_bit(B):
         hs = hs.view(3, 100, B, 64)
         alone = [hs[k : k + 1].clone() for k in range(3)]
         triton_elman.forward_loop(hs, w_hh.transpose(1, 2), "tanh")
-        dz, norms = weights.clone(), hs.new_empty(100, 3, B)
+        dz, norms = weights.clone(), hs.new_empty(100, 3, B, dtype=torch.float64)
         triton_elman.backward_loop(dz, hs, w_hh, norms, "tanh")
         for k in range(3):
             triton_elman.forward_loop(alone[k], w_hh[k : k + 1].transpose(1, 2), "tanh")
             assert torch.equal(alone[k][0], hs[k])
-            dz_k, norms_k = weights[k : k + 1].clone(), hs.new_empty(100, 1, B)
+            dz_k, norms_k = weights[k : k + 1].clone(), hs.new_empty(100, 1, B, dtype=torch.float64)
             triton_elman.backward_loop(dz_k, alone[k], w_hh[k : k + 1], norms_k, "tanh")
             assert torch.equal(dz_k[0], dz[k]) and torch.equal(norms_k[:, 0], norms[:, k])
 

@@ -272,11 +272,13 @@ class RunConfig(Options):
         }
 
 
-NUMERICS = 2
+NUMERICS = 3
 """The version of rnnlab's arithmetic, part of every run_key: raised when a change alters the
 bits a config computes (2: batch-size-independent multiplies and reductions, one CPU thread
-per run, optimizers as batched elementwise ops), so a store never mixes runs of one config
-computed two ways; runs stored under an older version are retrained, not reused."""
+per run, optimizers as batched elementwise ops; 3: every per-step norm ‖δ_t‖ and ‖∂L/∂x_t‖
+summed in float64, so a float32 profile no longer reads 0 where δ_t is 1e−23), so a store
+never mixes runs of one config computed two ways; runs stored under an older version are
+retrained, not reused."""
 
 KEY_OMITS_AT_DEFAULT = {
     "model.cell": "elman",

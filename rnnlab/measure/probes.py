@@ -14,11 +14,10 @@ Summaries of a profile:
     W_hh = g·Q (Q orthogonal) and the loss on the last step has slope exactly ln g.
   * ``grad_h/log10_ratio``: log10(n_1 / n_L), decades gained (> 0) or lost (< 0) over the sequence.
   * ``grad_h/fit_points``: how many n_t entered the fit; ``grad_h/underflow``: how many are
-    exactly 0. The Elman cell takes each ‖δ_t‖ in the training dtype, and a float32 norm
-    squares the entries, which underflow once they fall below ~1e−22 (they lose digits below
-    ~1e−19): a float32 profile reaches 0 about 16 decades before δ_t itself leaves float32's
-    range (the gated cells take their norms in float64). Zeros and non-finite values are
-    excluded from the fit, counted, and kept in the stored profile.
+    exactly 0: δ_t itself underflowed (float32 holds nothing below ~1e−45; 0.5^200 is below
+    it). Each ‖δ_t‖ sums its squares in float64 whatever the dtype, so the norm resolves every
+    nonzero δ_t (a float32 sum of squares would read 0 from ~1e−22 on). Zeros and non-finite
+    values are excluded from the fit, counted, and kept in the stored profile.
 """
 
 from __future__ import annotations

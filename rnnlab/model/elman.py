@@ -155,7 +155,8 @@ class Elman(Stacked):
         self.bias, self.weight_hh, self.weight_ih = b, w_hh, w_ih
         self.readout = nn.ParameterDict([("bias", out[1]), ("weight", out[0])]) if out else None
         self.hidden_grad_norms: torch.Tensor | None = None
-        """‖∂L/∂h_t‖₂ per member, step and sequence, (K, L, B), set by the last backward pass."""
+        """‖∂L/∂h_t‖₂ per member, step and sequence, (K, L, B), float64 (the squares summed in
+        float64 whatever the dtype), set by the last backward pass."""
         self.input_grad_norms: torch.Tensor | None = None
         """‖∂L/∂x_t‖₂ per member, step and sequence, (K, L, B), set with ``hidden_grad_norms``."""
 
@@ -243,7 +244,9 @@ class _ElmanBPTT(torch.autograd.Function):
         # then ∂L/∂z_t = δ_t ⊙ φ′(z_t) in place.
         # It starts as ∂ℓ/∂h_t, the gradient reaching each h_t directly (one bulk copy).
         dz = grad_hs.reshape(hs.shape).clone(memory_format=torch.contiguous_format)
-        norms = hs.new_empty(T, K, B) if recorder is not None else None  # a slot per step
+        # A slot per step, float64 whatever the dtype: a float32 norm squares the entries,
+        # which underflow below ~1e−22, long before δ_t itself leaves float32's range.
+        norms = hs.new_empty(T, K, B, dtype=torch.float64) if recorder is not None else None
         backends.backward(dz, hs, weight_hh, norms, ctx.activation_name)
         if recorder is not None:
             norms = norms.movedim(0, 1)  # (K, T, B)
@@ -258,7 +261,9 @@ class _ElmanBPTT(torch.autograd.Function):
         grad_x = member_mm(flat, weight_ih).view(x.shape) if ctx.needs_input_grad[0] else None
         if recorder is not None:  # ‖∂L/∂x_t‖₂ = ‖(∂L/∂z_t) W_xh‖₂: read-only, no number changes
             gx = grad_x if grad_x is not None else member_mm(flat, weight_ih).view(x.shape)
-            gx_norms = stack([torch.linalg.vector_norm(aligned(g), dim=-1) for g in gx])  # (K,T,B)
+            gx_norms = stack(  # (K, T, B), float64 as the hidden-state norms
+                [torch.linalg.vector_norm(aligned(g), dim=-1, dtype=torch.float64) for g in gx]
+            )
             recorder.input_grad_norms = gx_norms[0] if single else gx_norms
         grads = (grad_x, grad_w_ih, grad_w_hh, grad_b)
         if single:

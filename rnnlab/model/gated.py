@@ -206,9 +206,8 @@ class _GatedBPTT(torch.autograd.Function):
     """One member's gated recursion, x (T, B, D) → h_1 … h_T (T, B, H), with explicit BPTT.
     ``record`` (a dict or None) receives the per-sequence norms of the total gradients after
     backward: "h" ‖∂L/∂h_t‖₂, "x" ‖∂L/∂x_t‖₂ and for the LSTM "c" ‖∂L/∂c_t‖₂, each (T, B),
-    taken in float64 whatever the dtype: a float32 norm squares its entries, which underflow
-    once they fall below ~1e−22 (and lose digits below ~1e−19), long before the gradient
-    itself leaves float32's range."""
+    summed in float64 whatever the dtype, as the Elman cell's: a float32 sum of squares
+    underflows from entries of ~1e−22 on, long before the gradient leaves float32's range."""
 
     @staticmethod
     def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, cell: Recursions, record):
@@ -237,7 +236,7 @@ class _GatedBPTT(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0] or record is not None:
             grad_x = (gx_flat @ weight_ih).view(x.shape)
-        if record is not None:  # in float64: float32 squares underflow below ~1e−22
+        if record is not None:  # summed in float64: float32 squares underflow below ~1e−22
 
             def norm(t):
                 return torch.linalg.vector_norm(t, dim=-1, dtype=torch.float64)

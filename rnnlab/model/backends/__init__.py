@@ -103,7 +103,7 @@ def forward(hs: torch.Tensor, w_t: torch.Tensor, activation: str) -> None:
 
 
 def backward(dz, hs, w, norms: torch.Tensor | None, activation: str) -> None:
-    """The BPTT recursion over dz (K, T, B, H), in place; norms (T, K, B) or None."""
+    """The BPTT recursion over dz (K, T, B, H), in place; norms (T, K, B) float64, or None."""
     chosen = backend(hs, activation)
     if chosen == "triton":
         return _triton()[0].backward_loop(dz, hs, w, norms, activation)

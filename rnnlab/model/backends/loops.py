@@ -29,15 +29,15 @@ def forward_loop(hs: torch.Tensor, w_t: torch.Tensor, act: Activation) -> None:
 
 
 def backward_loop(dz, hs, w, norms: torch.Tensor | None, act: Activation) -> None:
-    """dz ([K,] T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, [K,] B) gets
-    ‖δ_t‖₂."""
+    """dz ([K,] T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, [K,] B),
+    float64, gets ‖δ_t‖₂, its squares summed in float64."""
     time = hs.dim() - 3
     h_steps, z_steps = hs.unbind(time), dz.unbind(time)
     mm = member_addmm_ if w.dim() == 3 else torch.Tensor.addmm_
     backward = act.backward
     for t in range(len(z_steps) - 1, -1, -1):  # slot t holds δ_t here
         if norms is not None:
-            torch.linalg.vector_norm(z_steps[t], dim=-1, out=norms[t])
+            torch.linalg.vector_norm(z_steps[t], dim=-1, dtype=torch.float64, out=norms[t])
         if backward is not None:
             backward(z_steps[t], h_steps[t], z_steps[t])
         if t:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + (∂L/∂z_t) W_hh

@@ -41,9 +41,7 @@ def gated_frame(f: Frames) -> pd.DataFrame:
     16,
     "Gated cells beside the vanilla RNN at the longest sequence length: the hidden-state "
     "gradient ‖∂L/∂h_{T−k}‖ (solid) and the LSTM's cell-state gradient ‖∂L/∂c_{T−k}‖ "
-    "(dashed), relative to the last step, at initialisation and after training. Gated cells "
-    "take their norms in float64; the Elman cell in the run's dtype (in float32 its profile "
-    "ends near 1e−22, see grad_h/underflow).",
+    "(dashed), relative to the last step, at initialisation and after training.",
 )
 def gated_vs_vanilla(f: Frames, out: Path) -> list[Path] | None:
     data = gated_frame(f)

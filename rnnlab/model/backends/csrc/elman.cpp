@@ -82,8 +82,9 @@ void forward_loop(at::Tensor hs, const at::Tensor& w_t, const std::string& op,
   }
 }
 
-// dz ([K,] T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, [K,] B), if given,
-// gets ‖δ_t‖₂. g <- g ⊙ φ′(z) is aten::<backward_op>.grad_input(g, h, args..., grad_input=g).
+// dz ([K,] T, B, H) holds ∂ℓ/∂h_t on entry and ∂L/∂z_t on exit; norms (T, [K,] B), float64,
+// if given, gets ‖δ_t‖₂, its squares summed in float64 (float32's underflow below ~1e−22).
+// g <- g ⊙ φ′(z) is aten::<backward_op>.grad_input(g, h, args..., grad_input=g).
 void backward_loop(at::Tensor dz, const at::Tensor& hs, const at::Tensor& w,
                    c10::optional<at::Tensor> norms, const std::string& backward_op,
                    const std::vector<double>& args) {
@@ -94,7 +95,7 @@ void backward_loop(at::Tensor dz, const at::Tensor& hs, const at::Tensor& w,
   if (norms) n = norms->unbind(0);
   const std::vector<int64_t> last_dim{-1};
   for (int64_t t = static_cast<int64_t>(z.size()) - 1; t >= 0; --t) {
-    if (norms) at::linalg_vector_norm_out(n[t], z[t], 2, last_dim, false, c10::nullopt);
+    if (norms) at::linalg_vector_norm_out(n[t], z[t], 2, last_dim, false, at::kDouble);
     if (dphi.handle) call(dphi, stack, {z[t], h[t]}, &z[t]);
     if (t > 0) accumulate(z[t - 1], z[t], w);
   }
