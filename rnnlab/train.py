@@ -51,6 +51,7 @@ import torch
 
 from rnnlab.config import RunConfig
 from rnnlab.measure import dynamics, names, probes, theory
+from rnnlab.model.cells import CELLS
 from rnnlab.model.elman import Elman, MemberInit, Stacked, aligned, check_reproducible, stack
 from rnnlab.model.gated import Gated
 from rnnlab.optim import OPTIMIZERS
@@ -276,7 +277,7 @@ def _probe(
         if cell_profiles is not None:
             m |= probes.cell_summary(cell_profiles[k])
             tables[names.TABLE_GRAD_C] = probes.profile_table(cell_profiles[k])
-        if model.cell != "elman":
+        if not CELLS[model.cell].elman_measures:
             out.append((profile.numpy(), m, tables))
             continue
         member = model.member(k)

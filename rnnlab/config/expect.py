@@ -41,6 +41,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from rnnlab.measure import names
+from rnnlab.model.cells import logged_by
 from rnnlab.options import Options
 
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -366,7 +367,7 @@ def check_problems(
     """What the grid shows wrong with valid-looking checks, as (location in the file,
     message): a placeholder that names neither a metric (``names.run_metrics``) nor a
     numeric param of the grid (``params``: dotted key → the types of its values), a metric
-    no run of the grid logs (none of its ``cells`` does: ``names.logged_by``), a ``runs:``
+    no run of the grid logs (none of its ``cells`` does: ``rnnlab.model.cells.logged_by``), a ``runs:``
     key that is not a param, a label used twice (labels name the table's rows)."""
     metrics = set(names.run_metrics())
     out, labels = [], set()
@@ -387,7 +388,7 @@ def check_problems(
 
 
 def _not_logged(term: Term, cells: set[str]) -> str | None:
-    logged = names.logged_by(term.name)
+    logged = logged_by(term.name)
     if term.name not in names.run_metrics() or cells & set(logged):
         return None
     return (

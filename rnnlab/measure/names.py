@@ -129,19 +129,8 @@ def sweep_metric(outcome: str) -> str:
 
 
 ELMAN_ONLY_GROUPS = ("weights", "theory", "dyn", "units", "jac")
-"""Metric groups that describe the Elman cell's W_hh and φ: a gated cell does not log them."""
-
-
-def logged_by(metric: str) -> tuple[str, ...]:
-    """The cells (``model.cell``) whose runs log ``metric``."""
-    group = metric.split("/", 1)[0]
-    if group in ELMAN_ONLY_GROUPS or metric == grad_param("bias"):
-        return ("elman",)
-    if group == "grad_c":
-        return ("lstm",)
-    if metric in (grad_param("bias_ih"), grad_param("bias_hh")):
-        return ("lstm", "gru")
-    return ("elman", "lstm", "gru")
+"""Metric groups that describe the Elman cell's W_hh and φ: a gated cell does not log them
+(``rnnlab.model.cells.logged_by``)."""
 
 
 def run_metrics() -> tuple[str, ...]:
