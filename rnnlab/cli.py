@@ -357,7 +357,7 @@ def _execute(
     from rnnlab.run.sweep import run_sweep
     from rnnlab.track import MlflowTracker
 
-    tracker = MlflowTracker(args.tracking_uri, run_figure=_run_profile_figure)
+    tracker = MlflowTracker(args.tracking_uri)
     kind = getattr(args, "executor", "local")
     builder = choices()[kind]
     builder.check(args, tracker.uri)  # a missing package or an unreachable head: exit 2
@@ -404,13 +404,6 @@ def _execute(
     print(f"results: {tracker.uri} (experiment {experiment.name!r})")
     print(f"browse:  {_how_to_open(tracker.uri)} {tracker.runs_url()}")
     return EXIT_OK if s.ok else EXIT_FAILED
-
-
-def _run_profile_figure(frame, path: Path, title: str) -> None:
-    """Each run's profile.png, drawn by the report's figure (matplotlib loads at the first)."""
-    from rnnlab.report.figures.run_profile import run_profile_figure
-
-    run_profile_figure(frame, path, title=title)
 
 
 def _how_to_open(uri: str) -> str:

@@ -134,3 +134,61 @@ def test_every_experiment_validates_and_runs_two_steps(path, tmp_path, store):
     _, _, children = child_runs(client, yaml.safe_load(text)["name"])
     assert len(children) == len(grid)
     assert all(c.data.tags["rnnlab.status"] in ("finished", "diverged") for c in children)
+
+
+def test_metrics_written_directly_read_back_as_mlflow_log_batch_writes_them(tmp_path):
+    """The SQLite writer (rnnlab.track.mlflow._SqlMetrics) against MLflow's own log_batch:
+    the same batches into two runs of one store read back the same through MLflow's API —
+    every value, and per key the latest (greatest step, timestamp, value), with NaN, ±inf,
+    a repeated metric, and keys whose later batch holds older points."""
+    from mlflow.entities import Metric
+
+    from rnnlab.track.mlflow import MlflowTracker, _Run
+
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = tracker.client
+    writer = tracker._sql
+    assert writer is not None  # an SQLite store takes the direct path
+    exp = client.create_experiment("direct")
+    direct, reference = (client.create_run(exp).info.run_id for _ in range(2))
+    nan, inf = math.nan, math.inf
+    batches = [
+        [
+            Metric("a", 1.0, 10, 0),
+            Metric("a", 2.0, 10, 1),
+            Metric("b", nan, 10, 0),
+            Metric("c", inf, 10, 3),
+            Metric("a", 2.0, 10, 1),  # repeated: stored once
+            Metric("e", -0.5, 10, 0),
+        ],
+        [
+            Metric("a", 5.0, 9, 0),  # an older step: "a"'s latest stays step 1
+            Metric("b", -1.0, 10, 0),  # same step and time, below NaN-stored-as-0
+            Metric("c", -inf, 11, 3),  # same step, later: the new latest
+            Metric("d", 0.5, 10, 2),
+            Metric("d", 0.25, 10, 2),  # same step and time, smaller: "d" stays 0.5
+            Metric("e", nan, 10, 0),  # NaN (0) above -0.5 at the same step and time
+        ],
+    ]
+    run = _Run(direct, None, "direct")
+    for batch in batches:
+        run.metrics = list(batch)
+        writer.write(run)
+        client.log_batch(reference, metrics=batch)
+
+    def same(x: float) -> object:
+        return "nan" if math.isnan(x) else x
+
+    def history(run_id: str, key: str) -> list:
+        points = client.get_metric_history(run_id, key)
+        return sorted(((m.step, m.timestamp, same(m.value)) for m in points), key=repr)
+
+    def latest(run_id: str) -> dict:
+        return {k: same(v) for k, v in client.get_run(run_id).data.metrics.items()}
+
+    for key in "abcde":
+        assert history(direct, key) == history(reference, key), key
+    assert latest(direct) == latest(reference)
+    big = 1.7976931348623157e308  # MLflow stores ±inf as ±max float
+    assert latest(direct) == {"a": 2.0, "b": "nan", "c": -big, "d": 0.5, "e": "nan"}
+    assert len(history(direct, "a")) == 3  # the repeated (a, 2.0, 10, 1) once

@@ -203,11 +203,11 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
         if late and "remaining" not in bar.bar_format and bar.n >= ETA_AFTER[0] * bar.total:
             bar.bar_format = "{desc}{percentage:3.0f}%|{bar}| [{elapsed}, {remaining} left]"
 
-    def on_end(i: int, status: str, error: str | None = None) -> None:
+    def on_end(i: int, status: str, error: str | None = None, png: bytes | None = None) -> None:
         if i not in started:
             start(i)
         step = started.pop(i, None)
-        end_run(i, status, error, step=step)
+        end_run(i, status, error, step=step, figure=png)
         setattr(summary, status, getattr(summary, status) + 1)
         if error:
             summary.failures.append(f"{run_names[i]}: {error.strip().splitlines()[-1]}")
@@ -253,7 +253,14 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
         with _interruptible() as interrupted:
             units = partition(executor.slots())
             pending.update(i for unit in units for i in unit)
-            jobs = [(unit, [grid[i].model_dump_json() for i in unit]) for unit in units]
+            jobs = [
+                (
+                    unit,
+                    [grid[i].model_dump_json() for i in unit],
+                    [run_names[i] for i in unit] if tracker.figures else None,
+                )
+                for unit in units
+            ]
             executor.run(jobs, deliver, job_over, interrupted)
         if interrupted.is_set():
             raise KeyboardInterrupt

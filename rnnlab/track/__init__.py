@@ -23,7 +23,8 @@ MLflow schema (see README, "MLflow schema"; every name in ``rnnlab.measure.names
                 ``grad_h/final``: the first and last gradient profiles with MLflow step = the
                 distance k = L − t, so the UI charts the decay curve;
                 artifacts: config.yaml, profiles.parquet (every profile: step, t, k, n_t),
-                profile.png (the first and last profile, shown inline by the UI),
+                profile.png (the first and last profile, shown inline by the UI; drawn
+                by the worker that trained the run),
                 and <name>.parquet for each table the measurements carried
                 (``Measurement.tables``, a ``step`` column in front: jacobian.parquet).
 SQLite cannot store ±inf: MLflow stores them as ±1.8e308. profiles.parquet keeps them exact.
@@ -107,6 +108,10 @@ class Tracker(Protocol):
     seconds: float
     """Time spent in tracking calls so far: the tracking overhead the sweep reports."""
 
+    figures: bool
+    """Whether it stores each run's profile.png: the sweep's workers then draw it and hand
+    it to ``end_run`` (drawing is theirs: the driver is the one writer)."""
+
     def check(self, create: bool = True) -> None:
         """Fail fast (ConfigError) when the store cannot be reached or written."""
 
@@ -141,9 +146,15 @@ class Tracker(Protocol):
         """Record one measurement (may be buffered until ``end_run``)."""
 
     def end_run(
-        self, handle: int, status: str, error: str | None = None, step: int | None = None
+        self,
+        handle: int,
+        status: str,
+        error: str | None = None,
+        step: int | None = None,
+        figure: bytes | None = None,
     ) -> str:
-        """Store what is buffered and close the run as ``status``; returns its run id."""
+        """Store what is buffered (and ``figure``, the run's profile.png) and close the run as
+        ``status``; returns its run id."""
 
     def abandon(self, handle: int, error: str) -> None:
         """Close a run as failed, writing nothing else (the store refuses writes)."""

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 class MemoryTracker:
     """In-memory recorder with MlflowTracker's interface, for tests."""
 
-    def __init__(self):
+    def __init__(self, figures: bool = False):
         self.seconds = 0.0
+        self.figures = figures  # ask the workers for each run's profile.png (kept as bytes)
         self.runs: dict[int, dict[str, Any]] = {}  # grid index → its latest run
         self.history: list[dict[str, Any]] = []  # every run ever started, like a store
         self.sweeps: list[dict[str, Any]] = []
@@ -88,12 +89,18 @@ class MemoryTracker:
             r["tables"].setdefault(name, []).append((m.step, columns))
 
     def end_run(
-        self, handle: int, status: str, error: str | None = None, step: int | None = None
+        self,
+        handle: int,
+        status: str,
+        error: str | None = None,
+        step: int | None = None,
+        figure: bytes | None = None,
     ) -> str:
         self.runs[handle] |= {
             "status": status,
             "error": error,
             "step": step,
+            "figure": figure,
             "mlflow_status": mlflow_status(status),
         }
         return self.runs[handle]["run_id"]

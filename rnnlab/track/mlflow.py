@@ -1,8 +1,8 @@
 """The production :class:`rnnlab.track.Tracker`: a sweep written into an MLflow tracking store.
 
 The store is checked before any work (reachable, writable, an SQLite file created under a
-lock); runs are written in batches; each run's profiles, config and profile figure become its
-artifacts (the schema: ``rnnlab.track``). The experiment's lock is ``rnnlab.track.lock``.
+lock); runs are written in batches (an SQLite store's metrics straight into its tables:
+``_SqlMetrics``); each run's profiles, config and profile figure become its artifacts (the schema: ``rnnlab.track``). The experiment's lock is ``rnnlab.track.lock``.
 """
 
 from __future__ import annotations
@@ -36,12 +36,7 @@ from rnnlab.track.lock import ExperimentLock
 from rnnlab.ui import decay_url, save_view, ui_base
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from rnnlab.train import Measurement
-
-    RunFigure = Callable[[pd.DataFrame, Path, str], None]
-    """(profile frame, path of the PNG, title) → the PNG drawn."""
 
 MAX_BATCH = 1000  # MLflow's per-request metric limit
 
@@ -110,6 +105,83 @@ class _Run:
     metrics: list[Metric] = field(default_factory=list)
     profiles: list[tuple[int, np.ndarray]] = field(default_factory=list)
     tables: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+    latest: dict[str, tuple] = field(default_factory=dict)
+    """Metric key → its latest row so far (``_SqlMetrics``): this process opened the run and
+    is its only writer, so it knows every value the run holds."""
+
+
+class _SqlMetrics:
+    """A run's metrics written into an SQLite store's own tables, one transaction per flush.
+
+    What ``MlflowClient.log_batch`` stores, in the same rows: every metric in ``metrics``, and
+    per key the latest one — greatest (step, timestamp, value), MLflow's rule — in
+    ``latest_metrics``; NaN as value 0 with is_nan, ±inf as ±1.8e308 (MLflow's
+    ``sanitize_metric_value``). log_batch builds an ORM object per value and re-reads the
+    latest rows on every call: about 100 µs a metric, and a default sweep logs ~70,000, which
+    made it most of the sweep writer's time. Here they are two executemany statements on
+    MLflow's own table definitions (tests/test_end_to_end.py checks the store reads back the
+    same through MLflow's API as after log_batch). Used only for runs this process created
+    (it holds the experiment's lock: ``rnnlab.track.lock``)."""
+
+    def __init__(self, store, metrics_table, latest_table):
+        self.store = store
+        self.metrics_table = metrics_table
+        self.latest_table = latest_table
+
+    @classmethod
+    def of(cls, client: MlflowClient) -> _SqlMetrics | None:
+        """The writer for the client's store, or None where it is not MLflow's SQL store
+        with the tables expected (log_batch is used then)."""
+        try:
+            from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            store = client._tracking_client.store
+        except (ImportError, AttributeError):
+            return None
+        if not isinstance(store, SqlAlchemyStore) or store.db_type != "sqlite":
+            return None
+        columns = {"run_uuid", "key", "value", "timestamp", "step", "is_nan"}
+        tables = (SqlMetric.__table__, SqlLatestMetric.__table__)
+        if any(set(t.columns.keys()) != columns for t in tables):
+            return None
+        return cls(store, *tables)
+
+    def write(self, r: _Run) -> None:
+        from sqlalchemy.dialects.sqlite import insert
+
+        rows, seen, changed = [], set(), {}
+        for m in r.metrics:
+            is_nan, value = self.store.sanitize_metric_value(m.value)
+            row = (m.key, value, m.timestamp, m.step, is_nan)
+            if row in seen:  # log_batch drops a repeated metric within a call
+                continue
+            seen.add(row)
+            rows.append(row)
+            old = r.latest.get(m.key)  # compared as stored (NaN as 0), as log_batch does
+            if old is None or (m.step, m.timestamp, value) > (old[3], old[2], old[1]):
+                r.latest[m.key] = changed[m.key] = row
+        if not rows:
+            return
+
+        def as_dicts(items):
+            return [
+                {
+                    "run_uuid": r.run_id,
+                    "key": k,
+                    "value": v,
+                    "timestamp": ts,
+                    "step": s,
+                    "is_nan": n,
+                }
+                for k, v, ts, s, n in items
+            ]
+
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            session.execute(self.metrics_table.insert(), as_dicts(rows))
+            if changed:
+                latest = insert(self.latest_table).prefix_with("OR REPLACE")
+                session.execute(latest, as_dicts(changed.values()))
 
 
 def table_frame(step: int, columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -120,11 +192,10 @@ def table_frame(step: int, columns: dict[str, np.ndarray]) -> pd.DataFrame:
 class MlflowTracker:
     """Writes a sweep into an MLflow tracking store, in batches."""
 
-    def __init__(self, tracking_uri: str | None = None, run_figure: RunFigure | None = None):
+    figures = True  # each run's profile.png, drawn by the sweep's workers
+
+    def __init__(self, tracking_uri: str | None = None):
         self.uri = tracking_uri or default_tracking_uri()
-        self.run_figure = run_figure
-        """Draws each run's profile.png from its profile frame (the report's ``run_profile``,
-        handed in by the CLI: tracking sits below the report and never imports it)."""
         self._client: MlflowClient | None = None
         self.commit = git_commit()
         self.seconds = 0.0  # time spent in tracking calls: the tracking overhead
@@ -388,15 +459,29 @@ class MlflowTracker:
             self._flush(r)
 
     def _flush(self, r: _Run) -> None:
-        for i in range(0, len(r.metrics), MAX_BATCH):
-            self.client.log_batch(r.run_id, metrics=r.metrics[i : i + MAX_BATCH])
+        if self._sql is not None:
+            self._sql.write(r)
+        else:
+            for i in range(0, len(r.metrics), MAX_BATCH):
+                self.client.log_batch(r.run_id, metrics=r.metrics[i : i + MAX_BATCH])
         r.metrics = []
+
+    @functools.cached_property
+    def _sql(self) -> _SqlMetrics | None:
+        """The direct metric writer for an SQLite store (None for a tracking server)."""
+        return _SqlMetrics.of(self.client) if sqlite_path(self.uri) is not None else None
 
     @_timed
     def end_run(
-        self, handle: int, status: str, error: str | None = None, step: int | None = None
+        self,
+        handle: int,
+        status: str,
+        error: str | None = None,
+        step: int | None = None,
+        figure: bytes | None = None,
     ) -> str:
-        """Flush, store profiles and config, close the run (finished|diverged|failed|killed)."""
+        """Flush, store profiles, config and ``figure`` (profile.png), close the run
+        (finished|diverged|failed|killed)."""
         r = self._runs.pop(handle)
         ts = int(time.time() * 1000)
         if r.profiles:  # the decay curves, charted by the UI over the distance k
@@ -423,8 +508,8 @@ class MlflowTracker:
                 pd.concat(frames, ignore_index=True).to_parquet(
                     tmp / f"{name}.parquet", index=False
                 )
-            if r.profiles and self.run_figure:  # a small figure the UI shows inline
-                self.run_figure(frame, tmp / "profile.png", r.name)
+            if figure is not None:  # a small figure the UI shows inline
+                (tmp / "profile.png").write_bytes(figure)
             (tmp / "config.yaml").write_text(
                 yaml.safe_dump(r.run.model_dump(mode="json"), sort_keys=False)
             )

@@ -7,7 +7,8 @@ single writer to the store (``rnnlab.run.sweep``). Every worker runs :func:`work
 lists of messages, flushed at least every ``FLUSH_SECONDS``:
 
     ("m", i, Measurement)             a measurement of grid point i
-    ("end", i, (status, error))       grid point i ended: finished | diverged | failed | killed
+    ("end", i, (status, error, png))  grid point i ended: finished | diverged | failed | killed;
+                                      png: its profile.png, drawn by the worker (or None)
 
 When a job is over the executor calls ``job_over(unit, error)``; the driver ends every member
 that sent no "end" by *one* rule (``rnnlab.run.sweep``): killed if the sweep was interrupted or
@@ -21,7 +22,9 @@ it (``rnnlab/run/executors/__init__.py``); a class with a ``choice`` is offered 
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import threading
 import time
 import traceback
@@ -34,8 +37,9 @@ if TYPE_CHECKING:
     from rnnlab.train import Measurement
 
 Message = tuple[str, int, object]
-Job = tuple[list[int], list[str]]
-"""(grid indices of the ensemble's members, their RunConfigs as JSON)."""
+Job = tuple[list[int], list[str], list[str] | None]
+"""(grid indices of the ensemble's members, their RunConfigs as JSON, the titles of their
+profile.png figures, or None where the tracker stores none)."""
 
 FLUSH_SECONDS = 0.2
 """Workers send their messages at least this often (a transport's cost is per message)."""
@@ -72,13 +76,16 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
     """The worker's body, the same in every executor: train one ensemble, sending its
     messages in batches. ``stop`` (an Event) ends its runs as killed at the next step; so
     does a KeyboardInterrupt (Ctrl-C, ``ray.cancel``, a SLURM job's cancel)."""
-    unit, runs_json = job
+    unit, runs_json, titles = job
     runs = [RunConfig.model_validate_json(r) for r in runs_json]
     batch: list[Message] = []
     sent = time.monotonic()
+    profiles: list[list[tuple[int, object]]] = [[] for _ in unit]  # for profile.png
 
     def emit(k: int, m: Measurement) -> None:
         nonlocal sent
+        if titles is not None and m.profile is not None:
+            profiles[k].append((m.step, m.profile))
         batch.append(("m", unit[k], m))
         if time.monotonic() - sent >= FLUSH_SECONDS:
             out = batch.copy()
@@ -90,7 +97,9 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
 
     def end(k: int, status: str, error: str | None) -> None:
         ended.add(k)
-        batch.append(("end", unit[k], (status, error)))
+        png = profile_png(profiles[k], titles[k]) if titles is not None else None
+        profiles[k] = []
+        batch.append(("end", unit[k], (status, error, png)))
 
     try:
         run_group(runs, emit, end, stop)
@@ -99,6 +108,25 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
             if k not in ended:
                 end(k, "killed", None)
     send(batch)
+
+
+def profile_png(profiles: list[tuple[int, object]], title: str) -> bytes | None:
+    """A run's profile.png (the report's ``run_profile`` figure) from its (step, profile)
+    pairs; None without a profile. Drawn where the run trained, not by the driver: the driver
+    writes the store alone, and drawing took 40 % of its time (docs/performance.md). A
+    figure that fails to draw is reported on stderr and left out; the run is not lost."""
+    if not profiles:
+        return None
+    from rnnlab.report.figures.run_profile import run_profile_figure
+    from rnnlab.track import profile_frame
+
+    out = io.BytesIO()
+    try:
+        run_profile_figure(profile_frame(profiles), out, title)
+    except Exception as e:  # a figure is a view: the run's numbers are stored without it
+        print(f"warning: {title}: profile.png not drawn ({type(e).__name__}: {e})", file=sys.stderr)
+        return None
+    return out.getvalue()
 
 
 def train_ensemble(runs: list[RunConfig]):
