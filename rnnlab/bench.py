@@ -343,7 +343,7 @@ def time_stack(L: int, B: int, H: int, device, K: int = STACK_K, steps: int = 20
     }
 
 
-KERNEL_SHAPES = [(100, 64, 64), (1000, 32, 128), (5000, 16, 64)]
+KERNEL_SHAPES = [(100, 64, 64), (1000, 32, 128), (5000, 16, 64), (1000, 64, 256)]
 KERNEL_TILES = (  # RNNLAB_TRITON_TILE values; "" is triton_elman's default for (B, H)
     "",
     "dot=1",
@@ -354,7 +354,12 @@ KERNEL_TILES = (  # RNNLAB_TRITON_TILE values; "" is triton_elman's default for 
     "dot=0,block_b=2",
     "dot=0,block_b=1",
     "dot=0,block_b=1,warps=8",
+    "wide=1",  # the chunked form (the default above H = 128): chunks, sequences, warps
+    "wide=1,chunk=16",
+    "wide=1,chunk=64,warps=8",
+    "wide=1,block_b=1,warps=8",
 )
+"""Above H = 128 every tile is the chunked form (the dot/sum keys do not apply there)."""
 
 
 def time_kernels(T: int, B: int, H: int, device, repeats: int = 10) -> list[dict]:

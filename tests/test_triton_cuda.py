@@ -25,7 +25,15 @@ def compiled():
 
 
 @pytest.mark.parametrize(
-    "K, T, B, H", [(1, 100, 64, 64), (1, 1000, 32, 128), (1, 5000, 16, 64), (16, 100, 64, 64)]
+    "K, T, B, H",
+    [
+        (1, 100, 64, 64),
+        (1, 1000, 32, 128),
+        (1, 5000, 16, 64),
+        (16, 100, 64, 64),
+        (1, 1000, 64, 256),  # H > 128: the chunked (wide) kernels
+        (3, 200, 5, 384),
+    ],
 )
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_cuda_kernel_equals_cpp_loops(monkeypatch, activation, K, T, B, H):
@@ -48,7 +56,10 @@ def test_cuda_kernel_equals_cpp_loops(monkeypatch, activation, K, T, B, H):
         assert rel_err(a, r) <= tol, f"{name}: {rel_err(a, r):.2e}"
 
 
-@pytest.mark.parametrize("tile", ["dot=1", "dot=1,warps=8", "dot=0,block_b=4", "dot=0,block_b=1"])
+@pytest.mark.parametrize(
+    "tile",
+    ["dot=1", "dot=1,warps=8", "dot=0,block_b=4", "dot=0,block_b=1", "wide=1", "wide=1,chunk=16"],
+)
 @pytest.mark.parametrize("T, B, H", [(100, 64, 64), (1000, 32, 128), (57, 5, 24)])
 def test_cuda_tiles_equal_cpp_loops(monkeypatch, T, B, H, tile):
     """The non-default tilings that ``make bench`` times, tanh."""
@@ -64,16 +75,16 @@ def test_cuda_tiles_equal_cpp_loops(monkeypatch, T, B, H, tile):
         assert rel_err(a, r) <= 1e-4, f"{name}: {rel_err(a, r):.2e}"
 
 
-@pytest.mark.parametrize("B", [16, 64])
-def test_cuda_stack_equals_each_member_alone_bit_for_bit(B):
+@pytest.mark.parametrize("B, H", [(16, 64), (64, 64), (64, 256)])
+def test_cuda_stack_equals_each_member_alone_bit_for_bit(B, H):
     """The kernels' outputs (h_t, ∂L/∂z_t, ‖δ_t‖) for member k of a stack of 3 are the bits of
-    member k run alone, in both tilings (B = 16: broadcast-and-sum, B = 64: tl.dot)."""
+    member k run alone, in each form (H = 64: W_hh on chip; H = 256: in chunks)."""
     from rnnlab.model.backends import triton_elman
 
-    x, w_ih, w_hh, b, weights = stack(3, 100, B, 2, 64, torch.float32, device="cuda")
+    x, w_ih, w_hh, b, weights = stack(3, 100, B, 2, H, torch.float32, device="cuda")
     with torch.no_grad():
         hs = torch.baddbmm(b.unsqueeze(1), x.reshape(3, -1, 2), w_ih.transpose(1, 2))
-        hs = hs.view(3, 100, B, 64)
+        hs = hs.view(3, 100, B, H)
         alone = [hs[k : k + 1].clone() for k in range(3)]
         triton_elman.forward_loop(hs, w_hh.transpose(1, 2), "tanh")
         dz, norms = weights.clone(), hs.new_empty(100, 3, B, dtype=torch.float64)
@@ -86,14 +97,14 @@ def test_cuda_stack_equals_each_member_alone_bit_for_bit(B):
             assert torch.equal(dz_k[0], dz[k]) and torch.equal(norms_k[:, 0], norms[:, k])
 
 
-@pytest.mark.parametrize("B", [5, 64])
+@pytest.mark.parametrize("B, H", [(5, 16), (64, 16), (5, 96)])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_cuda_float64(monkeypatch, activation, B):
-    """fp64 on the GPU: the kernel (broadcast-and-sum form) where Triton compiles it, else the
-    loops; either way equal to autograd."""
+def test_cuda_float64(monkeypatch, activation, B, H):
+    """fp64 on the GPU: the kernel (broadcast-and-sum form; chunked above H = 64) where Triton
+    compiles it, else the loops; either way equal to autograd."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("RNNLAB_BACKEND", raising=False)
-    args = stack(2, 57, B, 3, 16, torch.float64, device="cuda")
+    args = stack(2, 57, B, 3, H, torch.float64, device="cuda")
     got, want = fused(*args, activation), reference(*args, activation)
     for name, a, r in zip(NAMES, got, want, strict=True):
         assert rel_err(a, r) <= TOL[torch.float64], f"{name}: {rel_err(a, r):.2e}"

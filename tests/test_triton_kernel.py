@@ -98,6 +98,62 @@ def test_stack_of_three_equals_autograd_and_each_member_alone_bit_for_bit(
             assert torch.equal(dz_k[0], dz[k]) and torch.equal(norms_k[:, 0], norms[:, k])
 
 
+WIDE_CASES = [  # (activation, T, loss on every step, K, dtype)
+    *[(a, 5, True, 3, torch.float32) for a in sorted(ACTIVATIONS)],
+    ("tanh", 1, False, 1, torch.float64),
+    ("tanh", 2, True, 3, torch.float64),
+    ("relu", 5, False, 1, torch.float64),
+]
+
+
+@pytest.mark.parametrize("activation, T, every_step, K, dtype", WIDE_CASES)
+def test_wide_form_equals_autograd(interpreted, monkeypatch, activation, T, every_step, K, dtype):
+    """The chunked kernels (H above what one program holds: W_hh read in chunks each step) at
+    a small H by override: H = 24 in chunks of 16 (one full, one partial). Fewer cases than the
+    on-chip form's: φ and φ′ are the same functions in both, and the interpreter walks every
+    chunk of every step (it is ~10× slower here)."""
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", "wide=1,chunk=16")
+    B = 5 if K == 1 else 3
+    x, w_ih, w_hh, b, weights = stack(K, T, B, 3, 24, dtype)
+    if not every_step:
+        weights[:, :-1] = 0
+    got = fused(x, w_ih, w_hh, b, weights, activation)
+    want = reference(x, w_ih, w_hh, b, weights, activation)
+    for name, a, r in zip(NAMES, got, want, strict=True):
+        assert rel_err(a, r) <= TOL[dtype], f"{name}: {rel_err(a, r):.2e}"
+
+
+def test_wide_form_stack_equals_each_member_alone_bit_for_bit(monkeypatch):
+    """As the on-chip forms: member k's h_t, ∂L/∂z_t and ‖δ_t‖ alone are its bits in a stack
+    of 3; B = 6 in blocks of 4 (one partial), H = 24 in chunks of 16."""
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", "wide=1,chunk=16,block_b=4")
+    x, w_ih, w_hh, b, weights = stack(3, 5, 6, 3, 24, torch.float32, seed=2)
+    with torch.no_grad():
+        hs = torch.baddbmm(b.unsqueeze(1), x.reshape(3, -1, 3), w_ih.transpose(1, 2))
+        hs = hs.view(3, 5, 6, 24)
+        alone = [hs[k : k + 1].clone() for k in range(3)]
+        triton_elman.forward_loop(hs, w_hh.transpose(1, 2), "tanh")
+        dz, norms = weights.clone(), hs.new_empty(5, 3, 6, dtype=torch.float64)
+        triton_elman.backward_loop(dz, hs, w_hh, norms, "tanh")
+        for k in range(3):
+            triton_elman.forward_loop(alone[k], w_hh[k : k + 1].transpose(1, 2), "tanh")
+            assert torch.equal(alone[k][0], hs[k])
+            dz_k, norms_k = weights[k : k + 1].clone(), hs.new_empty(5, 1, 6, dtype=torch.float64)
+            triton_elman.backward_loop(dz_k, alone[k], w_hh[k : k + 1], norms_k, "tanh")
+            assert torch.equal(dz_k[0], dz[k]) and torch.equal(norms_k[:, 0], norms[:, k])
+
+
+def test_wide_form_is_the_default_above_max_h(interpreted):
+    """H = MAX_H + 8 (float32) takes the chunked kernels by default and equals autograd."""
+    H = triton_elman.MAX_H[torch.float32] + 8
+    assert triton_elman._meta(4, H, torch.float32)["WIDE"]
+    assert not triton_elman._meta(4, H - 8, torch.float32)["WIDE"]
+    args = stack(1, 3, 2, 2, H, torch.float32)
+    got, want = fused(*args, "tanh"), reference(*args, "tanh")
+    for name, a, r in zip(NAMES, got, want, strict=True):
+        assert rel_err(a, r) <= TOL[torch.float32], f"{name}: {rel_err(a, r):.2e}"
+
+
 @pytest.mark.parametrize("record", [True, False], ids=["profile", "no-profile"])
 def test_one_network_on_triton_equals_the_cpp_loops(monkeypatch, record):
     """The user-facing module (one network: K = 1), with and without the norms."""
@@ -134,10 +190,11 @@ def test_backend_choice(monkeypatch):
     monkeypatch.delenv("RNNLAB_BACKEND")  # the interpreter alone does not take CPU runs over
     assert kernels.backend(x) in ("cpp", "python")
     monkeypatch.setenv("RNNLAB_BACKEND", "triton")
-    with pytest.raises(RuntimeError, match="does not fit"):  # H beyond one program's registers
-        kernels.backend(torch.zeros(1, 3, 2, 256))
+    assert kernels.backend(torch.zeros(1, 3, 2, 256)) == "triton"  # the chunked kernels
+    with pytest.raises(RuntimeError, match="H = 1024 > 512"):  # the loops' cuBLAS multiplies
+        kernels.backend(torch.zeros(1, 3, 2, 1024))
     monkeypatch.delenv("RNNLAB_BACKEND")
-    assert kernels.backend(torch.zeros(1, 3, 2, 256)) in ("cpp", "python")  # falls back
+    assert kernels.backend(torch.zeros(1, 3, 2, 1024)) in ("cpp", "python")  # falls back
     monkeypatch.setenv("RNNLAB_BACKEND", "fortran")
     with pytest.raises(ValueError, match="fortran"):
         kernels.backend(x)

@@ -7,8 +7,8 @@ fail) on the card, so check a change to ``triton_elman._meta`` or to the kernels
     python -m rnnlab.model.backends.compile_check                  # the default tilings, sm_90a
     python -m rnnlab.model.backends.compile_check --tile dot=0,block_b=1,warps=4 --H 64 128
 
-Columns: kernel, dtype, H, activation, the tile (product form, BLOCK_B, warps), shared memory
-in bytes, registers per thread, spilled bytes (stores / loads).
+Columns: kernel, dtype, H, activation, the tile (product form — sum, dot or wide<chunk> —,
+BLOCK_B, warps), shared memory in bytes, registers per thread, spilled bytes (stores / loads).
 """
 
 from __future__ import annotations
@@ -67,15 +67,23 @@ def _ptxas_report(ptx: str, arch: str) -> str:
 def check(kernel: str, dtype: str, H: int, B: int, activation: str, tile: str, cc: int) -> str:
     os.environ["RNNLAB_TRITON_TILE"] = tile
     meta = te._meta(B, H, DTYPES[dtype])
+    wide = meta["WIDE"]
     consts = te._act(activation) | {"BLOCK_B": meta["BLOCK_B"]}
-    consts |= {"BLOCK_H": meta["BLOCK_H"], "DOT": meta["DOT"]}
+    consts |= {"CHUNK": meta["CHUNK"]} if wide else {"BLOCK_H": meta["BLOCK_H"], "DOT": meta["DOT"]}
     consts |= {"LIBDEVICE_TANH": True} if kernel == "forward" else {"NORMS": True}
-    fn = triton.jit(te._elman_forward if kernel == "forward" else te._elman_backward)
+    kernels = {
+        ("forward", False): te._elman_forward,
+        ("backward", False): te._elman_backward,
+        ("forward", True): te._elman_forward_wide,
+        ("backward", True): te._elman_backward_wide,
+    }
+    fn = triton.jit(kernels[kernel, wide])
     sig = _signature(kernel, dtype) | dict.fromkeys(consts, "constexpr")
     src = ASTSource(
         fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()}
     )
-    form = f"{'dot' if meta['DOT'] else 'sum'}/{meta['BLOCK_B']}/w{meta['num_warps']}"
+    kind = f"wide{meta['CHUNK']}" if wide else "dot" if meta["DOT"] else "sum"
+    form = f"{kind}/{meta['BLOCK_B']}/w{meta['num_warps']}"
     head = f"{kernel:>8} {dtype} H={H:<4} {activation:<10} {form:<12}"
     try:
         compiled = triton.compile(
@@ -97,7 +105,7 @@ def check(kernel: str, dtype: str, H: int, B: int, activation: str, tile: str, c
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="rnnlab.model.backends.compile_check", description=__doc__)
     p.add_argument("--cc", type=int, default=90, help="compute capability (90: H100/H200)")
-    p.add_argument("--H", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--H", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
     p.add_argument("--B", type=int, nargs="+", default=[16, 64], help="picks the default tile")
     p.add_argument("--dtype", nargs="+", default=["fp32", "fp64"], choices=list(DTYPES))
     p.add_argument("--activation", nargs="+", default=["tanh", "sigmoid"])
@@ -107,7 +115,7 @@ def main(argv=None) -> int:
     print(f"triton {triton.__version__}, sm_{args.cc}")
     for dtype in args.dtype:
         for H in args.H:
-            if te.MAX_H[DTYPES[dtype]] < H:
+            if te.MAX_WIDE_H < H:
                 continue
             for B in args.B:
                 for act in args.activation:

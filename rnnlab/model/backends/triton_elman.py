@@ -30,19 +30,26 @@ with a tiling chosen from (B, H, dtype) only, and no value crosses programs, so 
 numbers are the same bits whether it runs alone or in a stack of any size K (tested under the
 interpreter: ``tests/test_triton_kernel.py``).
 
+Larger H (``MAX_H``: 128 in float32, 64 in float64) does not fit one program's registers. There
+the *_wide kernels run the same grid, each program walking each step's product in chunks of
+32 × 32: W_hh is read from memory every step (L2-resident: 256 KB at H = 256 in fp32) and
+h_{t−1} (∂L/∂z_{t+1}) from the tensor the previous step wrote, behind a barrier, so no value
+crosses programs and stacks keep their bits. (cuDNN's persistent kernels instead split the
+hidden dimension across programs that exchange h_t every step: a grid-wide barrier every
+step, which the interpreter cannot run, so it could not be tested here.)
+
 Coverage (``supported``): CUDA tensors (or any tensor under ``TRITON_INTERPRET=1``), float32
-with H ≤ 128, float64 with H ≤ 64 (broadcast-and-sum products only: Triton 3.6 has no fp64
-``tl.dot``; if even that fails to compile for the card, checked once per device, float64 takes
-the existing loops). Larger H does not fit one program's registers: a
-hidden dimension split across programs that exchange h_t every step (cuDNN's persistent RNNs)
-is not implemented, so those shapes run the C++ loops. tanh uses libdevice's ``tanh`` on the
+and float64 with H ≤ ``MAX_WIDE_H`` (float64 in broadcast-and-sum products only: Triton 3.6
+has no fp64 ``tl.dot``; if a form fails to compile for the card, checked once per device,
+float64 takes the existing loops). Above, the C++ loops' large multiplies run. tanh uses libdevice's ``tanh`` on the
 GPU (as ``torch.tanh`` on CUDA) and (1 − e^{−2|z|}) / (1 + e^{−2|z|}) under the interpreter,
 which has no libdevice.
 
 The kernels are wrapped on first use (``_kernels``) rather than by a decorator at import: with
 TRITON_INTERPRET=1 set before triton itself is imported they run under the interpreter (the CPU
 tests), else compiled. Every default tiling was compiled offline for sm_90a with Triton 3.6 and
-3.9 (all activations, fp32 and fp64): no register spills.
+3.9 (all activations, fp32 and fp64; the chunked form with 3.9: 40–72 registers): no register
+spills.
 """
 
 from __future__ import annotations
@@ -63,7 +70,56 @@ ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "linear": 3, "leaky_relu": 4, "
 """The activations these kernels implement (``ACT``), with the entry's arguments as ``P0``,
 ``P1`` (leaky_relu's slope, hardtanh's bounds: ``rnnlab.model.activations``); any other
 activation runs on the loops (``supported``)."""
-MAX_H = {torch.float32: 128, torch.float64: 64}  # W_hh must fit one program's registers
+MAX_H = {torch.float32: 128, torch.float64: 64}
+"""Up to this H, W_hh is held in one program's registers; above it the *_wide kernels read it
+in chunks from memory each step (L2-resident: 256 KB at H = 256, fp32)…"""
+MAX_WIDE_H = 512
+"""…up to this H. Above, each step's multiply is large enough for cuBLAS (the loops: c/a 0.99 at
+(1000, 1024, 1024) on an H200) and re-reading W_hh every step would cost more."""
+WIDE_KEYS = {"wide": "WIDE", "chunk": "CHUNK"}
+"""``RNNLAB_TRITON_TILE`` keys of the chunked form: ``wide=1,chunk=16`` takes it at any H
+(how the interpreter tests reach it with small shapes)."""
+
+
+@triton.jit
+def _phi(z, ACT: tl.constexpr, P0: tl.constexpr, P1: tl.constexpr, LIBDEVICE_TANH: tl.constexpr):
+    """h = φ(z) for the activation coded ``ACT`` (``ACT_CODES``)."""
+    if ACT == 0:
+        if LIBDEVICE_TANH:
+            h = libdevice.tanh(z)
+        else:
+            e = tl.exp(-2.0 * tl.abs(z))
+            a = (1.0 - e) / (1.0 + e)
+            h = tl.where(z < 0, -a, a)
+    elif ACT == 1:
+        h = tl.maximum(z, 0.0)
+    elif ACT == 2:
+        h = 1.0 / (1.0 + tl.exp(-z))
+    elif ACT == 3:
+        h = z
+    elif ACT == 4:
+        h = tl.where(z > 0, z, z * P0)  # P0: the slope
+    else:
+        h = tl.minimum(tl.maximum(z, P0), P1)  # hardtanh between P0 and P1
+    return h
+
+
+@triton.jit
+def _phi_grad(d, h, ACT: tl.constexpr, P0: tl.constexpr, P1: tl.constexpr):
+    """d ⊙ φ′(z), φ′ taken through h = φ(z) (as PyTorch's derivative kernels do)."""
+    if ACT == 0:
+        g = d * (1.0 - h * h)
+    elif ACT == 1:
+        g = tl.where(h > 0, d, 0.0)
+    elif ACT == 2:
+        g = d * (1.0 - h) * h
+    elif ACT == 3:
+        g = d
+    elif ACT == 4:
+        g = tl.where(h > 0, d, d * P0)
+    else:
+        g = tl.where((h > P0) & (h < P1), d, 0.0)
+    return g
 
 
 def _elman_forward(
@@ -103,23 +159,7 @@ def _elman_forward(
         else:  # the same product as a broadcast and a reduction over the hidden index
             z = z + tl.sum(h[:, :, None] * w[None, :, :], axis=1)
         # h = φ(z): padded columns may hold φ(0) ≠ 0, but W's padded rows are 0
-        if ACT == 0:
-            if LIBDEVICE_TANH:
-                h = libdevice.tanh(z)
-            else:
-                e = tl.exp(-2.0 * tl.abs(z))
-                a = (1.0 - e) / (1.0 + e)
-                h = tl.where(z < 0, -a, a)
-        elif ACT == 1:
-            h = tl.maximum(z, 0.0)
-        elif ACT == 2:
-            h = 1.0 / (1.0 + tl.exp(-z))
-        elif ACT == 3:
-            h = z
-        elif ACT == 4:
-            h = tl.where(z > 0, z, z * P0)  # P0: the slope
-        else:
-            h = tl.minimum(tl.maximum(z, P0), P1)  # hardtanh between P0 and P1
+        h = _phi(z, ACT, P0, P1, LIBDEVICE_TANH)
         tl.store(p, h, mask=mask)
         z = z_next
         p += s_ht
@@ -176,25 +216,129 @@ def _elman_backward(
         if NORMS:  # ‖δ_t‖₂ into float64 norms, its squares summed in float64: no underflow
             d64 = d.to(tl.float64)
             tl.store(pn, tl.sqrt(tl.sum(d64 * d64, axis=1)), mask=rb < B)
-        # g = ∂L/∂z_t = δ_t ⊙ φ′(z_t), φ′ through h_t = φ(z_t)
-        if ACT == 0:
-            g = d * (1.0 - h * h)
-        elif ACT == 1:
-            g = tl.where(h > 0, d, 0.0)
-        elif ACT == 2:
-            g = d * (1.0 - h) * h
-        elif ACT == 3:
-            g = d
-        elif ACT == 4:
-            g = tl.where(h > 0, d, d * P0)
-        else:
-            g = tl.where((h > P0) & (h < P1), d, 0.0)
+        g = _phi_grad(d, h, ACT, P0, P1)  # ∂L/∂z_t = δ_t ⊙ φ′(z_t)
         tl.store(pd, g, mask=mask)
         if DOT:  # δ_{t−1} = ∂ℓ/∂h_{t−1} + g W_hh (unused after t = 0)
             d = tl.dot(g, w, acc=d_prev, input_precision="ieee")
         else:
             d = d_prev + tl.sum(g[:, :, None] * w[None, :, :], axis=1)
         h = h_prev
+        pd -= s_dt
+        ph -= s_ht
+        pn -= s_nt
+
+
+def _elman_forward_wide(
+    hs_ptr,
+    wt_ptr,
+    T,
+    B,
+    H,
+    s_hk,
+    s_ht,
+    s_hb,
+    s_wk,
+    s_wi,
+    s_wj,
+    ACT: tl.constexpr,
+    P0: tl.constexpr,
+    P1: tl.constexpr,
+    LIBDEVICE_TANH: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    CHUNK: tl.constexpr,
+):
+    """``_elman_forward`` for an H whose W_hh does not fit on chip: each step walks h_t in
+    column chunks, z_t[:, j] = u_t[:, j] + Σ_i h_{t−1}[:, i] W_hhᵀ[i, j] over row chunks i,
+    W_hhᵀ read from memory (L2-resident) and h_{t−1} from hs, where the previous step wrote it
+    (a barrier between steps makes every thread's h_{t−1} visible to the program)."""
+    k = tl.program_id(0)
+    rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rc = tl.arange(0, CHUNK)
+    on_b = rb[:, None] < B  # (BLOCK_B, 1)
+    p = hs_ptr + k.to(tl.int64) * s_hk + rb[:, None] * s_hb  # step t's rows
+    wt = wt_ptr + k.to(tl.int64) * s_wk
+    for t in range(T):
+        tl.debug_barrier()  # h_{t−1}, stored by every thread of this program, is visible
+        for j0 in range(0, H, CHUNK):
+            cj = j0 + rc
+            mask_j = on_b & (cj[None, :] < H)
+            z = tl.load(p + cj[None, :], mask=mask_j, other=0.0)  # u_t = W_xh x_t + b
+            if t > 0:
+                for i0 in range(0, H, CHUNK):
+                    ci = i0 + rc
+                    h = tl.load(p - s_ht + ci[None, :], mask=on_b & (ci[None, :] < H), other=0.0)
+                    w_mask = (ci[:, None] < H) & (cj[None, :] < H)
+                    w = tl.load(
+                        wt + ci[:, None] * s_wi + cj[None, :] * s_wj, mask=w_mask, other=0.0
+                    )
+                    z = z + tl.sum(h[:, :, None] * w[None, :, :], axis=1)
+            tl.store(p + cj[None, :], _phi(z, ACT, P0, P1, LIBDEVICE_TANH), mask=mask_j)
+        p += s_ht
+
+
+def _elman_backward_wide(
+    dz_ptr,
+    hs_ptr,
+    w_ptr,
+    n_ptr,
+    last_d,
+    last_h,
+    last_n,
+    T,
+    B,
+    H,
+    s_dk,
+    s_dt,
+    s_db,
+    s_hk,
+    s_ht,
+    s_hb,
+    s_wk,
+    s_wi,
+    s_wj,
+    s_nt,
+    s_nk,
+    ACT: tl.constexpr,
+    P0: tl.constexpr,
+    P1: tl.constexpr,
+    NORMS: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    CHUNK: tl.constexpr,
+):
+    """``_elman_backward`` in column chunks (see ``_elman_forward_wide``): δ_t[:, j] =
+    ∂ℓ/∂h_t[:, j] + Σ_i ∂L/∂z_{t+1}[:, i] W_hh[i, j], ∂L/∂z_{t+1} read from dz where the
+    previous step wrote it; ‖δ_t‖² summed in float64 over the chunks."""
+    k = tl.program_id(0)
+    rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rc = tl.arange(0, CHUNK)
+    on_b = rb[:, None] < B
+    pd = dz_ptr + k.to(tl.int64) * s_dk + last_d + rb[:, None] * s_db  # step T − 1's rows
+    ph = hs_ptr + k.to(tl.int64) * s_hk + last_h + rb[:, None] * s_hb
+    pn = n_ptr + k.to(tl.int64) * s_nk + last_n + rb
+    w_base = w_ptr + k.to(tl.int64) * s_wk
+    for i in range(T):
+        tl.debug_barrier()  # ∂L/∂z_{t+1}, stored by every thread of this program, is visible
+        square = tl.zeros([BLOCK_B], dtype=tl.float64)
+        for j0 in range(0, H, CHUNK):
+            cj = j0 + rc
+            mask_j = on_b & (cj[None, :] < H)
+            d = tl.load(pd + cj[None, :], mask=mask_j, other=0.0)  # ∂ℓ/∂h_t
+            if i > 0:  # t < T − 1
+                for i0 in range(0, H, CHUNK):
+                    ci = i0 + rc
+                    g = tl.load(pd + s_dt + ci[None, :], mask=on_b & (ci[None, :] < H), other=0.0)
+                    w_mask = (ci[:, None] < H) & (cj[None, :] < H)
+                    w = tl.load(
+                        w_base + ci[:, None] * s_wi + cj[None, :] * s_wj, mask=w_mask, other=0.0
+                    )
+                    d = d + tl.sum(g[:, :, None] * w[None, :, :], axis=1)
+            if NORMS:
+                d64 = d.to(tl.float64)
+                square += tl.sum(d64 * d64, axis=1)
+            h = tl.load(ph + cj[None, :], mask=mask_j, other=0.0)
+            tl.store(pd + cj[None, :], _phi_grad(d, h, ACT, P0, P1), mask=mask_j)
+        if NORMS:
+            tl.store(pn, tl.sqrt(square), mask=rb < B)
         pd -= s_dt
         ph -= s_ht
         pn -= s_nt
@@ -209,7 +353,8 @@ def _kernels(interpret: bool):
         from triton.runtime.interpreter import InterpretedFunction as wrap
     else:
         wrap = triton.jit
-    return wrap(_elman_forward), wrap(_elman_backward)
+    kernels = (_elman_forward, _elman_backward, _elman_forward_wide, _elman_backward_wide)
+    return tuple(wrap(k) for k in kernels)
 
 
 def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> dict:
@@ -221,10 +366,12 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
     end rejects an fp64 ``tl.dot``. Register use per tiling: ``rnnlab.model.backends.compile_check``.
     """
     block_h = max(16, triton.next_power_of_2(H))
-    names, override = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"}, {}
+    names = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"} | WIDE_KEYS
+    override = {}
     for item in filter(None, os.environ.get("RNNLAB_TRITON_TILE", "").split(",")):
         key, _, value = item.partition("=")
         override[names[key.strip()]] = int(value)
+    wide = bool(override.pop("WIDE", MAX_H[dtype] < H))  # W_hh in chunks: the *_wide kernels
     # tl.dot needs tiles of 16 sequences; in IEEE fp32 it runs on FMA units, each thread
     # holding a K-long strip of W_hh, kept in registers by BLOCK_H / 4 warps (sm_90a: 4 warps at
     # H = 64 spill, 16 do not; at H = 128 even 32 spill with tanh). With few sequences, one or
@@ -236,27 +383,28 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
     # more programs hiding each step's latency: (100, 64, 64) 4 per program 1.03× cuDNN
     # (tl.dot 1.05–1.22×); (1000, 32, 128) 1 per program 0.81× (4: 1.55×); (5000, 16, 64)
     # 1 per program 0.74–0.76× (4: 1.37×). So tl.dot only when asked for.
-    dot = bool(override.get("DOT", False)) and dtype != torch.float64
-    if dot:
+    dot = not wide and bool(override.get("DOT", False)) and dtype != torch.float64
+    few = 4 if B >= 64 else 2 if B > 32 else 1  # sequences per program, tiles of the sum form
+    if wide:  # (few, 32, 32) products: 32 registers a thread with 4 warps
+        meta = {"BLOCK_B": few, "CHUNK": 32, "num_warps": 4}
+    elif dot or (dtype == torch.float64 and B >= 64):  # tiles of 16
         meta = {"BLOCK_B": 16, "num_warps": max(4, block_h // 4)}
     else:
-        meta = {"BLOCK_B": 4 if B >= 64 else 2 if B > 32 else 1}
-        meta["num_warps"] = 4 if block_h <= 64 else 8
-        if dtype == torch.float64 and B >= 64:
-            meta = {"BLOCK_B": 16, "num_warps": max(4, block_h // 4)}
-    meta |= {k: v for k, v in override.items() if k != "DOT"}
+        meta = {"BLOCK_B": few, "num_warps": 4 if block_h <= 64 else 8}
+    meta |= {k: v for k, v in override.items() if k != "DOT" and (wide or k != "CHUNK")}
     if num_warps:
         meta["num_warps"] = num_warps
     if dot:
         meta["BLOCK_B"] = max(16, meta["BLOCK_B"])
-    return {**meta, "DOT": dot, "BLOCK_H": block_h, "num_stages": 1}
+    form = {"WIDE": True} if wide else {"WIDE": False, "DOT": dot, "BLOCK_H": block_h}
+    return {**meta, **form, "num_stages": 1}
 
 
 def forward_loop(hs: torch.Tensor, w_t: torch.Tensor, activation: str, num_warps=None) -> None:
     """The forward recursion over hs (K, T, B, H) in place; w_t = W_hhᵀ (K, H, H)."""
     K, T, B, H = hs.shape
-    fwd, _ = _kernels(interpreting())
     meta = _meta(B, H, hs.dtype, num_warps)
+    fwd = _kernels(interpreting())[2 if meta.pop("WIDE") else 0]
     grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
     if hs.numel() == 0:
         return
@@ -299,8 +447,8 @@ def backward_loop(
 ) -> None:
     """The BPTT recursion over dz (K, T, B, H) in place; norms (T, K, B) gets ‖δ_t‖₂."""
     K, T, B, H = hs.shape
-    _, bwd = _kernels(interpreting())
     meta = _meta(B, H, hs.dtype, num_warps)
+    bwd = _kernels(interpreting())[3 if meta.pop("WIDE") else 1]
     grid = (K, triton.cdiv(B, meta["BLOCK_B"]))
     n = norms if norms is not None else dz  # a dummy pointer when NORMS is off
     s_nt, s_nk = (norms.stride(0), norms.stride(1)) if norms is not None else (0, 0)
@@ -334,11 +482,13 @@ def backward_loop(
 
 
 @functools.cache
-def _fp64_compiles(device: torch.device) -> bool:
-    """Whether Triton builds the fp64 kernels for this device (tried once on a tiny case)."""
+def _fp64_compiles(device: torch.device, wide: bool) -> bool:
+    """Whether Triton builds the fp64 kernels of one form for this device (tried once on a
+    tiny case: H = 16, or just above ``MAX_H`` for the chunked form)."""
+    H = MAX_H[torch.float64] + 8 if wide else 16
     try:
-        hs = torch.zeros(1, 2, 16, 16, dtype=torch.float64, device=device)
-        forward_loop(hs, torch.eye(16, dtype=torch.float64, device=device)[None], "tanh")
+        hs = torch.zeros(1, 2, 1, H, dtype=torch.float64, device=device)
+        forward_loop(hs, torch.eye(H, dtype=torch.float64, device=device)[None], "tanh")
         return True
     except Exception:
         return False
@@ -356,8 +506,9 @@ def supported(hs: torch.Tensor, activation: str | None = None) -> tuple[bool, st
     if hs.dim() != 4 or hs.stride(-1) != 1:
         return False, "hs must be (K, T, B, H) with a contiguous last dimension"
     H = hs.shape[-1]
-    if MAX_H[hs.dtype] < H:
-        return False, f"H = {H} > {MAX_H[hs.dtype]} does not fit one program ({hs.dtype})"
-    if hs.dtype == torch.float64 and hs.is_cuda and not _fp64_compiles(hs.device):
+    if MAX_WIDE_H < H:
+        return False, f"H = {H} > {MAX_WIDE_H}: the loops' large multiplies win there"
+    wide = MAX_H[hs.dtype] < H
+    if hs.dtype == torch.float64 and hs.is_cuda and not _fp64_compiles(hs.device, wide):
         return False, "Triton does not compile the fp64 kernels for this device"
     return True, ""
