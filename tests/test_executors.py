@@ -63,10 +63,7 @@ def test_a_job_that_dies_ends_its_open_runs_as_failed_by_the_one_rule():
 def test_workers_draw_each_runs_profile_png_from_the_profiles_it_logged():
     """The driver only writes: profile.png comes from the worker, and is the figure of
     exactly the profiles the tracker received (drawn again here from those)."""
-    import io
-
-    from rnnlab.report.figures.run_profile import run_profile_figure
-    from rnnlab.track import profile_frame
+    from rnnlab.run.profile_png import profile_png
 
     grid = [cfg(0, ensemble="off"), cfg(1, ensemble="off")]
     tracker = MemoryTracker(figures=True)
@@ -74,9 +71,8 @@ def test_workers_draw_each_runs_profile_png_from_the_profiles_it_logged():
     assert summary.finished == 2
     for r in tracker.history:
         assert [s for s, _ in r["profiles"]] == [0, 4, 8, 12]
-        again = io.BytesIO()
-        run_profile_figure(profile_frame(r["profiles"]), again, r["name"])
-        assert r["figure"].startswith(b"\x89PNG") and r["figure"] == again.getvalue()
+        again = profile_png(r["profiles"], r["name"])
+        assert r["figure"].startswith(b"\x89PNG") and r["figure"] == again
     quiet = MemoryTracker()  # a tracker that stores no figure gets none drawn
     run_sweep(Experiment(name="x"), grid[:1], quiet)
     assert quiet.history[0]["figure"] is None and quiet.history[0]["profiles"]

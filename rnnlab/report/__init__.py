@@ -28,8 +28,8 @@ colour everywhere (:mod:`rnnlab.model.activations`); legends list only what occu
 
 Layout: ``load`` (loading and selection; :func:`load_results`, the frames for a notebook),
 ``plotting`` (what every figure shares), ``figures/`` (one module per figure, registered by
-its ``@figure`` decorator: a new figure is one new file; ``figures/run_profile`` draws each
-run's profile.png), ``document`` (report.md, report.html, the copy on the sweep run).
+its ``@figure`` decorator: a new figure is one new file; each run's profile.png is drawn by
+the sweep's workers, ``rnnlab.run.profile_png``), ``document`` (report.md, report.html, the copy on the sweep run).
 
 Importing this package imports ``load`` (pandas, MLflow) and no plotting: the other names
 below are imported on first use, so ``rnnlab.load_results`` in a notebook leaves matplotlib
@@ -54,7 +54,6 @@ _LAZY = {  # name → module: these import matplotlib (and seaborn), so only on 
     "profile_heatmap_frame": "rnnlab.report.figures.profile_over_training",
     "profile_frame": "rnnlab.report.figures.profile_vs_distance",
     "profile_marks": "rnnlab.report.figures.profile_vs_distance",
-    "run_profile_figure": "rnnlab.report.figures.run_profile",
     "slope_frame": "rnnlab.report.figures.slope",
     "criticality_frame": "rnnlab.report.figures.slope_vs_gain",
     "trainability_frame": "rnnlab.report.figures.trainability",

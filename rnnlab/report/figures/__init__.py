@@ -16,7 +16,7 @@ e.g. slope against gain without a gain axis). :func:`registered` imports every m
 this package, so no list of figures is kept by hand; a figure registered from a module
 elsewhere, imported before the report is drawn, is drawn too.
 
-``run_profile`` is not a report figure: it draws the profile.png each run carries in MLflow.
+The profile.png each run carries in MLflow is not a report figure: ``rnnlab.run.profile_png``.
 """
 
 from __future__ import annotations

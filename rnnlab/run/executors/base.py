@@ -22,9 +22,7 @@ it (``rnnlab/run/executors/__init__.py``); a class with a ``choice`` is offered 
 
 from __future__ import annotations
 
-import io
 import os
-import sys
 import threading
 import time
 import traceback
@@ -97,7 +95,11 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
 
     def end(k: int, status: str, error: str | None) -> None:
         ended.add(k)
-        png = profile_png(profiles[k], titles[k]) if titles is not None else None
+        png = None
+        if titles is not None:  # imported here: a worker for a tracker without figures skips it
+            from rnnlab.run.profile_png import profile_png
+
+            png = profile_png(profiles[k], titles[k])
         profiles[k] = []
         batch.append(("end", unit[k], (status, error, png)))
 
@@ -108,25 +110,6 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
             if k not in ended:
                 end(k, "killed", None)
     send(batch)
-
-
-def profile_png(profiles: list[tuple[int, object]], title: str) -> bytes | None:
-    """A run's profile.png (the report's ``run_profile`` figure) from its (step, profile)
-    pairs; None without a profile. Drawn where the run trained, not by the driver: the driver
-    writes the store alone, and drawing took 40 % of its time (docs/performance.md). A
-    figure that fails to draw is reported on stderr and left out; the run is not lost."""
-    if not profiles:
-        return None
-    from rnnlab.report.figures.run_profile import run_profile_figure
-    from rnnlab.track import profile_frame
-
-    out = io.BytesIO()
-    try:
-        run_profile_figure(profile_frame(profiles), out, title)
-    except Exception as e:  # a figure is a view: the run's numbers are stored without it
-        print(f"warning: {title}: profile.png not drawn ({type(e).__name__}: {e})", file=sys.stderr)
-        return None
-    return out.getvalue()
 
 
 def train_ensemble(runs: list[RunConfig]):
