@@ -149,7 +149,9 @@ def wait_for(predicate, timeout=120):
 def test_sigkill_of_the_process_tree_then_resume_gives_the_complete_grid(tmp_path, store):
     path = write(tmp_path / "slow.yaml", SLOW)
     keys = {r.run_key for r in load_experiment(path)[1]}
-    proc = start(path, store, "--workers", "2")
+    # Runs alone, one after another in each worker, so they finish one by one: two stacks of 3
+    # end together, six runs within a moment, and the kill could come after the last.
+    proc = start(path, store, "--workers", "2", "train.ensemble=off")
     try:
         wait_for(lambda: len(finished_keys(grid_runs(store, "slow")[1])) >= 2)
     finally:
