@@ -1,5 +1,6 @@
 """End to end: the CLI trains a tiny sweep into a real (temporary) MLflow store, read back."""
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -140,7 +141,8 @@ def test_metrics_written_directly_read_back_as_mlflow_log_batch_writes_them(tmp_
     """The SQLite writer (rnnlab.track.mlflow._SqlMetrics) against MLflow's own log_batch:
     the same batches into two runs of one store read back the same through MLflow's API —
     every value, and per key the latest (greatest step, timestamp, value), with NaN, ±inf,
-    a repeated metric, and keys whose later batch holds older points."""
+    a repeated metric, keys whose later batch holds older points, a flush sent twice and one
+    that failed halfway and was sent again."""
     from mlflow.entities import Metric
 
     from rnnlab.track.mlflow import MlflowTracker, _Run
@@ -175,6 +177,39 @@ def test_metrics_written_directly_read_back_as_mlflow_log_batch_writes_them(tmp_
         run.metrics = list(batch)
         writer.write(run)
         client.log_batch(reference, metrics=batch)
+    run.metrics = list(batches[0])  # a flush sent again (after an interrupt): nothing changes
+    writer.write(run)
+    client.log_batch(reference, metrics=batches[0])
+
+    # A write that fails after its first statement stores nothing and leaves the run's latest
+    # values as they were; the same flush sent again is then stored in full.
+    later = [Metric("a", 7.0, 12, 5), Metric("f", 1.0, 10, 0)]
+    real = writer.store.ManagedSessionMaker
+
+    @contextlib.contextmanager
+    def failing(read_only=True):
+        with real(read_only=read_only) as session:
+            execute, calls = session.execute, []
+
+            def second_fails(*args, **kwargs):
+                calls.append(1)
+                if len(calls) == 2:
+                    raise OSError("disk full")
+                return execute(*args, **kwargs)
+
+            session.execute = second_fails
+            yield session
+
+    run.metrics = list(later)
+    writer.store.ManagedSessionMaker = failing
+    try:
+        with pytest.raises(Exception, match="disk full"):
+            writer.write(run)
+    finally:
+        writer.store.ManagedSessionMaker = real
+    assert "f" not in run.latest and run.latest["a"][1] == 2.0
+    writer.write(run)
+    client.log_batch(reference, metrics=later)
 
     def same(x: float) -> object:
         return "nan" if math.isnan(x) else x
@@ -186,9 +221,9 @@ def test_metrics_written_directly_read_back_as_mlflow_log_batch_writes_them(tmp_
     def latest(run_id: str) -> dict:
         return {k: same(v) for k, v in client.get_run(run_id).data.metrics.items()}
 
-    for key in "abcde":
+    for key in "abcdef":
         assert history(direct, key) == history(reference, key), key
     assert latest(direct) == latest(reference)
     big = 1.7976931348623157e308  # MLflow stores ±inf as ±max float
-    assert latest(direct) == {"a": 2.0, "b": "nan", "c": -big, "d": 0.5, "e": "nan"}
-    assert len(history(direct, "a")) == 3  # the repeated (a, 2.0, 10, 1) once
+    assert latest(direct) == {"a": 7.0, "b": "nan", "c": -big, "d": 0.5, "e": "nan", "f": 1.0}
+    assert len(history(direct, "a")) == 4  # the repeated (a, 2.0, 10, 1) once

@@ -151,6 +151,7 @@ class _SqlMetrics:
         from sqlalchemy.dialects.sqlite import insert
 
         rows, seen, changed = [], set(), {}
+        latest = dict(r.latest)  # the run's, once this transaction commits
         for m in r.metrics:
             is_nan, value = self.store.sanitize_metric_value(m.value)
             row = (m.key, value, m.timestamp, m.step, is_nan)
@@ -158,9 +159,9 @@ class _SqlMetrics:
                 continue
             seen.add(row)
             rows.append(row)
-            old = r.latest.get(m.key)  # compared as stored (NaN as 0), as log_batch does
+            old = latest.get(m.key)  # compared as stored (NaN as 0), as log_batch does
             if old is None or (m.step, m.timestamp, value) > (old[3], old[2], old[1]):
-                r.latest[m.key] = changed[m.key] = row
+                latest[m.key] = changed[m.key] = row
         if not rows:
             return
 
@@ -178,10 +179,13 @@ class _SqlMetrics:
             ]
 
         with self.store.ManagedSessionMaker(read_only=False) as session:
-            session.execute(self.metrics_table.insert(), as_dicts(rows))
+            # A row already stored (the whole row is the key: a flush sent again after an
+            # interrupt) is skipped, as log_batch skips it
+            session.execute(self.metrics_table.insert().prefix_with("OR IGNORE"), as_dicts(rows))
             if changed:
-                latest = insert(self.latest_table).prefix_with("OR REPLACE")
-                session.execute(latest, as_dicts(changed.values()))
+                upsert = insert(self.latest_table).prefix_with("OR REPLACE")
+                session.execute(upsert, as_dicts(changed.values()))
+        r.latest = latest  # only what was committed: a failed write leaves it as it was
 
 
 def table_frame(step: int, columns: dict[str, np.ndarray]) -> pd.DataFrame:

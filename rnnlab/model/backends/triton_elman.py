@@ -39,11 +39,12 @@ hidden dimension across programs that exchange h_t every step: a grid-wide barri
 step, which the interpreter cannot run, so it could not be tested here.)
 
 Coverage (``supported``): CUDA tensors (or any tensor under ``TRITON_INTERPRET=1``), float32
-and float64 with H ≤ ``MAX_WIDE_H`` (float64 in broadcast-and-sum products only: Triton 3.6
-has no fp64 ``tl.dot``; if a form fails to compile for the card, checked once per device,
-float64 takes the existing loops). Above, the C++ loops' large multiplies run. tanh uses libdevice's ``tanh`` on the
-GPU (as ``torch.tanh`` on CUDA) and (1 − e^{−2|z|}) / (1 + e^{−2|z|}) under the interpreter,
-which has no libdevice.
+and float64 with H ≤ ``MAX_H``, and up to ``MAX_WIDE_H`` when asked (``WIDE_BY_DEFAULT``: the
+chunked kernels have not run on a GPU yet). float64 takes broadcast-and-sum products only
+(Triton 3.6 has no fp64 ``tl.dot``); if a form fails to compile for the card, checked once per
+device, float64 takes the existing loops. Above, the C++ loops' large multiplies run. tanh
+uses libdevice's ``tanh`` on the GPU (as ``torch.tanh`` on CUDA) and
+(1 − e^{−2|z|}) / (1 + e^{−2|z|}) under the interpreter, which has no libdevice.
 
 The kernels are wrapped on first use (``_kernels``) rather than by a decorator at import: with
 TRITON_INTERPRET=1 set before triton itself is imported they run under the interpreter (the CPU
@@ -76,6 +77,11 @@ in chunks from memory each step (L2-resident: 256 KB at H = 256, fp32)…"""
 MAX_WIDE_H = 512
 """…up to this H. Above, each step's multiply is large enough for cuBLAS (the loops: c/a 0.99 at
 (1000, 1024, 1024) on an H200) and re-reading W_hh every step would cost more."""
+WIDE_BY_DEFAULT = False
+"""Whether backend selection takes the chunked kernels for MAX_H < H ≤ MAX_WIDE_H unasked. They
+pass the interpreter tests and compile for sm_90a, but no GPU has run them yet
+(``tests/test_triton_cuda.py``, ``make bench --device cuda``): until one has, those shapes run
+the C++ loops (measured on an H200) unless ``RNNLAB_TRITON_TILE`` asks with ``wide=1``."""
 WIDE_KEYS = {"wide": "WIDE", "chunk": "CHUNK"}
 """``RNNLAB_TRITON_TILE`` keys of the chunked form: ``wide=1,chunk=16`` takes it at any H
 (how the interpreter tests reach it with small shapes)."""
@@ -366,11 +372,7 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
     end rejects an fp64 ``tl.dot``. Register use per tiling: ``rnnlab.model.backends.compile_check``.
     """
     block_h = max(16, triton.next_power_of_2(H))
-    names = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"} | WIDE_KEYS
-    override = {}
-    for item in filter(None, os.environ.get("RNNLAB_TRITON_TILE", "").split(",")):
-        key, _, value = item.partition("=")
-        override[names[key.strip()]] = int(value)
+    override = _override()
     wide = bool(override.pop("WIDE", MAX_H[dtype] < H))  # W_hh in chunks: the *_wide kernels
     # tl.dot needs tiles of 16 sequences; in IEEE fp32 it runs on FMA units, each thread
     # holding a K-long strip of W_hh, kept in registers by BLOCK_H / 4 warps (sm_90a: 4 warps at
@@ -398,6 +400,16 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
         meta["BLOCK_B"] = max(16, meta["BLOCK_B"])
     form = {"WIDE": True} if wide else {"WIDE": False, "DOT": dot, "BLOCK_H": block_h}
     return {**meta, **form, "num_stages": 1}
+
+
+def _override() -> dict[str, int]:
+    """``RNNLAB_TRITON_TILE``, read now: e.g. ``dot=0,block_b=4,warps=8`` → the kernels' names."""
+    names = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"} | WIDE_KEYS
+    override = {}
+    for item in filter(None, os.environ.get("RNNLAB_TRITON_TILE", "").split(",")):
+        key, _, value = item.partition("=")
+        override[names[key.strip()]] = int(value)
+    return override
 
 
 def forward_loop(hs: torch.Tensor, w_t: torch.Tensor, activation: str, num_warps=None) -> None:
@@ -483,12 +495,15 @@ def backward_loop(
 
 @functools.cache
 def _fp64_compiles(device: torch.device, wide: bool) -> bool:
-    """Whether Triton builds the fp64 kernels of one form for this device (tried once on a
+    """Whether Triton builds both fp64 kernels of one form for this device (tried once on a
     tiny case: H = 16, or just above ``MAX_H`` for the chunked form)."""
     H = MAX_H[torch.float64] + 8 if wide else 16
     try:
         hs = torch.zeros(1, 2, 1, H, dtype=torch.float64, device=device)
-        forward_loop(hs, torch.eye(H, dtype=torch.float64, device=device)[None], "tanh")
+        w = torch.eye(H, dtype=torch.float64, device=device)[None]
+        forward_loop(hs, w, "tanh")
+        norms = torch.empty(2, 1, 1, dtype=torch.float64, device=device)
+        backward_loop(torch.ones_like(hs), hs, w, norms, "tanh")
         return True
     except Exception:
         return False
@@ -505,10 +520,15 @@ def supported(hs: torch.Tensor, activation: str | None = None) -> tuple[bool, st
         return False, f"dtype {hs.dtype} (float32 and float64 only)"
     if hs.dim() != 4 or hs.stride(-1) != 1:
         return False, "hs must be (K, T, B, H) with a contiguous last dimension"
-    H = hs.shape[-1]
+    B, H = hs.shape[-2:]
     if MAX_WIDE_H < H:
         return False, f"H = {H} > {MAX_WIDE_H}: the loops' large multiplies win there"
-    wide = MAX_H[hs.dtype] < H
+    wide = _meta(B, H, hs.dtype)["WIDE"]
+    if MAX_H[hs.dtype] < H and not (WIDE_BY_DEFAULT or _override().get("WIDE")):
+        return False, (
+            f"H = {H} > {MAX_H[hs.dtype]} needs the chunked kernels, not yet run on a GPU "
+            "(RNNLAB_TRITON_TILE=wide=1 takes them)"
+        )
     if hs.dtype == torch.float64 and hs.is_cuda and not _fp64_compiles(hs.device, wide):
         return False, "Triton does not compile the fp64 kernels for this device"
     return True, ""

@@ -78,12 +78,12 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
     runs = [RunConfig.model_validate_json(r) for r in runs_json]
     batch: list[Message] = []
     sent = time.monotonic()
-    profiles: list[list[tuple[int, object]]] = [[] for _ in unit]  # for profile.png
+    profiles: list[list[tuple[int, object]]] = [[] for _ in unit]  # first and last, for the PNG
 
     def emit(k: int, m: Measurement) -> None:
         nonlocal sent
         if titles is not None and m.profile is not None:
-            profiles[k].append((m.step, m.profile))
+            profiles[k][1:] = [(m.step, m.profile)]
         batch.append(("m", unit[k], m))
         if time.monotonic() - sent >= FLUSH_SECONDS:
             out = batch.copy()
@@ -93,14 +93,14 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
 
     ended: set[int] = set()
 
-    def end(k: int, status: str, error: str | None) -> None:
-        ended.add(k)
+    def end(k: int, status: str, error: str | None, draw: bool = True) -> None:
         png = None
-        if titles is not None:  # imported here: a worker for a tracker without figures skips it
+        if draw and titles is not None:  # imported here: only a worker that draws pays for it
             from rnnlab.run.profile_png import profile_png
 
             png = profile_png(profiles[k], titles[k])
         profiles[k] = []
+        ended.add(k)  # after drawing: an interrupt while drawing still ends the member below
         batch.append(("end", unit[k], (status, error, png)))
 
     try:
@@ -108,7 +108,7 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
     except KeyboardInterrupt:
         for k in range(len(unit)):
             if k not in ended:
-                end(k, "killed", None)
+                end(k, "killed", None, draw=False)  # stopping: no time for figures
     send(batch)
 
 
