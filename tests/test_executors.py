@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -76,6 +77,11 @@ def test_workers_draw_each_runs_profile_png_from_the_profiles_it_logged():
     quiet = MemoryTracker()  # a tracker that stores no figure gets none drawn
     run_sweep(Experiment(name="x"), grid[:1], quiet)
     assert quiet.history[0]["figure"] is None and quiet.history[0]["profiles"]
+    stopping, messages = threading.Event(), []  # nor does a run the sweep stops
+    stopping.set()
+    work(([0], [grid[0].model_dump_json()], ["x"]), messages.extend, stopping)
+    assert messages[0][0] == "m" and messages[0][2].profile is not None
+    assert [m for m in messages if m[0] == "end"] == [("end", 0, ("killed", None, None))]
 
 
 def test_every_executor_is_registered_and_follows_the_protocol():

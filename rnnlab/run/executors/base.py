@@ -93,10 +93,10 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
 
     ended: set[int] = set()
 
-    def end(k: int, status: str, error: str | None, draw: bool = True) -> None:
+    def end(k: int, status: str, error: str | None) -> None:
         png = None
-        if draw and titles is not None:  # imported here: only a worker that draws pays for it
-            from rnnlab.run.profile_png import profile_png
+        if titles is not None and status != "killed":  # no drawing while the sweep stops
+            from rnnlab.run.profile_png import profile_png  # here: only workers that draw pay
 
             png = profile_png(profiles[k], titles[k])
         profiles[k] = []
@@ -108,7 +108,7 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
     except KeyboardInterrupt:
         for k in range(len(unit)):
             if k not in ended:
-                end(k, "killed", None, draw=False)  # stopping: no time for figures
+                end(k, "killed", None)
     send(batch)
 
 
