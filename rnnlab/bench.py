@@ -48,6 +48,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import nn
@@ -354,7 +355,7 @@ KERNEL_TILES = (  # RNNLAB_TRITON_TILE values; "" is triton_elman's default for 
     "dot=0,block_b=2",
     "dot=0,block_b=1",
     "dot=0,block_b=1,warps=8",
-    "wide=1",  # the chunked form (the default above H = 128): chunks, sequences, warps
+    "wide=1",  # the chunked form (the only one above H = 128): chunks, sequences, warps
     "wide=1,chunk=16",
     "wide=1,chunk=64,warps=8",
     "wide=1,block_b=1,warps=8",
@@ -379,29 +380,16 @@ def time_kernels(T: int, B: int, H: int, device, repeats: int = 10) -> list[dict
         out = model.hidden(x[None])[0] if model is ours else model(x)[0]
         out.backward(grad)
 
-    @contextlib.contextmanager
-    def environment(**env):
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            yield
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    del os.environ[k]
-                else:
-                    os.environ[k] = v
-
     def with_backend(name, tile=""):
         def f():
-            with environment(RNNLAB_BACKEND=name, RNNLAB_TRITON_TILE=tile):
+            with mock.patch.dict(os.environ, RNNLAB_BACKEND=name, RNNLAB_TRITON_TILE=tile):
                 run(ours)
 
         return f
 
     contenders = {"cudnn": lambda: run(fused), "cpp": with_backend("cpp")}
     for tile in KERNEL_TILES:  # where the kernels cover the shape (with this tile's asking)
-        with environment(RNNLAB_TRITON_TILE=tile):
+        with mock.patch.dict(os.environ, RNNLAB_TRITON_TILE=tile):
             covered = triton_elman.supported(x.new_empty(1, T, B, H))[0]
         if covered:
             contenders[f"triton/{tile or 'default'}"] = with_backend("triton", tile)

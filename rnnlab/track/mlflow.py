@@ -2,7 +2,8 @@
 
 The store is checked before any work (reachable, writable, an SQLite file created under a
 lock); runs are written in batches (an SQLite store's metrics straight into its tables:
-``_SqlMetrics``); each run's profiles, config and profile figure become its artifacts (the schema: ``rnnlab.track``). The experiment's lock is ``rnnlab.track.lock``.
+``_SqlMetrics``); each run's profiles, config and profile figure become its artifacts (the
+schema: ``rnnlab.track``). The experiment's lock is ``rnnlab.track.lock``.
 """
 
 from __future__ import annotations
@@ -159,8 +160,8 @@ class _SqlMetrics:
                 continue
             seen.add(row)
             rows.append(row)
-            old = latest.get(m.key)  # compared as stored (NaN as 0), as log_batch does
-            if old is None or (m.step, m.timestamp, value) > (old[3], old[2], old[1]):
+            old = latest.get(m.key)
+            if old is None or _recency(row) > _recency(old):
                 latest[m.key] = changed[m.key] = row
         if not rows:
             return
@@ -186,6 +187,14 @@ class _SqlMetrics:
                 upsert = insert(self.latest_table).prefix_with("OR REPLACE")
                 session.execute(upsert, as_dicts(changed.values()))
         r.latest = latest  # only what was committed: a failed write leaves it as it was
+
+
+def _recency(row: tuple) -> tuple:
+    """MLflow's order of a run's values of one key: (step, timestamp, value), the value as
+    stored (NaN as 0); the greatest is the key's latest. ``row``: (key, value, timestamp,
+    step, is_nan)."""
+    _, value, timestamp, step, _ = row
+    return step, timestamp, value
 
 
 def table_frame(step: int, columns: dict[str, np.ndarray]) -> pd.DataFrame:
