@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 from rnnlab import __version__
@@ -319,6 +320,26 @@ def _check_uri(args) -> None:
         raise ConfigError(["--tracking-uri: empty; leave it out for results/mlflow.db"])
 
 
+def _check_environment() -> None:
+    """rnnlab's tuning variables, read by the workers, checked before anything runs."""
+    from rnnlab.train import measure_threads
+
+    problems = []
+    try:
+        measure_threads()
+    except ValueError as e:
+        problems.append(str(e))
+    if os.environ.get("RNNLAB_TRITON_TILE", "").strip() and find_spec("triton"):
+        from rnnlab.model.backends.triton_elman import tile_override  # only Triton reads it
+
+        try:
+            tile_override()
+        except ValueError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError(problems)
+
+
 def _workers_for(args, grid: list[RunConfig]) -> int:
     """--workers, else one per CPU up to the grid's size."""
     return args.workers or (min(os.cpu_count() or 1, len(grid)) if len(grid) > 1 else 1)
@@ -357,6 +378,7 @@ def _execute(
     from rnnlab.run.sweep import run_sweep
     from rnnlab.track import MlflowTracker
 
+    _check_environment()
     tracker = MlflowTracker(args.tracking_uri)
     kind = getattr(args, "executor", "local")
     builder = choices()[kind]

@@ -35,14 +35,19 @@ and no update is made with it.
 
 Clipping, per-member learning rates and the divergence test are batched tensor ops; metrics
 stay on the device and reach the host once per probe step or every ``SYNC_EVERY`` steps, so
-on a GPU the host never waits for the device between two probe steps.
+on a GPU the host never waits for the device between two probe steps. A probe step's float64
+host measurements (W_hh spectrum, unit statistics, Jacobian spectrum) read a copy of the
+weights on measurement threads while the next steps train (``MEASURE_THREADS``); the
+measurements are yielded in step order all the same, with the same bits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -52,7 +57,15 @@ import torch
 from rnnlab.config import RunConfig
 from rnnlab.measure import dynamics, names, probes, theory
 from rnnlab.model.cells import CELLS
-from rnnlab.model.elman import Elman, MemberInit, Stacked, aligned, check_reproducible, stack
+from rnnlab.model.elman import (
+    Elman,
+    MemberInit,
+    MemberWeights,
+    Stacked,
+    aligned,
+    check_reproducible,
+    stack,
+)
 from rnnlab.model.gated import Gated
 from rnnlab.optim import OPTIMIZERS
 from rnnlab.tasks import Task, make_task
@@ -114,20 +127,23 @@ def train(run: RunConfig) -> Iterator[Measurement]:
         yield m
 
 
-def train_ensemble(runs: list[RunConfig]) -> Iterator[tuple[int, Measurement]]:
+def train_ensemble(
+    runs: list[RunConfig], threads: int | None = None
+) -> Iterator[tuple[int, Measurement]]:
     """Train runs that share an ``ensemble_key`` as one stacked model (``rnnlab.model.elman``).
 
     Yields (index into ``runs``, :class:`Measurement`): every member still training, in
     order, each step. Each member sees exactly the batches, initialisation, clipping and
     learning rate it would alone. A diverged member's last measurement is yielded and it is
-    dropped before the update; the others go on.
+    dropped before the update; the others go on. ``threads``: for the probes' host
+    measurements, where ``RNNLAB_MEASURE_THREADS`` is not set (``measure_threads``).
     """
     keys = {r.ensemble_key for r in runs}
     if len(keys) != 1:
         raise ValueError("an ensemble's runs must agree on everything but config.MEMBER_KEYS")
     device = resolve_device(runs[0].train.device)
-    with _one_thread(device):
-        yield from _train(runs, device)
+    with _one_thread(device), _Later(min(measure_threads(threads), len(runs))) as later:
+        yield from _train(runs, device, later)
 
 
 @contextmanager
@@ -154,7 +170,9 @@ divergence stay on the device in between, so the host queues a GPU's work ahead 
 waiting for it every step; on a CPU it changes nothing."""
 
 
-def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, Measurement]]:
+def _train(
+    runs: list[RunConfig], device: torch.device, later: _Later
+) -> Iterator[tuple[int, Measurement]]:
     cfg = runs[0].train  # the shared settings
     dtype = getattr(torch, cfg.dtype)
     task, model = build(runs, device)
@@ -174,6 +192,8 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
     clipping = any(r.train.clip_norm is not None for r in runs)
     pending: list[tuple[int, list[int], dict, list | None]] = []  # steps not yet synced
 
+    synced: list[tuple[int, Measurement, Future | None]] = []  # synced, not yet yielded
+    probed = 0  # the latest probe step
     for step in range(cfg.steps + 1):
         last = step == cfg.steps
         probing = step % runs[0].probe.every == 0 or last
@@ -204,15 +224,20 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
         probe = None
         if probing:  # ‖∂L/∂θ‖₂ per parameter and member, and the full profile
             values |= {names.grad_param(n): _norms(p.grad) for n, p in params.items()}
-            probe = _probe(task, model, held_out, step, last, x.shape[2], train_set)
+            probe = _probe(task, model, held_out, step, last, x.shape[2], train_set, later)
+            probed = step
         pending.append((step, list(active), values, probe))
 
         if probing or len(pending) >= SYNC_EVERY:
-            dropped = yield from _sync(pending, runs)
+            ready, dropped = _sync(pending, runs)
             pending = []
             kept = [j for j, k in enumerate(active) if k not in dropped]
-            if not kept:
+            if last or not kept:  # the end: every measurement, waiting for the last
+                yield from _release(synced + ready, math.inf)
                 return
+            # Yield what is ready; the newest probe's host measurements may still run
+            # while the next steps train (an older probe's are waited for).
+            synced = yield from _release(synced + ready, probed)
             if len(kept) < len(active):  # drop the diverged: they stop, the others go on
                 active = [active[j] for j in kept]
                 model.keep(kept)
@@ -223,8 +248,6 @@ def _train(runs: list[RunConfig], device: torch.device) -> Iterator[tuple[int, M
                 settings = settings[kept]
                 lr, clip, threshold = settings.unbind(1)
                 wide, diverged = wide[kept], diverged[kept]
-        if last:
-            return
         grads = [p.grad for p in model.parameters()]
         if clipping:  # Pascanu et al. (2013): rescale the gradient to norm clip_norm
             scale = torch.where(wide > clip, clip / (wide + 1e-6), 1.0)
@@ -246,14 +269,16 @@ def _probe(
     step: int,
     last: bool,
     batch_size: int,
-    train_set: HeldOut | None = None,
+    train_set: HeldOut | None,
+    later: _Later,
 ) -> list:
-    """Per member at a probe step: (profile n_t, its metrics) — the gradient profile's
-    summary, the W_hh spectrum, held-out evaluation (and over the fixed training set, if
-    any), and at the first and last probe the theory beside it (a probe step syncs with the
-    device anyway). ``batch_size``: this step's batch (smaller at the end of an epoch).
-    A gated cell gets the profiles (and the LSTM its cell-state profile) and the evaluation:
-    the rest describes the Elman cell's W_hh and φ only."""
+    """Per member at a probe step: (profile n_t, its metrics, its tables, the host
+    measurements' Future or None) — the gradient profile's summary, held-out evaluation (and
+    over the fixed training set, if any), and at the first and last probe the theory beside
+    it (a probe step syncs with the device anyway); ``_host_measures`` goes to ``later``.
+    ``batch_size``: this step's batch (smaller at the end of an epoch). A gated cell gets the
+    profiles (and the LSTM its cell-state profile) and the evaluation: the rest describes the
+    Elman cell's W_hh and φ only."""
     profiles = probes.gradient_profile(model.hidden_grad_norms, batch_size)
     input_profiles = probes.gradient_profile(model.input_grad_norms, batch_size)
     cell_profiles = None
@@ -278,26 +303,102 @@ def _probe(
             m |= probes.cell_summary(cell_profiles[k])
             tables[names.TABLE_GRAD_C] = probes.profile_table(cell_profiles[k])
         if not CELLS[model.cell].elman_measures:
-            out.append((profile.numpy(), m, tables))
+            out.append((profile.numpy(), m, tables, None))
             continue
         member = model.member(k)
-        m |= probes.spectrum(member.weight_hh)
         x = held_out.inputs(k, THEORY_INPUTS)
-        m |= dynamics.unit_statistics(member, x)
         if step == 0 or last:  # theory beside measurement: first and last probe
             if step == 0:
                 m |= theory.run_predictions(member, x)
-            m[names.LYAPUNOV_MAX] = theory.lyapunov_max(member, x)
-            tables[names.TABLE_JACOBIAN] = dynamics.jacobian_spectrum(member, x)
-            m |= dynamics.jacobian_summary(tables[names.TABLE_JACOBIAN])
-        out.append((profile.numpy(), m, tables))
+            m[names.LYAPUNOV_MAX] = theory.lyapunov_max(member, x)  # on the model's device
+        # A copy now: the optimizer updates the weights in place while the copy is measured.
+        weights = (member.weight_ih, member.weight_hh, member.bias)
+        host = MemberWeights(*(_snapshot(t) for t in weights), member.activation)
+        measured = later.submit(_host_measures, host, _snapshot(x), step == 0 or last)
+        out.append((profile.numpy(), m, tables, measured))
     return out
 
 
-def _sync(pending: list, runs: list[RunConfig]):
-    """Bring the pending steps' metrics to the host in one transfer and yield each member's
-    measurements in step order; a member's measurements end at the step it diverged.
-    Returns the set of members (indices into runs) that diverged."""
+def _snapshot(t: torch.Tensor) -> torch.Tensor:
+    """A float64 copy of t on the CPU: what the host measurements read (``dynamics._host``)."""
+    return t.detach().to("cpu", torch.float64, copy=True)
+
+
+def _host_measures(member: MemberWeights, x: torch.Tensor, full: bool) -> tuple[dict, dict]:
+    """One member's float64 measurements on the CPU, from a snapshot of its weights and its
+    theory inputs x (L, B, D): the W_hh spectrum and unit statistics, and with ``full`` (the
+    first and last probe) the Jacobian spectrum. Returns (metrics, tables). The Jacobian
+    spectrum is most of a short run's CPU time (an H×H product per step and trajectory)."""
+    m = probes.spectrum(member.weight_hh) | dynamics.unit_statistics(member, x)
+    tables = {}
+    if full:
+        tables[names.TABLE_JACOBIAN] = dynamics.jacobian_spectrum(member, x)
+        m |= dynamics.jacobian_summary(tables[names.TABLE_JACOBIAN])
+    return m, tables
+
+
+MEASURE_THREADS = "RNNLAB_MEASURE_THREADS"
+"""Environment variable: how many threads take probe steps' host measurements
+(``_host_measures``) off the training loop, which goes on training while they run; 0 runs
+them in the loop. Default: the cores this process may use, less the one that trains. The
+local executor sets its workers' share (cores ÷ workers, less one), a Ray task its
+``resources.cpus`` less one. The numbers do not depend on it: each measurement is one
+member's operations on one thread (``_one_thread``), in the same order."""
+
+
+def measure_threads(share: int | None = None) -> int:
+    """``RNNLAB_MEASURE_THREADS``, else ``share`` (an executor's), else one per core this
+    process may use beyond the first."""
+    raw = os.environ.get(MEASURE_THREADS, "").strip()
+    if not raw and share is not None:
+        return share
+    if not raw:
+        return usable_cores() - 1
+    if not raw.isdigit():
+        raise ValueError(
+            f"{MEASURE_THREADS}={raw!r}: expected a whole number of threads, 0 or more"
+        )
+    return int(raw)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a SLURM job's or a container's share)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class _Later:
+    """Runs functions on ``threads`` threads, or at once in the caller when threads is 0;
+    either way a Future holds the result (or the exception)."""
+
+    def __init__(self, threads: int):
+        self.pool = ThreadPoolExecutor(threads, "rnnlab-measure") if threads > 0 else None
+
+    def submit(self, fn, *args) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(fn, *args)
+        done = Future()
+        try:
+            done.set_result(fn(*args))
+        except Exception as e:
+            done.set_exception(e)
+        return done
+
+    def __enter__(self) -> _Later:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Drop what has not started, wait for what has (one member's measurement each)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _sync(pending: list, runs: list[RunConfig]) -> tuple[list, set[int]]:
+    """Bring the pending steps' metrics to the host in one transfer. Returns each member's
+    (index into runs, Measurement, its host measurements' Future or None) in step order —
+    a member's measurements end at the step it diverged — and the set of members (indices
+    into runs) that diverged."""
     flat = torch.cat(
         [
             torch.stack([v.double() for v in values.values()]).flatten()
@@ -305,6 +406,7 @@ def _sync(pending: list, runs: list[RunConfig]):
         ]
     ).tolist()  # the one sync
     dropped: set[int] = set()
+    ready = []
     at = 0
     for step, active, values, probe in pending:
         K = len(active)
@@ -316,15 +418,30 @@ def _sync(pending: list, runs: list[RunConfig]):
             m = {name: column[j] for name, column in table.items() if name != DIVERGED}
             if runs[k].train.clip_norm is None:
                 m.pop(names.GRAD_CLIPPED, None)
-            profile, tables = None, {}
+            profile, tables, measured = None, {}, None
             if probe is not None:
-                profile, extra, tables = probe[j]
+                profile, extra, tables, measured = probe[j]
                 m |= extra
             diverged = bool(table[DIVERGED][j])
-            yield k, Measurement(step, m, profile, diverged, tables)
+            ready.append((k, Measurement(step, m, profile, diverged, tables), measured))
             if diverged:
                 dropped.add(k)
-    return dropped
+    return ready, dropped
+
+
+def _release(synced: list, newest: float):
+    """Yield the synced measurements in order, each once its host measurements are in: wait
+    for those of steps before ``newest``, stop at the first of a later step still running.
+    Returns the rest."""
+    for i, (k, m, measured) in enumerate(synced):
+        if measured is not None:
+            if m.step >= newest and not measured.done():
+                return synced[i:]
+            metrics, tables = measured.result()
+            m.metrics |= metrics
+            m.tables |= tables
+        yield k, m
+    return []
 
 
 def _per_member(fn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -131,9 +131,9 @@ CASES = [
 
 
 def run(
-    args: list[str], cwd: Path, timeout: float = 60
+    args: list[str], cwd: Path, timeout: float = 60, env: dict | None = None
 ) -> tuple[subprocess.CompletedProcess, float]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "rnnlab", *args],
@@ -325,3 +325,20 @@ def test_theory_json_is_valid_json_at_the_critical_point():
     assert proc.returncode == 0
     values = json.loads(proc.stdout)  # strict JSON: no Infinity
     assert values["chi1"] == 1.0 and values["depth_scale"] is None
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("RNNLAB_MEASURE_THREADS", "many"),  # the values: tests/test_train.py
+        ("RNNLAB_TRITON_TILE", "block_b=4,colour=1"),  # tests/test_triton_kernel.py
+    ],
+)
+def test_a_bad_tuning_variable_is_refused_before_anything_is_written(tmp_path, variable, value):
+    """The environment is input too: the workers read these, so the CLI checks them first."""
+    path = experiment_file(tmp_path, BASE)
+    store = tmp_path / "store"
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    proc, seconds = run(["sweep", path, "--tracking-uri", uri], tmp_path, env={variable: value})
+    assert_refused(proc, seconds, f"{variable}={value!r}")
+    assert not store.exists()

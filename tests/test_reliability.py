@@ -12,6 +12,7 @@ from conftest import ROOT, cli, write
 from mlflow.tracking import MlflowClient
 
 from rnnlab.config import load_experiment
+from rnnlab.measure import names
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,7 @@ def test_failed_and_stale_runs_are_redone(tmp_path, store, monkeypatch):
     from rnnlab.run.executors import base as worker
     from rnnlab.track import MlflowTracker
 
-    def broken(runs):
+    def broken(runs, threads=None):
         yield from ()
         raise RuntimeError("a broken training step")
 
@@ -185,8 +186,13 @@ def test_interrupt_closes_running_runs_as_killed_with_their_metrics(tmp_path, st
         _, runs = grid_runs(store, "slow")
         return any(r.info.status == "RUNNING" for r in runs)
 
+    def every_running_run_logged():  # so that each killed run has metrics to keep
+        _, runs = grid_runs(store, "slow")
+        running = [r for r in runs if r.info.status == "RUNNING"]
+        return running and all(names.TRAIN_LOSS in r.data.metrics for r in running)
+
     wait_for(some_run_started)
-    time.sleep(1.0)
+    wait_for(every_running_run_logged)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # Ctrl-C in a terminal signals the whole process group
     else:

@@ -224,3 +224,42 @@ def test_a_fixed_training_set_in_epochs_is_the_same_bits_alone_and_stacked(task)
     assert len(stacked[0]) == 4 * 3 + 1
     for k, run in enumerate(runs):
         assert identical(stacked[k], list(train(run))), f"member {k}"
+
+
+def test_host_measurement_threads_change_no_bit_and_no_order():
+    """The probes' float64 host measurements run on threads while training goes on
+    (``RNNLAB_MEASURE_THREADS``): a stack of three, one diverging early, yields the same
+    measurements in the same order, with the same tables, on 0, 1 and 3 threads."""
+    runs = [
+        cfg(
+            s,
+            task={"seq_len": 30},
+            model={"hidden_size": 16, "gain": g},
+            probe={"every": 5},
+            train={
+                "steps": 25,
+                "batch_size": 8,
+                "eval_size": 16,
+                "lr": lr,
+                "divergence_threshold": limit,
+            },
+        )
+        for s, g, lr, limit in [(0, 1.0, 0.01, None), (1, 3.0, 0.5, 5.0), (2, 0.5, 0.01, None)]
+    ]
+
+    def measured(threads):
+        return list(train_ensemble(runs, threads))
+
+    inline = measured(0)
+    assert [k for k, m in inline if m.diverged] == [1]  # it stops early, the others finish
+    assert max(m.step for k, m in inline if k == 1) < 25
+    assert any("jacobian" in m.tables for _, m in inline)
+    for threads in (1, 3):
+        other = measured(threads)
+        assert [k for k, _ in other] == [k for k, _ in inline]
+        assert identical([m for _, m in other], [m for _, m in inline])
+        for (_, a), (_, b) in zip(other, inline, strict=True):
+            assert a.tables.keys() == b.tables.keys()
+            for name, table in a.tables.items():
+                for col, values in table.items():
+                    assert np.array_equal(values, b.tables[name][col], equal_nan=True), (name, col)

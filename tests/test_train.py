@@ -136,10 +136,10 @@ def test_failure_in_one_run_is_recorded_and_the_sweep_goes_on(monkeypatch):
 
     real = worker.train_ensemble
 
-    def flaky(runs):
+    def flaky(runs, threads=None):
         if any(r.seed == 1 for r in runs):
             raise RuntimeError("injected failure")
-        return real(runs)
+        return real(runs, threads)
 
     monkeypatch.setattr(worker, "train_ensemble", flaky)
     runs = [cfg(seed=s, train={"ensemble": "off"}) for s in range(3)]
@@ -236,3 +236,72 @@ def test_random_labels_are_memorised_not_learned():
     last = list(train(run))[-1].metrics
     assert last["train_set/accuracy"] == 1.0 and last["train_set/loss"] < 0.1
     assert last["eval/loss"] > 0.9 * math.log(2)
+
+
+def _small(**train_opts) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "task": {"name": "adding", "seq_len": 20},
+            "model": {"hidden_size": 8},
+            "train": {"steps": 12, "batch_size": 4, "eval_size": 16} | train_opts,
+            "probe": {"every": 6},
+        }
+    )
+
+
+def test_training_goes_on_while_a_probe_is_measured(monkeypatch):
+    """With a measurement thread, the Jacobian spectrum of step 0 is still being taken when
+    later steps train: here it waits until step 3's batch is drawn, which would never
+    happen if the loop waited for it (the wait would time out and the check fail)."""
+    import threading
+
+    import rnnlab.train as T
+
+    monkeypatch.delenv(T.MEASURE_THREADS, raising=False)
+    drawn, step3, overlapped = [0], threading.Event(), []
+    real_stack, real_jacobian = T._stack, T.dynamics.jacobian_spectrum
+
+    def counting_stack(*args):
+        drawn[0] += 1
+        if drawn[0] == 4:
+            step3.set()
+        return real_stack(*args)
+
+    def slow_jacobian(member, x):
+        if not overlapped:
+            overlapped.append(step3.wait(timeout=30))
+        return real_jacobian(member, x)
+
+    monkeypatch.setattr(T, "_stack", counting_stack)
+    monkeypatch.setattr(T.dynamics, "jacobian_spectrum", slow_jacobian)
+    out = list(T.train_ensemble([_small()], threads=1))
+    assert overlapped == [True]
+    assert [m.step for _, m in out] == list(range(13))  # in order, none lost
+    assert "jac/log_sv_max" in out[0][1].metrics and "jacobian" in out[0][1].tables
+
+
+def test_a_failing_host_measurement_fails_the_run_with_its_error(monkeypatch):
+    import rnnlab.train as T
+
+    def broken(member, x):
+        raise FloatingPointError("jacobian broke")
+
+    monkeypatch.setattr(T.dynamics, "jacobian_spectrum", broken)
+    for threads in (0, 1):
+        steps = T.train_ensemble([_small()], threads=threads)
+        with pytest.raises(FloatingPointError, match="jacobian broke"):
+            list(steps)
+
+
+def test_measure_threads_setting(monkeypatch):
+    import rnnlab.train as T
+
+    monkeypatch.delenv(T.MEASURE_THREADS, raising=False)
+    assert T.measure_threads() == T.usable_cores() - 1
+    assert T.measure_threads(3) == 3  # an executor's share
+    monkeypatch.setenv(T.MEASURE_THREADS, " 2 ")
+    assert T.measure_threads(5) == 2  # the user's setting wins
+    for bad in ("x", "-1", "1.5"):
+        monkeypatch.setenv(T.MEASURE_THREADS, bad)
+        with pytest.raises(ValueError, match=f"RNNLAB_MEASURE_THREADS='{bad}'"):
+            T.measure_threads()

@@ -212,3 +212,18 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setenv("RNNLAB_BACKEND", "fortran")
     with pytest.raises(ValueError, match="fortran"):
         kernels.backend(x)
+
+
+def test_tile_override_reads_every_key_and_refuses_the_rest(monkeypatch):
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", " dot=1, block_b=4,warps=8 ,wide=0,chunk=16")
+    assert triton_elman.tile_override() == {
+        "DOT": 1,
+        "BLOCK_B": 4,
+        "num_warps": 8,
+        "WIDE": 0,
+        "CHUNK": 16,
+    }
+    for bad in ("x", "dot=2", "wide=-1", "block_b=3", "warps=64", "chunk=0", "colour=1", "dot"):
+        monkeypatch.setenv("RNNLAB_TRITON_TILE", bad)
+        with pytest.raises(ValueError, match=f"RNNLAB_TRITON_TILE='{bad}': '{bad}' is not"):
+            triton_elman.tile_override()

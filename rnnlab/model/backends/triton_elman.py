@@ -372,7 +372,7 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
     end rejects an fp64 ``tl.dot``. Register use per tiling: ``rnnlab.model.backends.compile_check``.
     """
     block_h = max(16, triton.next_power_of_2(H))
-    override = _override()
+    override = tile_override()
     wide = bool(override.pop("WIDE", MAX_H[dtype] < H))  # W_hh in chunks: the *_wide kernels
     # tl.dot needs tiles of 16 sequences; in IEEE fp32 it runs on FMA units, each thread
     # holding a K-long strip of W_hh, kept in registers by BLOCK_H / 4 warps (sm_90a: 4 warps at
@@ -402,13 +402,27 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
     return {**meta, **form, "num_stages": 1}
 
 
-def _override() -> dict[str, int]:
-    """``RNNLAB_TRITON_TILE``, read now: e.g. ``dot=0,block_b=4,warps=8`` → the kernels' names."""
-    names = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"} | WIDE_KEYS
+TILE_KEYS = {"dot": "DOT", "block_b": "BLOCK_B", "warps": "num_warps"} | WIDE_KEYS
+"""``RNNLAB_TRITON_TILE`` keys → the kernels' names. dot and wide are 0 or 1; the others
+powers of two (warps up to 32)."""
+
+
+def tile_override() -> dict[str, int]:
+    """``RNNLAB_TRITON_TILE``, read now: e.g. ``dot=0,block_b=4,warps=8`` → the kernels' names.
+    A malformed value is a ValueError naming the variable and the item."""
+    raw = os.environ.get("RNNLAB_TRITON_TILE", "")
     override = {}
-    for item in filter(None, os.environ.get("RNNLAB_TRITON_TILE", "").split(",")):
-        key, _, value = item.partition("=")
-        override[names[key.strip()]] = int(value)
+    for item in filter(None, (i.strip() for i in raw.split(","))):
+        key, _, value = (part.strip() for part in item.partition("="))
+        n = int(value) if value.isdigit() else -1
+        flag = key in ("dot", "wide")
+        ok = n in (0, 1) if flag else n >= 1 and n & (n - 1) == 0 and (key != "warps" or n <= 32)
+        if key not in TILE_KEYS or not ok:
+            raise ValueError(
+                f"RNNLAB_TRITON_TILE={raw!r}: {item!r} is not KEY=VALUE with KEY one of "
+                f"{', '.join(TILE_KEYS)} (dot, wide: 0 or 1; the others a power of two)"
+            )
+        override[TILE_KEYS[key]] = n
     return override
 
 
@@ -524,7 +538,7 @@ def supported(hs: torch.Tensor, activation: str | None = None) -> tuple[bool, st
     if MAX_WIDE_H < H:
         return False, f"H = {H} > {MAX_WIDE_H}: the loops' large multiplies win there"
     wide = _meta(B, H, hs.dtype)["WIDE"]
-    if MAX_H[hs.dtype] < H and not (WIDE_BY_DEFAULT or _override().get("WIDE")):
+    if MAX_H[hs.dtype] < H and not (WIDE_BY_DEFAULT or tile_override().get("WIDE")):
         return False, (
             f"H = {H} > {MAX_H[hs.dtype]} needs the chunked kernels, not yet run on a GPU "
             "(RNNLAB_TRITON_TILE=wide=1 takes them)"

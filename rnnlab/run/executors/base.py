@@ -70,10 +70,13 @@ class Executor(Protocol):
         ...
 
 
-def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
+def work(
+    job: Job, send: Callable[[list[Message]], None], stop=None, threads: int | None = None
+) -> None:
     """The worker's body, the same in every executor: train one ensemble, sending its
     messages in batches. ``stop`` (an Event) ends its runs as killed at the next step; so
-    does a KeyboardInterrupt (Ctrl-C, ``ray.cancel``, a SLURM job's cancel)."""
+    does a KeyboardInterrupt (Ctrl-C, ``ray.cancel``, a SLURM job's cancel). ``threads``: the
+    worker's share of spare cores for the host measurements (``rnnlab.train.measure_threads``)."""
     unit, runs_json, titles = job
     runs = [RunConfig.model_validate_json(r) for r in runs_json]
     batch: list[Message] = []
@@ -104,7 +107,7 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
         batch.append(("end", unit[k], (status, error, png)))
 
     try:
-        run_group(runs, emit, end, stop)
+        run_group(runs, emit, end, stop, threads)
     except KeyboardInterrupt:
         for k in range(len(unit)):
             if k not in ended:
@@ -112,15 +115,15 @@ def work(job: Job, send: Callable[[list[Message]], None], stop=None) -> None:
     send(batch)
 
 
-def train_ensemble(runs: list[RunConfig]):
+def train_ensemble(runs: list[RunConfig], threads: int | None = None):
     """``rnnlab.train.train_ensemble``, imported on first use: the CLI lists the executors
     without loading torch."""
     from rnnlab.train import train_ensemble as train
 
-    return train(runs)
+    return train(runs, threads)
 
 
-def run_group(runs: list[RunConfig], emit, end, stop=None) -> None:
+def run_group(runs: list[RunConfig], emit, end, stop=None, threads: int | None = None) -> None:
     """Train runs as one ensemble: ``emit(k, m)`` per measurement of member k, then
     ``end(k, status, traceback)`` once per member (diverged as it happens; finished, killed
     or failed at the end). Members of one stack share a failure of training; a failure of
@@ -135,7 +138,7 @@ def run_group(runs: list[RunConfig], emit, end, stop=None) -> None:
     steps = None
     while True:
         try:
-            steps = steps or train_ensemble(runs)
+            steps = steps or train_ensemble(runs, threads)
             k, m = next(steps)
         except StopIteration:
             break

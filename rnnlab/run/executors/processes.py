@@ -15,11 +15,12 @@ from rnnlab.run.executors.base import watch_parent, work
 
 _STOP = None  # in a worker: the driver's stop event
 _QUEUE = None  # in a worker: the queue to the driver
+_THREADS = None  # in a worker: its share of the spare cores
 
 
-def _init_worker(stop, q, driver: int) -> None:
-    global _STOP, _QUEUE
-    _STOP, _QUEUE = stop, q
+def _init_worker(stop, q, driver: int, threads: int) -> None:
+    global _STOP, _QUEUE, _THREADS
+    _STOP, _QUEUE, _THREADS = stop, q, threads
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; workers stop via _STOP
     # The driver's pid comes from the driver: a worker still starting when its driver died
     # would otherwise take its new parent (init) for the driver and never notice.
@@ -30,7 +31,7 @@ def _work(job) -> bool:
     """Train one job; False if the sweep was stopped before it began."""
     if _STOP.is_set():
         return False
-    work(job, _QUEUE.put, _STOP)
+    work(job, _QUEUE.put, _STOP, _THREADS)
     return True
 
 
@@ -60,11 +61,17 @@ class Processes:
     def run(self, jobs, deliver, job_over, interrupted) -> None:
         ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
         stop, q = ctx.Event(), ctx.Queue()
+        workers = min(self.workers, len(jobs))
+        # Each worker trains on one core; what the machine has beyond that, shared out, takes
+        # the workers' host measurements.
+        from rnnlab.train import usable_cores  # here: listing the executors loads no torch
+
+        threads = max(0, usable_cores() // workers - 1)
         with ProcessPoolExecutor(
-            min(self.workers, len(jobs)),
+            workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(stop, q, os.getpid()),
+            initargs=(stop, q, os.getpid(), threads),
         ) as pool:
             futures = {pool.submit(_work, job): job[0] for job in jobs}
             ended: set[int] = set()

@@ -31,10 +31,11 @@ def ray_init(address: str | None):
     return ray
 
 
-def _task(q, job) -> None:
+def _task(q, job, threads: int) -> None:
     """A Ray task: ``ray.cancel`` raises KeyboardInterrupt here, which ``work`` turns into
-    runs ended as killed with their measurements so far."""
-    work(job, q.put)
+    runs ended as killed with their measurements so far. ``threads``: its cpus beyond the one
+    that trains, for the host measurements."""
+    work(job, q.put, threads=threads)
 
 
 def _check(args, uri: str) -> None:
@@ -100,7 +101,8 @@ class Ray:
         try:
             task = ray.remote(_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
             q = Queue(actor_options={"num_cpus": 0})
-            refs = {task.remote(q, job): job[0] for job in jobs}
+            threads = max(0, int(self.cpus) - 1)
+            refs = {task.remote(q, job, threads): job[0] for job in jobs}
             cancelled = False
             while refs:
                 try:
