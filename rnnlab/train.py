@@ -142,7 +142,8 @@ def train_ensemble(
     if len(keys) != 1:
         raise ValueError("an ensemble's runs must agree on everything but config.MEMBER_KEYS")
     device = resolve_device(runs[0].train.device)
-    with _one_thread(device), _Later(min(measure_threads(threads), len(runs))) as later:
+    threads = min(measure_threads(threads, device.type), len(runs))
+    with _one_thread(device), _Later(threads) as later:
         yield from _train(runs, device, later)
 
 
@@ -340,16 +341,20 @@ def _host_measures(member: MemberWeights, x: torch.Tensor, full: bool) -> tuple[
 MEASURE_THREADS = "RNNLAB_MEASURE_THREADS"
 """Environment variable: how many threads take probe steps' host measurements
 (``_host_measures``) off the training loop, which goes on training while they run; 0 runs
-them in the loop. Default: the cores this process may use, less the one that trains. The
-local executor sets its workers' share (cores ÷ workers, less one), a Ray task its
-``resources.cpus`` less one. The numbers do not depend on it: each measurement is one
+them in the loop. Default where training runs on a GPU (whose host would otherwise wait):
+the cores this process may use, less the one that drives the GPU; the local executor gives
+each worker its share (cores ÷ workers, less one), a Ray task its ``resources.cpus`` less
+one. Default on a CPU: 0 (its cores train; on 2 cores a thread beside training took 0.75×
+to 1.2× the time, within the machine's noise). The numbers do not depend on it: each measurement is one
 member's operations on one thread (``_one_thread``), in the same order."""
 
 
-def measure_threads(share: int | None = None) -> int:
-    """``RNNLAB_MEASURE_THREADS``, else ``share`` (an executor's), else one per core this
-    process may use beyond the first."""
+def measure_threads(share: int | None = None, device: str = "cuda") -> int:
+    """``RNNLAB_MEASURE_THREADS``; else none where training runs on the CPU; else ``share``
+    (an executor's), else one per core this process may use beyond the first."""
     raw = os.environ.get(MEASURE_THREADS, "").strip()
+    if not raw and device != "cuda":
+        return 0
     if not raw and share is not None:
         return share
     if not raw:

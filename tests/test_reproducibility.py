@@ -226,7 +226,7 @@ def test_a_fixed_training_set_in_epochs_is_the_same_bits_alone_and_stacked(task)
         assert identical(stacked[k], list(train(run))), f"member {k}"
 
 
-def test_host_measurement_threads_change_no_bit_and_no_order():
+def test_host_measurement_threads_change_no_bit_and_no_order(monkeypatch):
     """The probes' float64 host measurements run on threads while training goes on
     (``RNNLAB_MEASURE_THREADS``): a stack of three, one diverging early, yields the same
     measurements in the same order, with the same tables, on 0, 1 and 3 threads."""
@@ -248,7 +248,8 @@ def test_host_measurement_threads_change_no_bit_and_no_order():
     ]
 
     def measured(threads):
-        return list(train_ensemble(runs, threads))
+        monkeypatch.setenv("RNNLAB_MEASURE_THREADS", str(threads))
+        return list(train_ensemble(runs))
 
     inline = measured(0)
     assert [k for k, m in inline if m.diverged] == [1]  # it stops early, the others finish

@@ -251,33 +251,41 @@ def _small(**train_opts) -> RunConfig:
 
 def test_training_goes_on_while_a_probe_is_measured(monkeypatch):
     """With a measurement thread, the Jacobian spectrum of step 0 is still being taken when
-    later steps train: here it waits until step 3's batch is drawn, which would never
-    happen if the loop waited for it (the wait would time out and the check fail)."""
+    later steps train: here it waits for step 2's update, which would never come if the loop
+    waited for it (the wait would time out and the check fail)."""
     import threading
 
     import rnnlab.train as T
 
-    monkeypatch.delenv(T.MEASURE_THREADS, raising=False)
-    drawn, step3, overlapped = [0], threading.Event(), []
-    real_stack, real_jacobian = T._stack, T.dynamics.jacobian_spectrum
+    run = _small()
+    updates, step2, overlapped, wait = [0], threading.Event(), [], [30.0]
+    real_jacobian, base = T.dynamics.jacobian_spectrum, T.OPTIMIZERS[run.train.optimizer]
 
-    def counting_stack(*args):
-        drawn[0] += 1
-        if drawn[0] == 4:
-            step3.set()
-        return real_stack(*args)
+    class Counting(base):
+        def step(self, lr):
+            updates[0] += 1
+            if updates[0] == 3:  # steps 0, 1 and 2 made their updates
+                step2.set()
+            super().step(lr)
 
     def slow_jacobian(member, x):
-        if not overlapped:
-            overlapped.append(step3.wait(timeout=30))
+        if not overlapped:  # the first probe's: did training reach step 2 meanwhile?
+            overlapped.append((step2.wait(timeout=wait[0]), updates[0]))
         return real_jacobian(member, x)
 
-    monkeypatch.setattr(T, "_stack", counting_stack)
+    monkeypatch.setitem(T.OPTIMIZERS, run.train.optimizer, Counting)
     monkeypatch.setattr(T.dynamics, "jacobian_spectrum", slow_jacobian)
-    out = list(T.train_ensemble([_small()], threads=1))
-    assert overlapped == [True]
+    monkeypatch.setenv(T.MEASURE_THREADS, "1")
+    out = list(T.train_ensemble([run]))
+    assert overlapped[0][0] and overlapped[0][1] >= 3
     assert [m.step for _, m in out] == list(range(13))  # in order, none lost
     assert "jac/log_sv_max" in out[0][1].metrics and "jacobian" in out[0][1].tables
+    # The control: measured in the loop, no update happens while it waits (here 0.2 s).
+    monkeypatch.setenv(T.MEASURE_THREADS, "0")
+    updates[0], wait[0], step2 = 0, 0.2, threading.Event()
+    overlapped.clear()
+    list(T.train_ensemble([run]))
+    assert overlapped == [(False, 0)]
 
 
 def test_a_failing_host_measurement_fails_the_run_with_its_error(monkeypatch):
@@ -287,20 +295,21 @@ def test_a_failing_host_measurement_fails_the_run_with_its_error(monkeypatch):
         raise FloatingPointError("jacobian broke")
 
     monkeypatch.setattr(T.dynamics, "jacobian_spectrum", broken)
-    for threads in (0, 1):
-        steps = T.train_ensemble([_small()], threads=threads)
+    for threads in ("0", "1"):
+        monkeypatch.setenv(T.MEASURE_THREADS, threads)
         with pytest.raises(FloatingPointError, match="jacobian broke"):
-            list(steps)
+            list(T.train_ensemble([_small()]))
 
 
 def test_measure_threads_setting(monkeypatch):
     import rnnlab.train as T
 
     monkeypatch.delenv(T.MEASURE_THREADS, raising=False)
-    assert T.measure_threads() == T.usable_cores() - 1
-    assert T.measure_threads(3) == 3  # an executor's share
+    assert T.measure_threads(device="cuda") == T.usable_cores() - 1
+    assert T.measure_threads(3, "cuda") == 3  # an executor's share
+    assert T.measure_threads(3, "cpu") == T.measure_threads(None, "cpu") == 0
     monkeypatch.setenv(T.MEASURE_THREADS, " 2 ")
-    assert T.measure_threads(5) == 2  # the user's setting wins
+    assert T.measure_threads(5, "cuda") == T.measure_threads(None, "cpu") == 2  # the user's
     for bad in ("x", "-1", "1.5"):
         monkeypatch.setenv(T.MEASURE_THREADS, bad)
         with pytest.raises(ValueError, match=f"RNNLAB_MEASURE_THREADS='{bad}'"):
