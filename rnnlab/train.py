@@ -35,10 +35,11 @@ and no update is made with it.
 
 Clipping, per-member learning rates and the divergence test are batched tensor ops; metrics
 stay on the device and reach the host once per probe step or every ``SYNC_EVERY`` steps, so
-on a GPU the host never waits for the device between two probe steps. A probe step's float64
-host measurements (W_hh spectrum, unit statistics, Jacobian spectrum) read a copy of the
-weights on measurement threads while the next steps train (``MEASURE_THREADS``); the
-measurements are yielded in step order all the same, with the same bits.
+on a GPU the host never waits for the device between two probe steps. There, a probe step's
+float64 host measurements (W_hh spectrum, unit statistics, Jacobian spectrum) read a copy of
+the weights on measurement threads while the next steps train (``MEASURE_THREADS``; on a CPU
+they run in the loop unless asked); the measurements are yielded in step order all the same,
+with the same bits.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -136,7 +138,8 @@ def train_ensemble(
     order, each step. Each member sees exactly the batches, initialisation, clipping and
     learning rate it would alone. A diverged member's last measurement is yielded and it is
     dropped before the update; the others go on. ``threads``: for the probes' host
-    measurements, where ``RNNLAB_MEASURE_THREADS`` is not set (``measure_threads``).
+    measurements of a GPU run, where ``RNNLAB_MEASURE_THREADS`` is not set
+    (``measure_threads``).
     """
     keys = {r.ensemble_key for r in runs}
     if len(keys) != 1:
@@ -151,10 +154,9 @@ def train_ensemble(
 def _one_thread(device: torch.device):
     """Train on one CPU thread: ATen splits work between threads at points that depend on the
     thread count, which changes the order of float additions, so a run's bits would depend on
-    how many workers share the machine. Parallelism comes from workers (one run each). On a
-    GPU too: its runs' CPU work (the float64 measurements of ``rnnlab.measure.dynamics``, the
-    batches) is small, and a worker per core each with a thread per core oversubscribes the
-    machine many times over."""
+    how many workers share the machine. Parallelism comes from workers (one run each) and, on
+    a GPU, from measurement threads (``MEASURE_THREADS``), each on one thread too: a worker per
+    core each with a thread per core would oversubscribe the machine many times over."""
     if device.type == "cpu":
         check_reproducible()
     threads = torch.get_num_threads()
@@ -344,9 +346,13 @@ MEASURE_THREADS = "RNNLAB_MEASURE_THREADS"
 them in the loop. Default where training runs on a GPU (whose host would otherwise wait):
 the cores this process may use, less the one that drives the GPU; the local executor gives
 each worker its share (cores ÷ workers, less one), a Ray task its ``resources.cpus`` less
-one. Default on a CPU: 0 (its cores train; on 2 cores a thread beside training took 0.75×
-to 1.2× the time, within the machine's noise). The numbers do not depend on it: each measurement is one
-member's operations on one thread (``_one_thread``), in the same order."""
+one (a Ray cluster's workers do not see the driver's environment). Default on a CPU: 0 (its
+cores train; on 2 cores a thread beside training took 0.75× to 1.2× the time, within the
+machine's noise). The numbers do not depend on it: each measurement is one member's
+operations on one thread (``_one_thread``; ``_Later`` sets it in each thread), in the same
+order. While the newest probe is measured, the loop yields nothing after it, so a stop is
+seen that much later; what was synced but not yet yielded is not logged (a run killed then
+is trained again on resume, to the same bits)."""
 
 
 def measure_threads(share: int | None = None, device: str = "cuda") -> int:
@@ -359,15 +365,16 @@ def measure_threads(share: int | None = None, device: str = "cuda") -> int:
         return share
     if not raw:
         return usable_cores() - 1
-    if not raw.isdigit():
+    if not re.fullmatch(r"[0-9]{1,4}", raw):
         raise ValueError(
-            f"{MEASURE_THREADS}={raw!r}: expected a whole number of threads, 0 or more"
+            f"{MEASURE_THREADS}={raw[:40]!r}: expected a whole number of threads, 0 to 9999"
         )
     return int(raw)
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its affinity: a SLURM job's or a container's share)."""
+    """The cores this process may run on: its affinity (a SLURM job's cpuset, ``taskset``; a
+    container's CPU quota does not show here)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -378,7 +385,12 @@ class _Later:
     either way a Future holds the result (or the exception)."""
 
     def __init__(self, threads: int):
-        self.pool = ThreadPoolExecutor(threads, "rnnlab-measure") if threads > 0 else None
+        self.pool = None
+        if threads > 0:  # each on the caller's thread count (1: ``_one_thread``), set at once:
+            # ATen passes it to a new thread only at its first parallel call, after LAPACK's
+            self.pool = ThreadPoolExecutor(
+                threads, "rnnlab-measure", torch.set_num_threads, (torch.get_num_threads(),)
+            )
 
     def submit(self, fn, *args) -> Future:
         if self.pool is not None:

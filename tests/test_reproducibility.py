@@ -226,7 +226,10 @@ def test_a_fixed_training_set_in_epochs_is_the_same_bits_alone_and_stacked(task)
         assert identical(stacked[k], list(train(run))), f"member {k}"
 
 
-def test_host_measurement_threads_change_no_bit_and_no_order(monkeypatch):
+@pytest.mark.parametrize(
+    "dtype", ["float32", "float64"]
+)  # float64: weights the copy must not share
+def test_host_measurement_threads_change_no_bit_and_no_order(monkeypatch, dtype):
     """The probes' float64 host measurements run on threads while training goes on
     (``RNNLAB_MEASURE_THREADS``): a stack of three, one diverging early, yields the same
     measurements in the same order, with the same tables, on 0, 1 and 3 threads."""
@@ -242,6 +245,7 @@ def test_host_measurement_threads_change_no_bit_and_no_order(monkeypatch):
                 "eval_size": 16,
                 "lr": lr,
                 "divergence_threshold": limit,
+                "dtype": dtype,
             },
         )
         for s, g, lr, limit in [(0, 1.0, 0.01, None), (1, 3.0, 0.5, 5.0), (2, 0.5, 0.01, None)]

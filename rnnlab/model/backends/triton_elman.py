@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 
 import torch
 import triton
@@ -414,13 +415,14 @@ def tile_override() -> dict[str, int]:
     override = {}
     for item in filter(None, (i.strip() for i in raw.split(","))):
         key, _, value = (part.strip() for part in item.partition("="))
-        n = int(value) if value.isdigit() else -1
+        n = int(value) if re.fullmatch(r"[0-9]{1,4}", value) else -1
         flag = key in ("dot", "wide")
         ok = n in (0, 1) if flag else n >= 1 and n & (n - 1) == 0 and (key != "warps" or n <= 32)
         if key not in TILE_KEYS or not ok:
             raise ValueError(
-                f"RNNLAB_TRITON_TILE={raw!r}: {item!r} is not KEY=VALUE with KEY one of "
-                f"{', '.join(TILE_KEYS)} (dot, wide: 0 or 1; the others a power of two)"
+                f"RNNLAB_TRITON_TILE={raw[:80]!r}: {item[:40]!r} is not KEY=VALUE with KEY one "
+                f"of {', '.join(TILE_KEYS)} (dot, wide: 0 or 1; the others a power of two, "
+                "warps at most 32)"
             )
         override[TILE_KEYS[key]] = n
     return override
