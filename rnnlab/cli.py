@@ -350,7 +350,29 @@ def cmd_validate(args) -> int:
     swept = experiment.swept_keys()
     axes = f" over {', '.join(swept)}" if swept else ""
     print(f"{args.file}: ok — experiment {experiment.name!r}, {len(grid)} run(s){axes}")
+    _note_jacobian_cost(grid)
     return EXIT_OK
+
+
+JACOBIAN_NOTE_SECONDS = 60
+"""A run whose Jacobian spectrum takes longer than this (one core, both probes) gets a note."""
+
+
+def _note_jacobian_cost(grid: list[RunConfig]) -> None:
+    """A note on stderr where the Jacobian spectrum (float64, on the CPU, ~L·n·H³) would take
+    a run minutes: the run shows no progress while it is measured."""
+    worst = max(grid, key=lambda r: r.jacobian_seconds())
+    seconds = 2 * worst.jacobian_seconds()  # the first and the last probe
+    if seconds < JACOBIAN_NOTE_SECONDS:
+        return
+    took = f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+    n = min(worst.probe.jacobian_trajectories, worst.train.eval_size)
+    print(
+        f"note: the Jacobian spectrum (jac/*) takes about {took} of a CPU core per run at "
+        f"model.hidden_size={worst.model.hidden_size}, task.seq_len={worst.task.seq_len} "
+        f"along {n} trajectories; probe.jacobian_trajectories=0 skips it, fewer cost less",
+        file=sys.stderr,
+    )
 
 
 def cmd_sweep(args) -> int:
@@ -387,6 +409,7 @@ def _execute(
     tracker.check_experiment(experiment.name)
     executor, where = builder.from_cli(args, experiment.resources, workers)
     print(f"{experiment.name}: {len(grid)} grid point(s), {where} → {tracker.uri}", file=sys.stderr)
+    _note_jacobian_cost(grid)
     summary = run_sweep(
         experiment,
         grid,

@@ -23,7 +23,8 @@ table ``grad_x``), and along the theory's held-out trajectories ``units/q_hat``,
 ``theory/depth_scale``, ``theory/q_star`` (and the inputs they used, ``theory/q_in``,
 ``theory/bias_var``); steps 0 and last add ``dyn/lyapunov_max``
 (see ``rnnlab.measure.theory``) and the Jacobian spectrum: ``jac/log_sv_max``,
-``jac/log_sv_min`` and the table ``jacobian`` (``Measurement.tables``). A gated cell
+``jac/log_sv_min`` and the table ``jacobian`` (``Measurement.tables``; along
+``probe.jacobian_trajectories`` held-out sequences, none at 0). A gated cell
 (``model.cell`` lstm or gru, ``rnnlab.model.gated``) logs the profiles, their summaries and the
 evaluation only — the weights/, units/, theory/, dyn/ and jac/ metrics describe the Elman
 cell — and the LSTM adds ``grad_c/slope``, ``grad_c/log10_ratio`` and the table ``grad_c``
@@ -196,6 +197,7 @@ def _train(
     pending: list[tuple[int, list[int], dict, list | None]] = []  # steps not yet synced
 
     synced: list[tuple[int, Measurement, Future | None]] = []  # synced, not yet yielded
+    jac = runs[0].probe.jacobian_trajectories
     probed = 0  # the latest probe step
     for step in range(cfg.steps + 1):
         last = step == cfg.steps
@@ -227,7 +229,7 @@ def _train(
         probe = None
         if probing:  # ‖∂L/∂θ‖₂ per parameter and member, and the full profile
             values |= {names.grad_param(n): _norms(p.grad) for n, p in params.items()}
-            probe = _probe(task, model, held_out, step, last, x.shape[2], train_set, later)
+            probe = _probe(task, model, held_out, step, last, x.shape[2], train_set, later, jac)
             probed = step
         pending.append((step, list(active), values, probe))
 
@@ -274,11 +276,13 @@ def _probe(
     batch_size: int,
     train_set: HeldOut | None,
     later: _Later,
+    jacobian: int,
 ) -> list:
     """Per member at a probe step: (profile n_t, its metrics, its tables, the host
     measurements' Future or None) — the gradient profile's summary, held-out evaluation (and
     over the fixed training set, if any), and at the first and last probe the theory beside
-    it (a probe step syncs with the device anyway); ``_host_measures`` goes to ``later``.
+    it (a probe step syncs with the device anyway); ``_host_measures`` goes to ``later``,
+    with the Jacobian spectrum along ``jacobian`` trajectories (``probe.jacobian_trajectories``).
     ``batch_size``: this step's batch (smaller at the end of an epoch). A gated cell gets the
     profiles (and the LSTM its cell-state profile) and the evaluation: the rest describes the
     Elman cell's W_hh and φ only."""
@@ -317,7 +321,10 @@ def _probe(
         # A copy now: the optimizer updates the weights in place while the copy is measured.
         weights = (member.weight_ih, member.weight_hh, member.bias)
         host = MemberWeights(*(_snapshot(t) for t in weights), member.activation)
-        measured = later.submit(_host_measures, host, _snapshot(x), step == 0 or last)
+        along = None  # the Jacobian spectrum's trajectories: first and last probe
+        if (step == 0 or last) and jacobian > 0:
+            along = _snapshot(held_out.inputs(k, jacobian))
+        measured = later.submit(_host_measures, host, _snapshot(x), along)
         out.append((profile.numpy(), m, tables, measured))
     return out
 
@@ -327,15 +334,18 @@ def _snapshot(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", torch.float64, copy=True)
 
 
-def _host_measures(member: MemberWeights, x: torch.Tensor, full: bool) -> tuple[dict, dict]:
+def _host_measures(
+    member: MemberWeights, x: torch.Tensor, along: torch.Tensor | None
+) -> tuple[dict, dict]:
     """One member's float64 measurements on the CPU, from a snapshot of its weights and its
-    theory inputs x (L, B, D): the W_hh spectrum and unit statistics, and with ``full`` (the
-    first and last probe) the Jacobian spectrum. Returns (metrics, tables). The Jacobian
-    spectrum is most of a short run's CPU time (an H×H product per step and trajectory)."""
+    theory inputs x (L, B, D): the W_hh spectrum and unit statistics, and along the inputs
+    ``along`` (L, B', D), if given, the Jacobian spectrum. Returns (metrics, tables). The
+    Jacobian spectrum is most of a short run's CPU time (an H×H product per step and
+    trajectory)."""
     m = probes.spectrum(member.weight_hh) | dynamics.unit_statistics(member, x)
     tables = {}
-    if full:
-        tables[names.TABLE_JACOBIAN] = dynamics.jacobian_spectrum(member, x)
+    if along is not None:
+        tables[names.TABLE_JACOBIAN] = dynamics.jacobian_spectrum(member, along)
         m |= dynamics.jacobian_summary(tables[names.TABLE_JACOBIAN])
     return m, tables
 

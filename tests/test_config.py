@@ -299,3 +299,36 @@ def test_every_reproduction_file_validates(path):
     assert {"reproduces", "expect"} <= set(raw) and raw["name"] == path.stem
     experiment, grid = load_experiment(path)
     assert experiment.expect and grid
+
+
+def test_jacobian_trajectories_keep_the_key_at_their_default_and_change_it_otherwise():
+    base = RunConfig.model_validate({"seed": 3})
+    same = RunConfig.model_validate({"seed": 3, "probe": {"jacobian_trajectories": 16}})
+    fewer = RunConfig.model_validate({"seed": 3, "probe": {"jacobian_trajectories": 4}})
+    assert base.run_key == same.run_key != fewer.run_key
+
+
+def test_jacobian_cost_estimate_scales_and_the_cli_notes_a_long_one(tmp_path):
+    def cfg(H, L, n=16, cell="elman"):
+        return RunConfig.model_validate(
+            {
+                "task": {"seq_len": L},
+                "model": {"hidden_size": H, "cell": cell},
+                "probe": {"jacobian_trajectories": n},
+            }
+        )
+
+    small = cfg(64, 100).jacobian_seconds()
+    assert 0 < small < 1
+    assert cfg(128, 100).jacobian_seconds() == pytest.approx(8 * small)  # H³
+    assert cfg(64, 100, n=4).jacobian_seconds() == pytest.approx(small / 4)
+    assert cfg(64, 100, n=0).jacobian_seconds() == cfg(64, 100, cell="lstm").jacobian_seconds() == 0
+    path = write(
+        tmp_path / "big.yaml", "name: big\ntask: {seq_len: 1000}\nmodel: {hidden_size: 1024}\n"
+    )
+    noted = cli("validate", path)
+    assert noted.returncode == 0
+    assert "note: the Jacobian spectrum (jac/*) takes about" in noted.stderr
+    assert "probe.jacobian_trajectories=0 skips it" in noted.stderr
+    quiet = cli("validate", path, "probe.jacobian_trajectories=0")
+    assert quiet.returncode == 0 and quiet.stderr == ""

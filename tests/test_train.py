@@ -314,3 +314,35 @@ def test_measure_threads_setting(monkeypatch):
         monkeypatch.setenv(T.MEASURE_THREADS, bad)
         with pytest.raises(ValueError, match=f"RNNLAB_MEASURE_THREADS='{bad[:30]}.*': expected"):
             T.measure_threads()
+
+
+def test_the_jacobian_spectrum_follows_probe_jacobian_trajectories():
+    """Along the first n held-out sequences at the first probe (the initial weights), none
+    at n = 0; the other measurements do not change."""
+    import numpy as np
+
+    import rnnlab.train as T
+    from rnnlab.measure import dynamics, names
+
+    def first(n):
+        run = _small().model_copy(
+            update={"probe": _small().probe.model_copy(update={"jacobian_trajectories": n})}
+        )
+        return run, next(iter(T.train(run)))
+
+    _, default = first(16)
+    run, three = first(3)
+    _, none = first(0)
+    task, model = T.build([run])
+    held_out = T.HeldOut.draw(task, [T.stream(run.seed, "eval")], run.train, "cpu", torch.float32)
+    expected = dynamics.jacobian_spectrum(model.member(0), held_out.inputs(0, 3))
+    for col, values in expected.items():
+        assert np.array_equal(three.tables[names.TABLE_JACOBIAN][col], values, equal_nan=True)
+    assert not np.array_equal(
+        default.tables[names.TABLE_JACOBIAN]["log_sv_max"], expected["log_sv_max"]
+    )
+    assert names.TABLE_JACOBIAN not in none.tables and names.JAC_LOG_SV_MAX not in none.metrics
+    for m in (three, none):
+        assert {k: v for k, v in m.metrics.items() if not k.startswith("jac/")} == {
+            k: v for k, v in default.metrics.items() if not k.startswith("jac/")
+        }

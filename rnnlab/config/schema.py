@@ -197,6 +197,11 @@ class ProbeConfig(Options):
 
     every: Int = Field(10, ge=1)
     """Measure the full gradient profile every N steps; always at step 0 and after the last."""
+    jacobian_trajectories: Int = Field(16, ge=0, le=4096)
+    """Held-out sequences the Jacobian spectrum (``jac/*``, first and last probe) is averaged
+    over, at most ``train.eval_size``; 0 skips it. It costs about seq_len × trajectories ×
+    hidden_size³ float64 multiply-adds on the CPU (``RunConfig.jacobian_seconds``): 0.1 s at
+    seq_len 100, hidden_size 64, minutes from hidden_size 512 at seq_len 1000."""
 
 
 # ---------------------------------------------------------------------- resources
@@ -251,6 +256,16 @@ class RunConfig(Options):
         """Every leaf by dotted key, e.g. {'task.seq_len': 100, 'model.gain': 1.0, 'seed': 0}."""
         return flatten(self.model_dump(mode="json"))
 
+    def jacobian_seconds(self) -> float:
+        """About how long one probe's Jacobian spectrum takes on one CPU core (an Elman cell;
+        0 for a gated one or with ``probe.jacobian_trajectories`` 0): one H×H product per
+        step and trajectory, and 12 SVDs per trajectory, at rates measured on the 2-core CPU
+        (within ~2× from H = 64 to 256; rnnlab.measure.dynamics)."""
+        if not cells.CELLS[self.model.cell].elman_measures:
+            return 0.0
+        n = min(self.probe.jacobian_trajectories, self.train.eval_size)
+        return n * self.model.hidden_size**3 * (5.4e-11 * self.task.length + 3e-9)
+
     def memory(self) -> dict[str, int]:
         """Bytes one run holds at its peak, by what holds them (an estimate from the shapes,
         within ~2× of the measured peak): the per-step states, the held-out set, the weights."""
@@ -285,6 +300,7 @@ KEY_OMITS_AT_DEFAULT = {
     "model.input_init": "default",
     "train.train_size": None,
     "train.epochs": None,
+    "probe.jacobian_trajectories": 16,
 }
 """Options added after ``NUMERICS`` 2 that leave ``run_key`` out at their default: a run that
 does not use one computes the same bits as before the option existed, so it keeps its key (and
