@@ -475,6 +475,8 @@ def bench_sweep(quick: bool, rounds: int) -> list[dict]:
 
 
 def _write(args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None, gated=()) -> int:
+    from rnnlab.train import measure_threads
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -489,6 +491,7 @@ def _write(args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None,
                 "rows": list(rows),
                 "gated": list(gated),
                 "ensembles": list(stacks),
+                "measure_threads": measure_threads(device=device.type),
                 "kernels": list(kernels),
                 "sweep": sweep,
             },
@@ -615,7 +618,14 @@ def main(argv=None) -> int:
     else:
         stack_cases = [(*shape, STACK_K) for shape in STACK_SHAPES]
         stack_cases = [(10, 64, 64, 4)] if args.quick else stack_cases
-    print("ensembles: K networks one after another (alone) or stacked (train_ensemble), 20 steps")
+    from rnnlab.train import measure_threads
+
+    threads = measure_threads(device=device.type)
+    where = f"on {threads} thread(s) beside training" if threads else "in the training loop"
+    print(
+        "ensembles: K networks one after another (alone) or stacked (train_ensemble), 20 steps; "
+        f"host measurements {where}"
+    )
     stack_cols = ("L", "B", "H", "K", "alone_s", "stacked_s", "alone/K", "stacked/K", "speed-up")
     print(" ".join(f"{c:>9}" for c in stack_cols))
     stacks = []
