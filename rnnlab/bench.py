@@ -621,7 +621,9 @@ def main(argv=None) -> int:
     from rnnlab.train import measure_threads
 
     threads = measure_threads(device=device.type)
-    where = f"on {threads} thread(s) beside training" if threads else "in the training loop"
+    where = (
+        f"on up to {threads} thread(s) (at most K) beside training" if threads else "in the loop"
+    )
     print(
         "ensembles: K networks one after another (alone) or stacked (train_ensemble), 20 steps; "
         f"host measurements {where}"

@@ -360,17 +360,19 @@ JACOBIAN_NOTE_SECONDS = 60
 
 def _note_jacobian_cost(grid: list[RunConfig]) -> None:
     """A note on stderr where the Jacobian spectrum (float64, on the CPU, ~L·n·H³) would take
-    a run minutes: the run shows no progress while it is measured."""
+    a run minutes: without measurement threads (a CPU's default) the run shows no progress
+    while it is measured."""
     worst = max(grid, key=lambda r: r.jacobian_seconds())
-    seconds = 2 * worst.jacobian_seconds()  # the first and the last probe
+    probes = 2 if worst.train.steps > 0 else 1  # the first and the last probe
+    seconds = probes * worst.jacobian_seconds()
     if seconds < JACOBIAN_NOTE_SECONDS:
         return
     took = f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
-    n = min(worst.probe.jacobian_trajectories, worst.train.eval_size)
     print(
         f"note: the Jacobian spectrum (jac/*) takes about {took} of a CPU core per run at "
         f"model.hidden_size={worst.model.hidden_size}, task.seq_len={worst.task.seq_len} "
-        f"along {n} trajectories; probe.jacobian_trajectories=0 skips it, fewer cost less",
+        f"along {worst.jacobian_inputs()} trajectories; probe.jacobian_trajectories=0 skips "
+        "it, fewer cost less",
         file=sys.stderr,
     )
 

@@ -197,7 +197,7 @@ def _train(
     pending: list[tuple[int, list[int], dict, list | None]] = []  # steps not yet synced
 
     synced: list[tuple[int, Measurement, Future | None]] = []  # synced, not yet yielded
-    jac = runs[0].probe.jacobian_trajectories
+    jac = runs[0].jacobian_inputs()  # probe and shapes are shared by the stack
     probed = 0  # the latest probe step
     for step in range(cfg.steps + 1):
         last = step == cfg.steps
@@ -282,7 +282,7 @@ def _probe(
     measurements' Future or None) — the gradient profile's summary, held-out evaluation (and
     over the fixed training set, if any), and at the first and last probe the theory beside
     it (a probe step syncs with the device anyway); ``_host_measures`` goes to ``later``,
-    with the Jacobian spectrum along ``jacobian`` trajectories (``probe.jacobian_trajectories``).
+    with the Jacobian spectrum along ``jacobian`` trajectories (``RunConfig.jacobian_inputs``).
     ``batch_size``: this step's batch (smaller at the end of an epoch). A gated cell gets the
     profiles (and the LSTM its cell-state profile) and the evaluation: the rest describes the
     Elman cell's W_hh and φ only."""

@@ -305,7 +305,7 @@ def test_jacobian_trajectories_keep_the_key_at_their_default_and_change_it_other
     base = RunConfig.model_validate({"seed": 3})
     same = RunConfig.model_validate({"seed": 3, "probe": {"jacobian_trajectories": 16}})
     fewer = RunConfig.model_validate({"seed": 3, "probe": {"jacobian_trajectories": 4}})
-    assert base.run_key == same.run_key != fewer.run_key
+    assert base.run_key == same.run_key == "f7e9b6e27a76d88f" != fewer.run_key  # as before it
 
 
 def test_jacobian_cost_estimate_scales_and_the_cli_notes_a_long_one(tmp_path):
@@ -318,6 +318,8 @@ def test_jacobian_cost_estimate_scales_and_the_cli_notes_a_long_one(tmp_path):
             }
         )
 
+    assert cfg(64, 100).jacobian_inputs() == 16
+    assert cfg(64, 100, n=100).jacobian_inputs() == 64  # the held-out set's first chunk: B
     small = cfg(64, 100).jacobian_seconds()
     assert 0 < small < 1
     assert cfg(128, 100).jacobian_seconds() == pytest.approx(8 * small)  # H³
@@ -328,7 +330,11 @@ def test_jacobian_cost_estimate_scales_and_the_cli_notes_a_long_one(tmp_path):
     )
     noted = cli("validate", path)
     assert noted.returncode == 0
-    assert "note: the Jacobian spectrum (jac/*) takes about" in noted.stderr
+    seconds = 16 * 1024**3 * (5.4e-11 * 1000 + 3e-9)  # about 979 s a probe, two probes
+    assert f"takes about {2 * seconds / 60:.0f} min of a CPU core per run" in noted.stderr
+    assert "hidden_size=1024, task.seq_len=1000 along 16 trajectories" in noted.stderr
     assert "probe.jacobian_trajectories=0 skips it" in noted.stderr
+    hours = cli("validate", path, "model.hidden_size=2048")
+    assert "takes about 4.4 h of a CPU core" in hours.stderr
     quiet = cli("validate", path, "probe.jacobian_trajectories=0")
     assert quiet.returncode == 0 and quiet.stderr == ""

@@ -317,32 +317,44 @@ def test_measure_threads_setting(monkeypatch):
 
 
 def test_the_jacobian_spectrum_follows_probe_jacobian_trajectories():
-    """Along the first n held-out sequences at the first probe (the initial weights), none
-    at n = 0; the other measurements do not change."""
+    """Along the first n held-out sequences at the first probe (the initial weights), at most
+    the held-out set's first chunk (train.batch_size), none at n = 0; at the default 16 the
+    sequences the theory uses, as before the option; the other measurements do not change."""
     import numpy as np
 
     import rnnlab.train as T
     from rnnlab.measure import dynamics, names
 
     def first(n):
-        run = _small().model_copy(
-            update={"probe": _small().probe.model_copy(update={"jacobian_trajectories": n})}
+        run = RunConfig.model_validate(
+            {
+                "task": {"name": "adding", "seq_len": 20},
+                "model": {"hidden_size": 8},
+                "train": {"steps": 2, "batch_size": 6, "eval_size": 20},
+                "probe": {"jacobian_trajectories": n},
+            }
         )
         return run, next(iter(T.train(run)))
 
-    _, default = first(16)
-    run, three = first(3)
-    _, none = first(0)
+    run, default = first(16)
     task, model = T.build([run])
     held_out = T.HeldOut.draw(task, [T.stream(run.seed, "eval")], run.train, "cpu", torch.float32)
-    expected = dynamics.jacobian_spectrum(model.member(0), held_out.inputs(0, 3))
-    for col, values in expected.items():
-        assert np.array_equal(three.tables[names.TABLE_JACOBIAN][col], values, equal_nan=True)
-    assert not np.array_equal(
-        default.tables[names.TABLE_JACOBIAN]["log_sv_max"], expected["log_sv_max"]
-    )
+
+    def along(n):
+        x = held_out.inputs(0, n)
+        return x.shape[1], dynamics.jacobian_spectrum(model.member(0), x)
+
+    cases = {16: (default, along(T.THEORY_INPUTS))}  # 16 → the theory's 6 (B = 6)
+    for n in (3, 50):
+        cases[n] = (first(n)[1], along(n))
+    assert [cases[n][1][0] for n in (3, 16, 50)] == [3, 6, 6]
+    for n, (m, (_, expected)) in cases.items():
+        for col, values in expected.items():
+            assert np.array_equal(m.tables[names.TABLE_JACOBIAN][col], values, equal_nan=True), n
+    assert not np.array_equal(cases[3][1][1]["log_sv_max"], cases[16][1][1]["log_sv_max"])
+    _, none = first(0)
     assert names.TABLE_JACOBIAN not in none.tables and names.JAC_LOG_SV_MAX not in none.metrics
-    for m in (three, none):
+    for m in (cases[3][0], none):
         assert {k: v for k, v in m.metrics.items() if not k.startswith("jac/")} == {
             k: v for k, v in default.metrics.items() if not k.startswith("jac/")
         }

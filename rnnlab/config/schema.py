@@ -199,7 +199,8 @@ class ProbeConfig(Options):
     """Measure the full gradient profile every N steps; always at step 0 and after the last."""
     jacobian_trajectories: Int = Field(16, ge=0, le=4096)
     """Held-out sequences the Jacobian spectrum (``jac/*``, first and last probe) is averaged
-    over, at most ``train.eval_size``; 0 skips it. It costs about seq_len × trajectories ×
+    over, at most ``train.batch_size`` and ``train.eval_size`` (the held-out set's first
+    chunk: ``RunConfig.jacobian_inputs``); 0 skips it. It costs about seq_len × trajectories ×
     hidden_size³ float64 multiply-adds on the CPU (``RunConfig.jacobian_seconds``): 0.1 s at
     seq_len 100, hidden_size 64, minutes from hidden_size 512 at seq_len 1000."""
 
@@ -256,14 +257,19 @@ class RunConfig(Options):
         """Every leaf by dotted key, e.g. {'task.seq_len': 100, 'model.gain': 1.0, 'seed': 0}."""
         return flatten(self.model_dump(mode="json"))
 
-    def jacobian_seconds(self) -> float:
-        """About how long one probe's Jacobian spectrum takes on one CPU core (an Elman cell;
-        0 for a gated one or with ``probe.jacobian_trajectories`` 0): one H×H product per
-        step and trajectory, and 12 SVDs per trajectory, at rates measured on the 2-core CPU
-        (within ~2× from H = 64 to 256; rnnlab.measure.dynamics)."""
+    def jacobian_inputs(self) -> int:
+        """How many held-out sequences the Jacobian spectrum is taken along: the first
+        ``probe.jacobian_trajectories`` of the held-out set's first chunk (of at most
+        ``train.batch_size``); 0 for a gated cell, which has none."""
         if not cells.CELLS[self.model.cell].elman_measures:
-            return 0.0
-        n = min(self.probe.jacobian_trajectories, self.train.eval_size)
+            return 0
+        return min(self.probe.jacobian_trajectories, self.train.batch_size, self.train.eval_size)
+
+    def jacobian_seconds(self) -> float:
+        """About how long one probe's Jacobian spectrum takes on one CPU core: one H×H product
+        per step and trajectory, and 12 SVDs per trajectory, at rates measured on the 2-core
+        CPU (within ~2× from H = 64 to 256; rnnlab.measure.dynamics)."""
+        n = self.jacobian_inputs()
         return n * self.model.hidden_size**3 * (5.4e-11 * self.task.length + 3e-9)
 
     def memory(self) -> dict[str, int]:
@@ -300,7 +306,7 @@ KEY_OMITS_AT_DEFAULT = {
     "model.input_init": "default",
     "train.train_size": None,
     "train.epochs": None,
-    "probe.jacobian_trajectories": 16,
+    "probe.jacobian_trajectories": 16,  # the THEORY_INPUTS it was taken along before
 }
 """Options added after ``NUMERICS`` 2 that leave ``run_key`` out at their default: a run that
 does not use one computes the same bits as before the option existed, so it keeps its key (and

@@ -2,7 +2,8 @@
 singular values of the Jacobian product.
 
 Both run one network's recurrence again in float64 along B held-out input sequences x
-(L, B, D) — the trajectories the theory uses (``rnnlab.train.THEORY_INPUTS``) — with
+(L, B, D) — the trajectories the theory uses (``rnnlab.train.THEORY_INPUTS``; the Jacobian
+spectrum the first ``probe.jacobian_trajectories`` of them) — with
 
     z_t = W_hh h_{t−1} + W_xh x_t + b,   h_t = φ(z_t),   h_0 = 0,   t = 1..L.
 
