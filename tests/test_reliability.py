@@ -153,8 +153,14 @@ def test_sigkill_of_the_process_tree_then_resume_gives_the_complete_grid(tmp_pat
     # Runs alone, one after another in each worker, so they finish one by one: two stacks of 3
     # end together, six runs within a moment, and the kill could come after the last.
     proc = start(path, store, "--workers", "2", "train.ensemble=off")
+
+    def two_done_and_more_running():  # both workers may be between runs at a moment
+        runs = grid_runs(store, "slow")[1]
+        running = any(r.info.status == "RUNNING" for r in runs)
+        return len(finished_keys(runs)) >= 2 and running
+
     try:
-        wait_for(lambda: len(finished_keys(grid_runs(store, "slow")[1])) >= 2)
+        wait_for(two_done_and_more_running)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
