@@ -227,3 +227,33 @@ def test_metrics_written_directly_read_back_as_mlflow_log_batch_writes_them(tmp_
     big = 1.7976931348623157e308  # MLflow stores ±inf as ±max float
     assert latest(direct) == {"a": 7.0, "b": "nan", "c": -big, "d": 0.5, "e": "nan", "f": 1.0}
     assert len(history(direct, "a")) == 4  # the repeated (a, 2.0, 10, 1) once
+
+
+def test_a_training_run_s_metrics_reach_the_store_while_it_trains(tmp_path, monkeypatch):
+    """Every FLUSH_SECONDS (and every MAX_BATCH values), not only at the end: the UI's
+    charts follow a run as it trains."""
+    import rnnlab.track.mlflow as tracked
+    from rnnlab.config import RunConfig
+    from rnnlab.train import Measurement
+
+    clock = [1000.0]
+    monkeypatch.setattr(tracked.time, "monotonic", lambda: clock[0])
+    tracker = tracked.MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker.experiment_id = tracker.client.create_experiment("live")
+    tracker.start_run(0, RunConfig(), "live-run")
+    run_id = tracker._runs[0].run_id
+
+    def stored() -> list[int]:
+        return [m.step for m in tracker.client.get_metric_history(run_id, "train/loss")]
+
+    tracker.log(0, Measurement(0, {"train/loss": 1.0}))
+    clock[0] += tracked.FLUSH_SECONDS / 2
+    tracker.log(0, Measurement(1, {"train/loss": 0.9}))
+    assert stored() == []  # within FLUSH_SECONDS: still a batch
+    clock[0] += tracked.FLUSH_SECONDS / 2
+    tracker.log(0, Measurement(2, {"train/loss": 0.8}))
+    assert stored() == [0, 1, 2]  # FLUSH_SECONDS after the run began: in the store
+    tracker.log(0, Measurement(3, {"train/loss": 0.7}))
+    assert stored() == [0, 1, 2]
+    tracker.end_run(0, "finished")
+    assert stored() == [0, 1, 2, 3]

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from rnnlab.train import Measurement
 
 MAX_BATCH = 1000  # MLflow's per-request metric limit
+FLUSH_SECONDS = 2.0
+"""A training run's metrics reach the store at least this often (and every ``MAX_BATCH``
+values), so the UI's charts follow it: batching by size alone held a run's first ~400 steps
+back until then."""
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
 # MLflow logs a failed SQL statement (with its parameters) before raising; rnnlab reports
@@ -109,6 +113,8 @@ class _Run:
     latest: dict[str, tuple] = field(default_factory=dict)
     """Metric key → its latest row so far (``_SqlMetrics``): this process opened the run and
     is its only writer, so it knows every value the run holds."""
+    flushed: float = field(default_factory=lambda: time.monotonic())
+    """When its metrics last went to the store (``time.monotonic``)."""
 
 
 class _SqlMetrics:
@@ -468,7 +474,7 @@ class MlflowTracker:
             r.profiles.append((m.step, m.profile))
         for name, columns in m.tables.items():
             r.tables.setdefault(name, []).append(table_frame(m.step, columns))
-        if len(r.metrics) >= MAX_BATCH:
+        if len(r.metrics) >= MAX_BATCH or time.monotonic() - r.flushed >= FLUSH_SECONDS:
             self._flush(r)
 
     def _flush(self, r: _Run) -> None:
@@ -478,6 +484,7 @@ class MlflowTracker:
             for i in range(0, len(r.metrics), MAX_BATCH):
                 self.client.log_batch(r.run_id, metrics=r.metrics[i : i + MAX_BATCH])
         r.metrics = []
+        r.flushed = time.monotonic()
 
     @functools.cached_property
     def _sql(self) -> _SqlMetrics | None:
