@@ -17,7 +17,9 @@ Then the gated cells (``model.cell`` lstm, gru): a training step of ``torch.nn.L
 ``rnnlab.model.gated.Gated`` recording every ‖∂L/∂h_t‖ and ‖∂L/∂c_t‖ (c), as ratios to (a).
 
 Then stacks (``rnnlab.model.elman.Elman`` with K members): eight networks trained one after another against the
-same eight as one stack, at a few shapes; and the sweep throughput: the wall time of the default
+same eight as one stack, at a few shapes; what dyn/lyapunov_max costs at a probe (one network,
+and per member of a stack of 16) against a training step, as its share of a default-sweep run
+(the issue's bound: ≤ 5 % on a GPU); and the sweep throughput: the wall time of the default
 sweep (``make sweep``, experiments/vanishing.yaml) run as a user runs it, each into a fresh
 store, with ``train.ensemble`` off, auto (the default) and 16 (every family stacked),
 interleaved over two rounds, reported as median ratios to off (not with ``--quick``). Everything
@@ -344,6 +346,51 @@ def time_stack(L: int, B: int, H: int, device, K: int = STACK_K, steps: int = 20
     }
 
 
+LYAPUNOV_LENGTHS = [10, 50, 100, 200]
+"""The default sweep's sequence lengths (experiments/vanishing.yaml: B = H = 64, 300 steps,
+dyn/lyapunov_max at the first and last probe)."""
+
+
+def time_lyapunov(L: int, device, K: int = 16, steps: int = 300, repeats: int = 5) -> dict:
+    """dyn/lyapunov_max at one probe (``theory.lyapunov_max_stacked``: 16 trajectories, H = 64,
+    tanh, float64, read back as training reads it) for one network and per member of a stack
+    of K, against a training step at (L, 64, 64); ``share``: the two probes' part of a run of
+    ``steps`` steps, one network."""
+    from rnnlab.measure import theory
+    from rnnlab.train import THEORY_INPUTS
+
+    H = 64
+    w = _ours(H, device).member(0)
+    x = torch.rand(K, L, THEORY_INPUTS, D, device=device)
+
+    def probe(k: int) -> float:
+        params = [p.expand(k, *p.shape).contiguous() for p in (w.weight_ih, w.weight_hh, w.bias)]
+        times = []
+        for _ in range(repeats + 1):  # the first: warm-up (Triton compiles)
+            _sync(device)
+            t0 = time.perf_counter()
+            theory.lyapunov_max_stacked(*params, x[:k], "tanh").tolist()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times[1:])
+
+    one, stack = probe(1), probe(K)
+    step = _interleaved(
+        {"c": _contenders(L, 64, H, device)["c"]},
+        torch.rand(L, 64, D, device=device),
+        torch.rand(64, 1, device=device),
+        device,
+        repeats,
+    )["c"]
+    return {
+        "L": L,
+        "K": K,
+        "lyapunov_ms": 1e3 * one,
+        "stacked_per_member_ms": 1e3 * stack / K,
+        "step_ms": 1e3 * step,
+        "share_%": 100 * 2 * one / (steps * step + 2 * one),
+    }
+
+
 KERNEL_SHAPES = [(100, 64, 64), (1000, 32, 128), (5000, 16, 64), (1000, 64, 256)]
 KERNEL_TILES = (  # RNNLAB_TRITON_TILE values; "" is triton_elman's default for (B, H)
     "",
@@ -474,7 +521,9 @@ def bench_sweep(quick: bool, rounds: int) -> list[dict]:
     return out
 
 
-def _write(args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None, gated=()) -> int:
+def _write(
+    args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None, gated=(), lyapunov=()
+) -> int:
     from rnnlab.train import measure_threads
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -491,6 +540,7 @@ def _write(args, device, card, peak, rows=(), stacks=(), kernels=(), sweep=None,
                 "rows": list(rows),
                 "gated": list(gated),
                 "ensembles": list(stacks),
+                "lyapunov": list(lyapunov),
                 "measure_threads": measure_threads(device=device.type),
                 "kernels": list(kernels),
                 "sweep": sweep,
@@ -640,11 +690,26 @@ def main(argv=None) -> int:
             f"{row['speedup']:8.2f}x",
             flush=True,
         )
+    print(
+        "dyn/lyapunov_max per probe (16 trajectories, H = 64, float64) against a training step "
+        "(B = 64); share: its first and last probe in a default-sweep run (300 steps)"
+    )
+    lyap_cols = ("L", "K", "lyap_ms", "stack/K_ms", "step_ms", "share_%")
+    print(" ".join(f"{c:>10}" for c in lyap_cols))
+    lyapunov = []
+    for L in LYAPUNOV_LENGTHS[2:3] if args.quick else LYAPUNOV_LENGTHS:
+        row = time_lyapunov(L, device)
+        lyapunov.append(row)
+        print(
+            f"{L:10d} {row['K']:10d} {row['lyapunov_ms']:10.2f} {row['stacked_per_member_ms']:10.2f}"
+            f" {row['step_ms']:10.2f} {row['share_%']:10.2f}",
+            flush=True,
+        )
     sweep = None
     if not (args.no_sweep or args.quick):
         print(f"{SWEEP}: wall time by train.ensemble (each a fresh process and store)")
         sweep = bench_sweep(args.quick, args.sweep_rounds)
-    return _write(args, device, card, peak, rows, stacks, kernel_rows, sweep, gated)
+    return _write(args, device, card, peak, rows, stacks, kernel_rows, sweep, gated, lyapunov)
 
 
 if __name__ == "__main__":

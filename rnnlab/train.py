@@ -302,6 +302,12 @@ def _probe(
         evals = [
             e | {renamed[n]: v for n, v in t.items()} for e, t in zip(evals, on_train, strict=True)
         ]
+    elman = CELLS[model.cell].elman_measures
+    lyapunov = None  # every member's at once: one launch on a GPU (``theory.lyapunov_max_stacked``)
+    if elman and (step == 0 or last):
+        params = (model.weight_ih, model.weight_hh, model.bias)
+        x = held_out.all_inputs(THEORY_INPUTS)
+        lyapunov = theory.lyapunov_max_stacked(*params, x, model.activation).tolist()
     out = []
     for k, profile in enumerate(profiles):
         m = probes.profile_summary(profile) | evals[k] | probes.input_summary(input_profiles[k])
@@ -309,15 +315,15 @@ def _probe(
         if cell_profiles is not None:
             m |= probes.cell_summary(cell_profiles[k])
             tables[names.TABLE_GRAD_C] = probes.profile_table(cell_profiles[k])
-        if not CELLS[model.cell].elman_measures:
+        if not elman:
             out.append((profile.numpy(), m, tables, None))
             continue
         member = model.member(k)
         x = held_out.inputs(k, THEORY_INPUTS)
-        if step == 0 or last:  # theory beside measurement: first and last probe
-            if step == 0:
-                m |= theory.run_predictions(member, x)
-            m[names.LYAPUNOV_MAX] = theory.lyapunov_max(member, x)  # on the model's device
+        if step == 0:  # theory beside measurement
+            m |= theory.run_predictions(member, x)
+        if lyapunov is not None:  # first and last probe
+            m[names.LYAPUNOV_MAX] = lyapunov[k]
         # A copy now: the optimizer updates the weights in place while the copy is measured.
         weights = (member.weight_ih, member.weight_hh, member.bias)
         host = MemberWeights(*(_snapshot(t) for t in weights), member.activation)
@@ -512,6 +518,10 @@ class HeldOut:
     def inputs(self, k: int, n: int) -> torch.Tensor:
         """Member k's first n held-out input sequences, x (L, n, D)."""
         return self.chunks[0][0][k][:, :n]
+
+    def all_inputs(self, n: int) -> torch.Tensor:
+        """Every member's first n held-out input sequences, x (K, L, n, D)."""
+        return self.chunks[0][0][:, :, :n]
 
     def keep(self, positions: list[int]) -> None:
         """Keep the members at ``positions`` (as ``Elman.keep``)."""

@@ -116,3 +116,28 @@ def test_cuda_float64(monkeypatch, activation, B, H):
     got, want = fused(*args, activation), reference(*args, activation)
     for name, a, r in zip(NAMES, got, want, strict=True):
         assert rel_err(a, r) <= TOL[torch.float64], f"{name}: {rel_err(a, r):.2e}"
+
+
+@pytest.mark.parametrize("H", [16, 64, 96])  # 96 > MAX_H in float64: the torch recursion
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits(monkeypatch, activation, H):
+    """dyn/lyapunov_max on the GPU (one tangent-kernel launch for a stack of 3 where it covers
+    the shape) against the CPU's torch recursion, and member j of the stack against member j
+    alone, bit for bit. float64 throughout and gains below chaos, so the CPU's and the GPU's
+    trajectories stay within rounding of each other over L = 100 steps."""
+    from rnnlab.measure import theory
+
+    gen = torch.Generator().manual_seed(2)
+    K, L, B, D, f64 = 3, 100, 16, 2, torch.float64
+    w_ih = torch.randn(K, H, D, generator=gen, dtype=f64)
+    x = torch.randn(K, L, B, D, generator=gen, dtype=f64)
+    w_hh = torch.randn(K, H, H, generator=gen, dtype=f64) / H**0.5
+    w_hh = w_hh * torch.tensor([0.5, 0.9, 1.2], dtype=f64)[:, None, None]
+    params = (w_ih, w_hh, 0.1 * torch.randn(K, H, generator=gen, dtype=f64), x)
+    cpu = theory.lyapunov_max_stacked(*params, activation)
+    on_gpu = [p.cuda() for p in params]
+    gpu = theory.lyapunov_max_stacked(*on_gpu, activation)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-9)
+    for j in range(K):
+        alone = theory.lyapunov_max_stacked(*(p[j : j + 1] for p in on_gpu), activation)
+        assert torch.equal(alone, gpu[j : j + 1])

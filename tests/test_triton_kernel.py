@@ -7,6 +7,7 @@ triton. With a GPU the compiled kernels are tested instead (tests/test_triton_cu
 module skips, unless TRITON_INTERPRET=1 was set by the caller.
 """
 
+import math
 import os
 import sys
 
@@ -24,6 +25,7 @@ triton_elman = pytest.importorskip("rnnlab.model.backends.triton_elman")  # need
 
 from elman_cases import NAMES, TOL, fused, reference, rel_err, stack  # noqa: E402
 
+from rnnlab.measure import theory  # noqa: E402
 from rnnlab.model import backends as kernels  # noqa: E402
 from rnnlab.model.activations import ACTIVATIONS  # noqa: E402
 from rnnlab.model.backends import cpp as _ext  # noqa: E402
@@ -238,3 +240,75 @@ def test_tile_override_reads_every_key_and_refuses_the_rest(monkeypatch):
         monkeypatch.setenv("RNNLAB_TRITON_TILE", bad)
         with pytest.raises(ValueError, match=f"RNNLAB_TRITON_TILE='{bad[:30]}.*' is not"):
             triton_elman.tile_override()
+
+
+# ------------------------------------------------------------ the k = 1 Lyapunov tangent kernel
+def _drive(K, T, B, H, g, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(K, H, H, dtype=torch.float64, generator=gen) * g / H**0.5
+    return w, 0.5 * torch.randn(K, T, B, H, dtype=torch.float64, generator=gen)
+
+
+@pytest.mark.parametrize(
+    "activation, g, K, qr_every",
+    [
+        ("tanh", 3.0, 1, 5),
+        ("relu", 1.8, 2, 1),
+        ("sigmoid", 4.0, 1, 1),
+        ("linear", 1.1, 2, 5),
+        ("leaky_relu", 1.5, 1, 7),
+        ("hardtanh", 2.0, 2, 5),
+    ],
+)
+def test_tangent_kernel_equals_the_torch_recursion(monkeypatch, activation, g, K, qr_every):
+    """theory.lyapunov_spectrum at k = 1 on the kernel (one launch for the stack) against its
+    own torch recursion, float64: the same arithmetic but each product summed in another order,
+    so equal to rounding. The chaotic cases (tanh g = 3, relu g = 1.8, hardtanh g = 2) would
+    drift apart if the trajectory differed by more. H = 12 pads the tile's columns."""
+    w, u = _drive(K, 23, 2, 12, g)
+    monkeypatch.setenv("RNNLAB_BACKEND", "python")
+    assert not kernels.tangent_covers(u, activation)
+    want = theory.lyapunov_spectrum(w, u, activation, k=1, qr_every=qr_every)
+    monkeypatch.setenv("RNNLAB_BACKEND", "triton")
+    assert kernels.tangent_covers(u, activation)
+    got = theory.lyapunov_spectrum(w, u, activation, k=1, qr_every=qr_every)
+    assert got.shape == (K, 1) and got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    assert not torch.equal(got, torch.zeros_like(got))
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero encountered in log")  # ln 0 = −∞: the answer
+def test_tangent_kernel_edges(monkeypatch):
+    """One step (no transient: its one renormalisation counts), a single network's 2-D weights,
+    and a dead ReLU network (a zero tangent vector: −∞, not NaN), against the torch recursion."""
+    w, u = _drive(1, 1, 2, 8, 1.3)
+    runs = {}
+    for backend in ("python", "triton"):
+        monkeypatch.setenv("RNNLAB_BACKEND", backend)
+        one = theory.lyapunov_spectrum(w[0], u[0], "tanh", k=1)
+        runs[backend] = one, theory.lyapunov_spectrum(w, u - 100, "relu", k=1)
+    (want, dead_want), (got, dead) = runs["python"], runs["triton"]
+    assert got.shape == (1,)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert dead.tolist() == dead_want.tolist() == [[-math.inf]]
+
+
+def test_tangent_kernel_stack_equals_each_member_alone_bit_for_bit(interpreted):
+    """lyapunov_max_stacked on the kernel: member j of a stack of 3 is the bits of member j
+    alone (its drive its own multiply, its trajectories its own programs)."""
+    gen = torch.Generator().manual_seed(5)
+    K, L, B, D, H = 3, 17, 2, 3, 16
+    w_ih, x = torch.randn(K, H, D, generator=gen), torch.randn(K, L, B, D, generator=gen)
+    w_hh, b = torch.randn(K, H, H, generator=gen) * 0.4, torch.randn(K, H, generator=gen) * 0.1
+    stacked = theory.lyapunov_max_stacked(w_ih, w_hh, b, x, "tanh")
+    for j in range(K):
+        one = (p[j : j + 1] for p in (w_ih, w_hh, b, x))
+        assert torch.equal(theory.lyapunov_max_stacked(*one, "tanh"), stacked[j : j + 1])
+    assert stacked.unique().numel() == K
+
+
+def test_tangent_kernel_coverage(interpreted):
+    """W_hh on chip only (float64: H ≤ 64); beyond, the torch recursion runs."""
+    assert kernels.tangent_covers(torch.zeros(1, 3, 2, 64, dtype=torch.float64), "tanh")
+    assert not kernels.tangent_covers(torch.zeros(1, 3, 2, 96, dtype=torch.float64), "tanh")
+    assert not kernels.tangent_covers(torch.zeros(3, 2, 16, dtype=torch.float64), "tanh")

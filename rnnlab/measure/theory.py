@@ -179,7 +179,9 @@ def lyapunov_spectrum(
     over an interval is the R factor of the product, so every interval gives the same numbers
     as a QR per step, up to rounding (see ``QR_EVERY``). For k = 1 the QR is a renormalisation:
     R is the vector's norm. All members and trajectories advance together, in float64 on the
-    inputs' device, with no host synchronisation.
+    inputs' device, with no host synchronisation: for k = 1 where Triton's tangent kernel
+    covers u (CUDA, H ≤ 64, an activation of its table: ``backends.tangent_covers``) as one
+    launch, else a few small kernels a step (on a GPU, ~600 launches for L = 100).
 
     Args:
         weight_hh: (H, H), or (K, H, H) for a stack of K networks.
@@ -204,11 +206,18 @@ def lyapunov_spectrum(
     transient = T // 10 if transient is None else transient
     act = activations.get(activation)
     w_t = w.transpose(1, 2)  # W_hhᵀ (K, H, H)
-    drive = u.transpose(0, 1).contiguous().unbind(0)  # T contiguous (K, B, H)
     # The same random orthonormal k-frame per trajectory for every member, drawn on the CPU so
     # that the numbers do not depend on the device.
     g = torch.Generator().manual_seed(0)
     q0 = torch.linalg.qr(torch.randn(B, H, k, dtype=w.dtype, generator=g))[0]
+    if k == 1 and _tangent_kernel(u, activation):  # the whole loop below in one launch
+        from rnnlab.model import backends
+
+        v0 = q0[..., 0].to(w.device)
+        total = backends.tangent_loop(u, w_t, v0, activation, transient, qr_every)  # (K, B)
+        out = (total / max(1, T - transient)).mean(1, keepdim=True)  # (K, 1)
+        return out[0] if single else out
+    drive = u.transpose(0, 1).contiguous().unbind(0)  # T contiguous (K, B, H)
     v = q0.mT.to(w.device).expand(K, B, k, H).contiguous()  # rows are the tangent vectors
     h = w.new_zeros(K, B, H)
     total = w.new_zeros(K, B, k)
@@ -237,6 +246,11 @@ def lyapunov_max_stacked(
 ):
     """dyn/lyapunov_max of K stacked networks along their own input trajectories, in one call.
 
+    A member's value is the same bits alone or in a stack of any size: its drive is its own
+    multiply (``member_mm``), and the recursion runs for the whole stack in one Triton launch
+    where the kernel covers it (CUDA, H ≤ 64: ``backends.tangent_covers``), else member by
+    member (a batched multiply's kernel, and so its rounding, depends on K).
+
     Args:
         weight_ih: (K, H, D); weight_hh: (K, H, H); bias: (K, H) — e.g. a stacked
             ``rnnlab.model.Elman``'s parameters of those names.
@@ -247,12 +261,25 @@ def lyapunov_max_stacked(
     """
     import torch
 
+    from rnnlab.model.elman import member_mm
+
     with torch.no_grad():  # the drive W_xh x_t + b in the model's dtype, as its forward pass
         K, L, B, D = x.shape
-        u = torch.baddbmm(
-            bias.unsqueeze(1), x.reshape(K, L * B, D).to(weight_ih.dtype), weight_ih.mT
-        ).view(K, L, B, -1)
-    return lyapunov_spectrum(weight_hh, u, activation, k=k, qr_every=qr_every)[:, 0]
+        flat = x.reshape(K, L * B, D).to(weight_ih.dtype)
+        u = member_mm(flat, weight_ih.mT, bias.unsqueeze(1)).view(K, L, B, -1).double()
+    if k == 1 and _tangent_kernel(u, activation):
+        return lyapunov_spectrum(weight_hh, u, activation, k=1, qr_every=qr_every)[:, 0]
+    one = [
+        lyapunov_spectrum(weight_hh[j], u[j], activation, k=k, qr_every=qr_every) for j in range(K)
+    ]
+    return torch.stack([s[0] for s in one]) if K else u.new_zeros(0, dtype=torch.float64)
+
+
+def _tangent_kernel(u, activation: str) -> bool:
+    """Whether the k = 1 recursion along u ((K,) T, B, H) runs as one Triton launch."""
+    from rnnlab.model import backends
+
+    return u.dim() == 4 and backends.tangent_covers(u, activation)
 
 
 def lyapunov_max_perturbation(

@@ -1,7 +1,8 @@
 """Which implementation runs the two BPTT recursions of ``rnnlab.model.elman._ElmanBPTT``,
 and the calls into it (``forward``, ``backward``).
 
-Three backends compute the same recursions:
+Three backends compute the same recursions (and Triton also the k = 1 Lyapunov recursion of
+``rnnlab.measure.theory``, ``tangent_loop``):
 
 - ``triton``: one persistent fused kernel per direction (``triton_elman.py``); chosen for CUDA
   tensors when Triton is importable and the shape and activation are covered;
@@ -122,3 +123,20 @@ def backward(dz, hs, w, norms: torch.Tensor | None, activation: str) -> None:
 def _floats(args: tuple) -> list[float]:
     """An operator's extra arguments for the C++ loops, which type them by its schema."""
     return [float(a) for a in args]
+
+
+def tangent_covers(u: torch.Tensor, activation: str) -> bool:
+    """Whether ``tangent_loop`` runs the k = 1 Lyapunov recursion along u (K, T, B, H) on
+    Triton: CUDA tensors the kernel covers, or CPU tensors under the interpreter with
+    ``RNNLAB_BACKEND=triton`` (as ``backend``); otherwise the caller's torch operations run."""
+    forced = os.environ.get("RNNLAB_BACKEND", "").strip().lower()
+    if forced in ("cpp", "python") or not (u.is_cuda or (forced == "triton" and interpreting())):
+        return False
+    module, _ = _triton()
+    return module is not None and module.tangent_supported(u, activation)[0]
+
+
+def tangent_loop(u, w_t, v0, activation: str, transient: int, qr_every: int) -> torch.Tensor:
+    """Σ ln ‖v‖ after the transient per (member, trajectory) (K, B): Triton's
+    ``tangent_loop`` (where ``tangent_covers``)."""
+    return _triton()[0].tangent_loop(u, w_t, v0, activation, transient, qr_every)

@@ -30,6 +30,10 @@ with a tiling chosen from (B, H, dtype) only, and no value crosses programs, so 
 numbers are the same bits whether it runs alone or in a stack of any size K (tested under the
 interpreter: ``tests/test_triton_kernel.py``).
 
+The same forward recursion carrying one tangent vector per sequence (``_elman_tangent``,
+``tangent_loop``) is the k = 1 Lyapunov estimate of ``rnnlab.measure.theory`` (float64, W_hh
+on chip, H ≤ ``MAX_H``): one launch per stack at a probe instead of ~6 small kernels a step.
+
 Larger H (``MAX_H``: 128 in float32, 64 in float64) does not fit one program's registers. There
 the *_wide kernels run the same grid, each program walking each step's product in chunks of
 32 × 32: W_hh is read from memory every step (L2-resident: 256 KB at H = 256 in fp32) and
@@ -351,6 +355,63 @@ def _elman_backward_wide(
         pn -= s_nt
 
 
+def _elman_tangent(
+    u_ptr,
+    wt_ptr,
+    v_ptr,
+    out_ptr,
+    T,
+    B,
+    H,
+    transient,
+    qr_every,
+    s_uk,
+    s_ut,
+    s_ub,
+    s_wk,
+    s_wi,
+    s_wj,
+    s_vb,
+    s_ok,
+    ACT: tl.constexpr,
+    P0: tl.constexpr,
+    P1: tl.constexpr,
+    LIBDEVICE_TANH: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    """The forward recursion h_t = φ(u_t + h_{t−1} W_hhᵀ) carrying one tangent vector per
+    trajectory, v_t = φ′(z_t) ⊙ (v_{t−1} W_hhᵀ) (rows), renormalised every ``qr_every`` steps
+    counted from ``transient`` and at the last step; out[k, b] = Σ ln ‖v‖ over the
+    renormalisations at steps t ≥ transient (``tangent_loop``). The same tiles and products as
+    ``_elman_forward``'s broadcast-and-sum form, W_hhᵀ on chip."""
+    k = tl.program_id(0)
+    rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rh = tl.arange(0, BLOCK_H)
+    mask = (rb[:, None] < B) & (rh[None, :] < H)
+    zero = rb[:, None] * 0
+    w_ptrs = wt_ptr + k.to(tl.int64) * s_wk + rh[:, None] * s_wi + rh[None, :] * s_wj
+    w = tl.load(w_ptrs, mask=(rh[:, None] < H) & (rh[None, :] < H), other=0.0)  # W_hhᵀ, on chip
+    p = u_ptr + k.to(tl.int64) * s_uk + rb[:, None] * s_ub + rh[None, :]
+    z = tl.load(p, mask=mask, other=0.0)
+    v = tl.load(v_ptr + rb[:, None] * s_vb + rh[None, :], mask=mask, other=0.0)
+    h = tl.zeros([BLOCK_B, BLOCK_H], dtype=z.dtype)
+    total = tl.zeros([BLOCK_B], dtype=z.dtype)
+    for t in range(T):
+        z_next = tl.load(p + s_ut, mask=mask & (zero + t + 1 < T), other=0.0)
+        h = _phi(z + tl.sum(h[:, :, None] * w[None, :, :], axis=1), ACT, P0, P1, LIBDEVICE_TANH)
+        v = _phi_grad(tl.sum(v[:, :, None] * w[None, :, :], axis=1), h, ACT, P0, P1)
+        # padded columns: h may hold φ(0) there, but W's padded rows keep v's columns 0
+        r = tl.sqrt(tl.sum(v * v, axis=1))  # (BLOCK_B,)
+        renorm = ((t + 1 - transient) % qr_every == 0) | (t == T - 1)
+        r_or_1 = tl.where(r > 0, r, 1.0)  # a zero vector (dead ReLUs) stays zero
+        v = tl.where(renorm, v / r_or_1[:, None], v)
+        total += tl.where(renorm & (t >= transient), tl.log(r), 0.0)
+        z = z_next
+        p += s_ut
+    tl.store(out_ptr + k.to(tl.int64) * s_ok + rb, total, mask=rb < B)
+
+
 @functools.cache
 def _kernels(interpret: bool):
     """(forward, backward) as Triton kernels, interpreted or compiled, wrapped once per mode.
@@ -361,6 +422,7 @@ def _kernels(interpret: bool):
     else:
         wrap = triton.jit
     kernels = (_elman_forward, _elman_backward, _elman_forward_wide, _elman_backward_wide)
+    kernels += (_elman_tangent,)
     return tuple(wrap(k) for k in kernels)
 
 
@@ -507,6 +569,72 @@ def backward_loop(
             NORMS=norms is not None,
             **meta,
         )
+
+
+def tangent_loop(
+    u: torch.Tensor,
+    w_t: torch.Tensor,
+    v0: torch.Tensor,
+    activation: str,
+    transient: int,
+    qr_every: int,
+    num_warps=None,
+) -> torch.Tensor:
+    """Σ ln ‖v‖ over the renormalisations at steps ≥ ``transient`` (K, B), for the recursion
+    driven by u (K, T, B, H) with W_hhᵀ = w_t (K, H, H) from the unit tangent vectors v0
+    (B, H) (the same for every member): the k = 1 Lyapunov estimate of
+    ``rnnlab.measure.theory.lyapunov_spectrum`` in one launch for the whole stack."""
+    K, T, B, H = u.shape
+    meta = _meta(B, H, u.dtype, num_warps)  # the register form's tile, whatever was asked
+    meta = {k: meta[k] for k in ("BLOCK_B", "num_warps", "num_stages")}
+    meta["BLOCK_H"] = max(16, triton.next_power_of_2(H))
+    out = u.new_zeros(K, B)
+    if u.numel() == 0:
+        return out
+    with _on(u):
+        _kernels(interpreting())[4][(K, triton.cdiv(B, meta["BLOCK_B"]))](
+            u,
+            w_t,
+            v0,
+            out,
+            T,
+            B,
+            H,
+            transient,
+            qr_every,
+            u.stride(0),
+            u.stride(1),
+            u.stride(2),
+            *w_t.stride(),
+            v0.stride(0),
+            out.stride(0),
+            **_act(activation),
+            LIBDEVICE_TANH=not interpreting(),
+            **meta,
+        )
+    return out
+
+
+def tangent_supported(u: torch.Tensor, activation: str) -> tuple[bool, str]:
+    """Whether ``tangent_loop`` covers u (K, T, B, H) with that activation: as ``supported``,
+    W_hh held on chip (H ≤ ``MAX_H``: no chunked form)."""
+    if u.dim() == 4 and u.shape[-1] > MAX_H.get(u.dtype, 0):
+        return False, f"H = {u.shape[-1]} > {MAX_H.get(u.dtype)} in {u.dtype}"
+    ok, why = supported(u, activation)
+    if ok and u.is_cuda and not _tangent_compiles(u.device, u.dtype):
+        return False, f"Triton does not compile the tangent kernel in {u.dtype} for this device"
+    return ok, why
+
+
+@functools.cache
+def _tangent_compiles(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether Triton builds ``_elman_tangent`` for this device and dtype (tried once, tiny)."""
+    try:
+        u = torch.zeros(1, 2, 1, 16, dtype=dtype, device=device)
+        tangent_loop(u, torch.eye(16, dtype=dtype, device=device)[None], u[0, 0], "tanh", 0, 1)
+        return True
+    except Exception:
+        return False
 
 
 @functools.cache
