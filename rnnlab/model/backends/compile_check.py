@@ -7,7 +7,8 @@ fail) on the card, so check a change to ``triton_elman._meta`` or to the kernels
     python -m rnnlab.model.backends.compile_check                  # the default tilings, sm_90a
     python -m rnnlab.model.backends.compile_check --tile dot=0,block_b=1,warps=4 --H 64 128
 
-Columns: kernel, dtype, H, activation, the tile (product form — sum, dot or wide<chunk> —,
+Kernels: the forward and backward recursions, and in float64 the tangent recursion of the
+Lyapunov estimate (``_elman_tangent``). Columns: kernel, dtype, H, activation, the tile (product form — sum, dot or wide<chunk> —,
 BLOCK_B, warps), shared memory in bytes, registers per thread, spilled bytes (stores / loads).
 """
 
@@ -31,6 +32,11 @@ DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 
 
 def _signature(kernel: str, dtype: str) -> dict:
+    if kernel == "tangent":
+        ptrs = ["u_ptr", "wt_ptr", "v_ptr", "out_ptr"]
+        ints = ["T", "B", "H", "transient", "qr_every", "s_uk", "s_ut", "s_ub"]
+        ints += ["s_wk", "s_wi", "s_wj", "s_vb", "s_ok"]
+        return {**{p: f"*{dtype}" for p in ptrs}, **dict.fromkeys(ints, "i32")}
     ptrs = ["hs_ptr", "wt_ptr"] if kernel == "forward" else ["dz_ptr", "hs_ptr", "w_ptr", "n_ptr"]
     ints = ["last_d", "last_h", "last_n"] if kernel == "backward" else []
     ints += ["T", "B", "H"]
@@ -67,15 +73,20 @@ def _ptxas_report(ptx: str, arch: str) -> str:
 def check(kernel: str, dtype: str, H: int, B: int, activation: str, tile: str, cc: int) -> str:
     os.environ["RNNLAB_TRITON_TILE"] = tile
     meta = te._meta(B, H, DTYPES[dtype])
+    if kernel == "tangent":
+        meta = te._tangent_meta(B, H, DTYPES[dtype]) | {"WIDE": False, "DOT": False}
     wide = meta["WIDE"]
     consts = te._act(activation) | {"BLOCK_B": meta["BLOCK_B"]}
     consts |= {"CHUNK": meta["CHUNK"]} if wide else {"BLOCK_H": meta["BLOCK_H"], "DOT": meta["DOT"]}
-    consts |= {"LIBDEVICE_TANH": True} if kernel == "forward" else {"NORMS": True}
+    consts |= {"NORMS": True} if kernel == "backward" else {"LIBDEVICE_TANH": True}
+    if kernel == "tangent":  # no product choice
+        consts.pop("DOT")
     kernels = {
         ("forward", False): te._elman_forward,
         ("backward", False): te._elman_backward,
         ("forward", True): te._elman_forward_wide,
         ("backward", True): te._elman_backward_wide,
+        ("tangent", False): te._elman_tangent,
     }
     fn = triton.jit(kernels[kernel, wide])
     sig = _signature(kernel, dtype) | dict.fromkeys(consts, "constexpr")
@@ -121,6 +132,8 @@ def main(argv=None) -> int:
                 for act in args.activation:
                     for kernel in ("forward", "backward"):
                         print(check(kernel, dtype, H, B, act, args.tile, args.cc), flush=True)
+                    if dtype == "fp64" and te.MAX_H[torch.float64] >= H:  # λ_max's recursion
+                        print(check("tangent", dtype, H, B, act, args.tile, args.cc), flush=True)
     return 0
 
 
