@@ -303,10 +303,16 @@ def _probe(
             e | {renamed[n]: v for n, v in t.items()} for e, t in zip(evals, on_train, strict=True)
         ]
     elman = CELLS[model.cell].elman_measures
+    ends = step == 0 or last  # the first and last probe
+    if elman:  # one copy of each for the stack: the optimizer updates the weights in place
+        x = held_out.all_inputs(THEORY_INPUTS)  # while the copies are measured
+        host = [_snapshot(t) for t in (model.weight_ih, model.weight_hh, model.bias, x)]
+        along = None  # the Jacobian spectrum's trajectories: first and last probe
+        if ends and jacobian > 0:
+            along = _snapshot(held_out.all_inputs(jacobian))
     lyapunov = None  # every member's at once: one launch on a GPU (``theory.lyapunov_max_stacked``)
-    if elman and (step == 0 or last):
+    if elman and ends:
         params = (model.weight_ih, model.weight_hh, model.bias)
-        x = held_out.all_inputs(THEORY_INPUTS)
         lyapunov = theory.lyapunov_max_stacked(*params, x, model.activation).tolist()
     out = []
     for k, profile in enumerate(profiles):
@@ -318,19 +324,15 @@ def _probe(
         if not elman:
             out.append((profile.numpy(), m, tables, None))
             continue
-        member = model.member(k)
-        x = held_out.inputs(k, THEORY_INPUTS)
         if step == 0:  # theory beside measurement
-            m |= theory.run_predictions(member, x)
-        if lyapunov is not None:  # first and last probe
+            m |= theory.run_predictions(model.member(k), x[k])
+        if lyapunov is not None:
             m[names.LYAPUNOV_MAX] = lyapunov[k]
-        # A copy now: the optimizer updates the weights in place while the copy is measured.
-        weights = (member.weight_ih, member.weight_hh, member.bias)
-        host = MemberWeights(*(_snapshot(t) for t in weights), member.activation)
-        along = None  # the Jacobian spectrum's trajectories: first and last probe
-        if (step == 0 or last) and jacobian > 0:
-            along = _snapshot(held_out.inputs(k, jacobian))
-        measured = later.submit(_host_measures, host, _snapshot(x), along)
+        w_ih, w_hh, b, x_k = (t[k] for t in host)
+        member = MemberWeights(w_ih, w_hh, b, model.activation)
+        measured = later.submit(
+            _host_measures, member, x_k, along[k] if along is not None else None
+        )
         out.append((profile.numpy(), m, tables, measured))
     return out
 
