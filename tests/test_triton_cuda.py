@@ -118,14 +118,15 @@ def test_cuda_float64(monkeypatch, activation, B, H):
         assert rel_err(a, r) <= TOL[torch.float64], f"{name}: {rel_err(a, r):.2e}"
 
 
-@pytest.mark.parametrize("H", [16, 64, 96])  # 96 > MAX_H in float64: the torch recursion
+@pytest.mark.parametrize("H", [16, 64, 70, 96])  # > 64 in float64: the torch loop, member by member
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits(monkeypatch, activation, H):
+def test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits(activation, H):
     """dyn/lyapunov_max on the GPU (one tangent-kernel launch for a stack of 3 where it covers
     the shape) against the CPU's torch recursion, and member j of the stack against member j
     alone, bit for bit. float64 throughout and gains below chaos, so the CPU's and the GPU's
     trajectories stay within rounding of each other over L = 100 steps."""
     from rnnlab.measure import theory
+    from rnnlab.model import backends
 
     gen = torch.Generator().manual_seed(2)
     K, L, B, D, f64 = 3, 100, 16, 2, torch.float64
@@ -136,8 +137,10 @@ def test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits(monkeypatch
     params = (w_ih, w_hh, 0.1 * torch.randn(K, H, generator=gen, dtype=f64), x)
     cpu = theory.lyapunov_max_stacked(*params, activation)
     on_gpu = [p.cuda() for p in params]
+    drive = torch.zeros(K, L, B, H, dtype=f64, device="cuda")
+    assert backends.tangent_covers(drive, activation) == (H <= 64)  # the kernel ran, or not
     gpu = theory.lyapunov_max_stacked(*on_gpu, activation)
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-9)
-    for j in range(K):
-        alone = theory.lyapunov_max_stacked(*(p[j : j + 1] for p in on_gpu), activation)
+    for j in range(K):  # alone: its own tensors, at the addresses a single network has
+        alone = theory.lyapunov_max_stacked(*(p[j : j + 1].clone() for p in on_gpu), activation)
         assert torch.equal(alone, gpu[j : j + 1])

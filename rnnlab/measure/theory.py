@@ -247,9 +247,10 @@ def lyapunov_max_stacked(
     """dyn/lyapunov_max of K stacked networks along their own input trajectories, in one call.
 
     A member's value is the same bits alone or in a stack of any size: its drive is its own
-    multiply (``member_mm``), and the recursion runs for the whole stack in one Triton launch
-    where the kernel covers it (CUDA, H ≤ 64: ``backends.tangent_covers``), else member by
-    member (a batched multiply's kernel, and so its rounding, depends on K).
+    multiply (``member_mm``), and for k = 1 the recursion runs for the whole stack in one
+    Triton launch where the kernel covers it (CUDA, H ≤ 64: ``backends.tangent_covers``),
+    else member by member on aligned operands (a batched multiply's kernel, and so its
+    rounding, depends on K and on the operands' alignment).
 
     Args:
         weight_ih: (K, H, D); weight_hh: (K, H, H); bias: (K, H) — e.g. a stacked
@@ -261,7 +262,7 @@ def lyapunov_max_stacked(
     """
     import torch
 
-    from rnnlab.model.elman import member_mm
+    from rnnlab.model.elman import aligned, member_mm
 
     with torch.no_grad():  # the drive W_xh x_t + b in the model's dtype, as its forward pass
         K, L, B, D = x.shape
@@ -269,10 +270,12 @@ def lyapunov_max_stacked(
         u = member_mm(flat, weight_ih.mT, bias.unsqueeze(1)).view(K, L, B, -1).double()
     if k == 1 and _tangent_kernel(u, activation):
         return lyapunov_spectrum(weight_hh, u, activation, k=1, qr_every=qr_every)[:, 0]
+    w = weight_hh.double()  # member by member, at aligned addresses as each has alone
     one = [
-        lyapunov_spectrum(weight_hh[j], u[j], activation, k=k, qr_every=qr_every) for j in range(K)
+        lyapunov_spectrum(aligned(w[j]), aligned(u[j]), activation, k=k, qr_every=qr_every)[0]
+        for j in range(K)
     ]
-    return torch.stack([s[0] for s in one]) if K else u.new_zeros(0, dtype=torch.float64)
+    return torch.stack(one) if K else u.new_zeros(0)
 
 
 def _tangent_kernel(u, activation: str) -> bool:

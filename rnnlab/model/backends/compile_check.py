@@ -74,7 +74,7 @@ def check(kernel: str, dtype: str, H: int, B: int, activation: str, tile: str, c
     os.environ["RNNLAB_TRITON_TILE"] = tile
     meta = te._meta(B, H, DTYPES[dtype])
     if kernel == "tangent":
-        meta = te._tangent_meta(B, H, DTYPES[dtype]) | {"WIDE": False, "DOT": False}
+        meta = te._tangent_meta(H) | {"WIDE": False, "DOT": False}
     wide = meta["WIDE"]
     consts = te._act(activation) | {"BLOCK_B": meta["BLOCK_B"]}
     consts |= {"CHUNK": meta["CHUNK"]} if wide else {"BLOCK_H": meta["BLOCK_H"], "DOT": meta["DOT"]}

@@ -63,6 +63,7 @@ import contextlib
 import functools
 import os
 import re
+import warnings
 
 import torch
 import triton
@@ -401,7 +402,7 @@ def _elman_tangent(
         z_next = tl.load(p + s_ut, mask=mask & (zero + t + 1 < T), other=0.0)
         h = _phi(z + tl.sum(h[:, :, None] * w[None, :, :], axis=1), ACT, P0, P1, LIBDEVICE_TANH)
         v = _phi_grad(tl.sum(v[:, :, None] * w[None, :, :], axis=1), h, ACT, P0, P1)
-        # padded columns: h may hold φ(0) there, but W's padded rows keep v's columns 0
+        # padded columns: W's padded rows cancel h's φ(0) there, its padded columns keep v's 0
         r = tl.sqrt(tl.sum(v * v, axis=1))  # (BLOCK_B,)
         renorm = ((t + 1 - transient) % qr_every == 0) | (t == T - 1)
         r_or_1 = tl.where(r > 0, r, 1.0)  # a zero vector (dead ReLUs) stays zero
@@ -578,17 +579,17 @@ def tangent_loop(
     activation: str,
     transient: int,
     qr_every: int,
-    num_warps=None,
 ) -> torch.Tensor:
     """Σ ln ‖v‖ over the renormalisations at steps ≥ ``transient`` (K, B), for the recursion
     driven by u (K, T, B, H) with W_hhᵀ = w_t (K, H, H) from the unit tangent vectors v0
     (B, H) (the same for every member): the k = 1 Lyapunov estimate of
     ``rnnlab.measure.theory.lyapunov_spectrum`` in one launch for the whole stack."""
     K, T, B, H = u.shape
-    meta = _tangent_meta(B, H, u.dtype, num_warps)
+    meta = _tangent_meta(H)
     out = u.new_zeros(K, B)
     if u.numel() == 0:
         return out
+    v0 = v0.contiguous()
     with _on(u):
         _kernels(interpreting())[4][(K, triton.cdiv(B, meta["BLOCK_B"]))](
             u,
@@ -613,13 +614,12 @@ def tangent_loop(
     return out
 
 
-def _tangent_meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> dict:
-    """``tangent_loop``'s tile: the register form's for few sequences (one a program with
-    ``_meta``'s defaults) whatever B — sm_90a, float64, H = 64: 128 registers, no spills;
-    tiles of 16 spill ~340 bytes a thread (``compile_check``)."""
-    meta = _meta(min(B, 16), H, dtype, num_warps)
-    meta = {k: meta[k] for k in ("BLOCK_B", "num_warps", "num_stages")}
-    return meta | {"BLOCK_H": max(16, triton.next_power_of_2(H))}
+def _tangent_meta(H: int) -> dict:
+    """``tangent_loop``'s tile, fixed (``RNNLAB_TRITON_TILE`` tunes the training kernels, not
+    this measurement): one sequence a program, 4 warps — sm_90a, float64, H = 64: 128
+    registers, no spills; tiles of 16 sequences spill ~340 bytes a thread (``compile_check``)."""
+    block_h = max(16, triton.next_power_of_2(H))
+    return {"BLOCK_B": 1, "BLOCK_H": block_h, "num_warps": 4, "num_stages": 1}
 
 
 def tangent_supported(u: torch.Tensor, activation: str) -> tuple[bool, str]:
@@ -635,12 +635,18 @@ def tangent_supported(u: torch.Tensor, activation: str) -> tuple[bool, str]:
 
 @functools.cache
 def _tangent_compiles(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether Triton builds ``_elman_tangent`` for this device and dtype (tried once, tiny)."""
+    """Whether Triton builds ``_elman_tangent`` for this device and dtype (tried once, tiny);
+    if not, says so once: dyn/lyapunov_max then takes ~6 small kernels a step."""
     try:
         u = torch.zeros(1, 2, 1, 16, dtype=dtype, device=device)
         tangent_loop(u, torch.eye(16, dtype=dtype, device=device)[None], u[0, 0], "tanh", 0, 1)
         return True
-    except Exception:
+    except Exception as e:
+        warnings.warn(
+            f"rnnlab: Triton's tangent kernel does not build for {device} in {dtype} "
+            f"({type(e).__name__}: {str(e)[:200]}); dyn/lyapunov_max runs the torch loop",
+            stacklevel=2,
+        )
         return False
 
 
