@@ -206,6 +206,9 @@ def legend(g, extra: dict[str, object]) -> None:
         g.add_legend(legend_data=data, label_order=list(data))
 
 
+PNG_DPI = 200
+
+
 def save(fig_or_grid, out: Path, name: str) -> list[Path]:
     if isinstance(fig_or_grid, sns.FacetGrid):  # room for every panel's tick labels
         fig_or_grid.tight_layout(h_pad=1.5, w_pad=1.0)
@@ -216,8 +219,16 @@ def save(fig_or_grid, out: Path, name: str) -> list[Path]:
         if legend and legend.get_title().get_text():
             legend.get_title().set_text(label(legend.get_title().get_text()))
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=200, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Producer": None})
+    # Lay the figure out once, as savefig's bbox_inches="tight" does for the PNG (a pass of
+    # Agg at the PNG's dpi), then freeze that layout and its tight box for both files: each
+    # savefig would otherwise run the layout engine and find the box again.
+    fig.set_dpi(PNG_DPI)
+    fig.draw_without_rendering()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    box = box.padded(matplotlib.rcParams["savefig.pad_inches"])
+    fig.set_layout_engine(None)  # positions stay where the pass put them
+    fig.savefig(paths[0], dpi=PNG_DPI, bbox_inches=box, metadata={"Software": None})
+    fig.savefig(paths[1], bbox_inches=box, metadata={"CreationDate": None, "Producer": None})
     plt.close(fig)
     return paths
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
 from rnnlab.measure import names
 from rnnlab.report import plotting as plot
@@ -54,11 +55,16 @@ def jacobian_spectrum(f: Frames, out: Path) -> list[Path] | None:
     g.set(xscale="log")
     for ax in g.axes.flat:
         ax.axhline(0.0, color="0.3", lw=0.8, ls=":")
+        # distances as plain numbers 1, 2, 5, 10, 20, …: below a decade (short sequences) the
+        # default labels every minor tick as 2×10⁰, 3×10⁰, …, which overlap
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     plot.label_every_panel(g, "distance k (steps back from T)", r"$\ln \sigma$ of $J(k)$")
     g.figure.suptitle(
         "Singular values of ∂h_T/∂h_{T−k} along held-out inputs (mean over trajectories, "
-        "median over seeds; dotted: isometry ln σ = 0; ln σ_min ends where float64 cannot "
-        "resolve it)",
-        y=1.03,
+        "median over seeds)\ndotted: isometry ln σ = 0; ln σ_min ends where float64 cannot "
+        "resolve it",
+        y=1.05,
     )
     return plot.save(g, out, "13_jacobian_spectrum")
