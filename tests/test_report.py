@@ -192,6 +192,11 @@ def test_report_draws_the_current_grid_and_lists_the_other_runs(swept):
     text = (tmp / "grid" / "tinyreport" / "report.md").read_text()
     assert "**Not drawn:** 1 other runs" in text and "The drawn runs have train.steps=4" in text
     assert "| task.seq_len=7, train.steps=2 | 1 | 1 finished | rnnlab run |" in text
+    # the same 14 runs drawn again (as by the test above, when it ran first): the same pictures
+    first = tmp / "figs" / "tinyreport"
+    for png in sorted(first.glob("*.png")) if first.exists() else []:
+        again = tmp / "grid" / "tinyreport" / png.name
+        assert again.read_bytes() == png.read_bytes(), f"{png.name} differs when drawn again"
     # overrides change the grid: no run has train.steps=3, so nothing is drawn and all listed
     proc = cli(
         "report", path, "train.steps=3", "--tracking-uri", store, "--out", tmp / "o", cwd=tmp
