@@ -453,6 +453,27 @@ def _execute(
     return EXIT_OK if s.ok else EXIT_FAILED
 
 
+@contextlib.contextmanager
+def _drawing(experiment: str, stream=None):
+    """A report's progress callback: on a terminal, one line rewritten per figure ("vanishing:
+    figure 3/15, learning curves"), cleared when the block ends, however it ends; elsewhere
+    (logs, pipes) nothing: the summary after it says what was drawn."""
+    stream = stream or sys.stderr
+    live = stream.isatty()
+
+    def progress(i: int, n: int, name: str) -> None:
+        if live:
+            stream.write(f"\r\033[K{experiment}: figure {i + 1}/{n}, {name}")
+            stream.flush()
+
+    try:
+        yield progress
+    finally:
+        if live:
+            stream.write("\r\033[K")
+            stream.flush()
+
+
 def _how_to_open(uri: str) -> str:
     """How a user opens this store's UI: a server is open already; the default store has
     ``make ui``; another store needs its URI."""
@@ -571,7 +592,8 @@ def cmd_reproduce(args) -> int:
         )
         outcomes = checks.evaluate(experiment, frames)
         out = args.out / experiment.name
-        report.report(frames, out, outcomes, experiment.reproduces)
+        with _drawing(experiment.name) as progress:
+            report.report(frames, out, outcomes, experiment.reproduces, progress)
         report.log_to_parent(uri, frames, out)
         tables.append((path, experiment, outcomes, out / "report.md"))
     counts = {"passed": 0, "failed": 0, "known": 0}
@@ -632,7 +654,9 @@ def cmd_report(args) -> int:
         out = args.out / f.experiment
         t0 = time.perf_counter()
         outcomes = checks.evaluate(experiment, f) if experiment and experiment.expect else []
-        path = report.report(f, out, outcomes, experiment.reproduces if experiment else None)
+        claim = experiment.reproduces if experiment else None
+        with _drawing(f.experiment) as progress:
+            path = report.report(f, out, outcomes, claim, progress)
         logged = report.log_to_parent(tracker.uri, f, out, args.ui_url)
         n = len(list(out.glob("*.png")))
         print(f"{f.experiment}: drew {f.selection} ({len(f.drawn)} runs)")

@@ -372,7 +372,10 @@ def test_a_new_figure_is_one_new_module(swept, tmp_path, monkeypatch):
 
     _, store = swept
     out = tmp_path / "out"
-    report.report(report.load(store, "tinyreport"), out)
+    calls = []
+    report.report(report.load(store, "tinyreport"), out, progress=lambda *c: calls.append(c))
+    assert [(i, n) for i, n, _ in calls] == [(i, 16) for i in range(16)]  # before each figure
+    assert calls[8][2] == "runs per status" and calls[0][2] == "gradient profile vs distance"
     text = (out / "report.md").read_text()
     assert text.count("![") == 13  # 1-8, 9 and 12-15 (10 and 11 need a drive or gain grid)
     assert text.index("](8_slope_vs_gain_theory.png)") < text.index("](9_runs_per_status.png)")
@@ -560,3 +563,28 @@ def test_a_condition_with_one_point_is_marked_in_the_learning_curves():
     legend = dict(zip(texts, g._legend.legend_handles, strict=True))
     assert to_rgba(marks[1].get_color()) == to_rgba(legend["20"].get_color())
     assert not [x for x in g.axes_dict["tanh"].lines if x.get_marker() == "o"]
+
+
+def test_report_progress_is_one_line_on_a_terminal_and_nothing_elsewhere():
+    """rnnlab report/reproduce: a line rewritten per figure on a terminal, cleared when the
+    report is written or fails; in a log or pipe nothing at all."""
+    import io
+
+    from rnnlab.cli import _drawing
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        with pytest.raises(RuntimeError), _drawing("vanishing", stream) as progress:
+            progress(0, 15, "gradient profile vs distance")
+            progress(1, 15, "trainability map")
+            raise RuntimeError("a figure failed")
+    clear = "\r\033[K"
+    assert tty.getvalue() == (
+        f"{clear}vanishing: figure 1/15, gradient profile vs distance"
+        f"{clear}vanishing: figure 2/15, trainability map{clear}"
+    )
+    assert pipe.getvalue() == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -143,11 +144,17 @@ def _others_rows(f: Frames) -> tuple[list[str], list[list[str]]]:
 
 
 def report(
-    f: Frames, out: Path, checks: list[checks_.Outcome] = (), claim: Reproduces | None = None
+    f: Frames,
+    out: Path,
+    checks: list[checks_.Outcome] = (),
+    claim: Reproduces | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Every figure (PNG and PDF), report.md and report.html; returns report.md's path.
     ``checks``: the experiment's ``expect:`` checks evaluated (``rnnlab.report.checks``),
-    shown first as the "Reproduction checks" table, under the ``claim`` they check."""
+    shown first as the "Reproduction checks" table, under the ``claim`` they check.
+    ``progress(i, n, name)`` is called before the i-th of the n registered figures is drawn
+    (a second or more each)."""
     out.mkdir(parents=True, exist_ok=True)
     sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
     blocks: list[tuple] = [("h1", f.experiment)]
@@ -164,7 +171,10 @@ def report(
             ("table", checks_.HEAD, checks_.rows(checks)),
         ]
     if not f.drawn.empty:
-        for fig in figures.registered():
+        registered = figures.registered()
+        for i, fig in enumerate(registered):
+            if progress is not None:
+                progress(i, len(registered), fig.draw.__name__.replace("_", " "))
             paths, caption = fig.render(f, out)
             if paths is None:  # a figure this experiment's sweep cannot show (e.g. no gain axis)
                 continue
