@@ -462,8 +462,9 @@ def _drawing(experiment: str, stream=None):
     live = stream.isatty()
 
     def progress(i: int, n: int, name: str) -> None:
-        if live:
-            stream.write(f"\r\033[K{experiment}: figure {i + 1}/{n}, {name}")
+        if live:  # within one row, or \r would leave the wrapped rows behind
+            width = shutil.get_terminal_size().columns - 1
+            stream.write(f"\r\033[K{experiment}: figure {i + 1}/{n}, {name}"[: 4 + width])
             stream.flush()
 
     try:

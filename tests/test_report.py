@@ -192,11 +192,6 @@ def test_report_draws_the_current_grid_and_lists_the_other_runs(swept):
     text = (tmp / "grid" / "tinyreport" / "report.md").read_text()
     assert "**Not drawn:** 1 other runs" in text and "The drawn runs have train.steps=4" in text
     assert "| task.seq_len=7, train.steps=2 | 1 | 1 finished | rnnlab run |" in text
-    # the same 14 runs drawn again (as by the test above, when it ran first): the same pictures
-    first = tmp / "figs" / "tinyreport"
-    for png in sorted(first.glob("*.png")) if first.exists() else []:
-        again = tmp / "grid" / "tinyreport" / png.name
-        assert again.read_bytes() == png.read_bytes(), f"{png.name} differs when drawn again"
     # overrides change the grid: no run has train.steps=3, so nothing is drawn and all listed
     proc = cli(
         "report", path, "train.steps=3", "--tracking-uri", store, "--out", tmp / "o", cwd=tmp
@@ -588,3 +583,45 @@ def test_report_progress_is_one_line_on_a_terminal_and_nothing_elsewhere():
         f"{clear}vanishing: figure 2/15, trainability map{clear}"
     )
     assert pipe.getvalue() == ""
+
+
+def test_a_figure_drawn_again_from_the_same_runs_is_the_same_picture(swept, tmp_path):
+    """Figure 6 jitters its points (seaborn draws from numpy's global generator): drawn twice,
+    with the generator moved on in between, the same bytes; the caller's generator state is
+    left as it was."""
+    from rnnlab.report.figures.slope import slope_vs_swept
+
+    f = report.load(swept[1], "tinyreport")
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    np.random.seed(1)
+    first = slope_vs_swept(f, tmp_path / "a")
+    after = np.random.random()
+    second = slope_vs_swept(f, tmp_path / "b")
+    for a, b in zip(first, second, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    np.random.seed(1)
+    assert np.random.random() == after  # the figure drew nothing from the caller's stream
+
+
+def test_save_keeps_its_layout_whatever_the_users_matplotlibrc(tmp_path):
+    """plot.save lays a figure out once and freezes it: a user's rc asking for another layout
+    engine (figure.autolayout, constrained_layout.use) must neither redo it nor, with a
+    colorbar, make it fail. The same bytes as under matplotlib's defaults."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from rnnlab.report import plotting as plot
+
+    def draw(out):
+        fig, ax = plt.subplots(layout="constrained", figsize=(3, 2))
+        fig.colorbar(ax.imshow(np.arange(12.0).reshape(3, 4)), ax=ax, label="value")
+        ax.set_title("a title")
+        out.mkdir()
+        return plot.save(fig, out, "f")
+
+    default = draw(tmp_path / "default")
+    for rc in ({"figure.autolayout": True}, {"figure.constrained_layout.use": True}):
+        with matplotlib.rc_context(rc):
+            again = draw(tmp_path / next(iter(rc)))
+        for a, b in zip(again, default, strict=True):  # PNG and PDF
+            assert a.read_bytes() == b.read_bytes(), (rc, a.name)

@@ -174,7 +174,8 @@ def report(
         registered = figures.registered()
         for i, fig in enumerate(registered):
             if progress is not None:
-                progress(i, len(registered), fig.draw.__name__.replace("_", " "))
+                name = getattr(fig.draw, "__name__", f"figure {fig.number}")
+                progress(i, len(registered), name.replace("_", " "))
             paths, caption = fig.render(f, out)
             if paths is None:  # a figure this experiment's sweep cannot show (e.g. no gain axis)
                 continue

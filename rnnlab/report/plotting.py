@@ -219,17 +219,27 @@ def save(fig_or_grid, out: Path, name: str) -> list[Path]:
         if legend and legend.get_title().get_text():
             legend.get_title().set_text(label(legend.get_title().get_text()))
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    # Lay the figure out once, as savefig's bbox_inches="tight" does for the PNG (a pass of
-    # Agg at the PNG's dpi), then freeze that layout and its tight box for both files: each
-    # savefig would otherwise run the layout engine and find the box again.
-    fig.set_dpi(PNG_DPI)
-    fig.draw_without_rendering()
-    box = fig.get_tightbbox(fig.canvas.get_renderer())
-    box = box.padded(matplotlib.rcParams["savefig.pad_inches"])
-    fig.set_layout_engine(None)  # positions stay where the pass put them
-    fig.savefig(paths[0], dpi=PNG_DPI, bbox_inches=box, metadata={"Software": None})
-    fig.savefig(paths[1], bbox_inches=box, metadata={"CreationDate": None, "Producer": None})
-    plt.close(fig)
+    try:
+        # Lay the figure out once, as savefig's bbox_inches="tight" does for the PNG (a pass
+        # of Agg at the PNG's dpi), then freeze that layout and its tight box for both files:
+        # each savefig would otherwise run the layout engine and find the box again.
+        fig.set_dpi(PNG_DPI)
+        fig.draw_without_rendering()
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        box = box.padded(matplotlib.rcParams["savefig.pad_inches"])
+        # No engine at all. None alone means the user's rc default (figure.autolayout,
+        # constrained_layout.use), which would lay the figure out again (or refuse, with a
+        # colorbar), and savefig sets None back after each file; "none" keeps a placeholder
+        # that makes savefig lay the figure out again too.
+        with matplotlib.rc_context(
+            {"figure.autolayout": False, "figure.constrained_layout.use": False}
+        ):
+            fig.set_layout_engine(None)
+            fig.savefig(paths[0], dpi=PNG_DPI, bbox_inches=box, metadata={"Software": None})
+            pdf = {"CreationDate": None, "Producer": None}
+            fig.savefig(paths[1], bbox_inches=box, metadata=pdf)
+    finally:
+        plt.close(fig)
     return paths
 
 

@@ -55,9 +55,11 @@ def jacobian_spectrum(f: Frames, out: Path) -> list[Path] | None:
     g.set(xscale="log")
     for ax in g.axes.flat:
         ax.axhline(0.0, color="0.3", lw=0.8, ls=":")
-        # distances as plain numbers 1, 2, 5, 10, 20, …: below a decade (short sequences) the
-        # default labels every minor tick as 2×10⁰, 3×10⁰, …, which overlap
-        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        # distances as plain numbers: 1, 2, 5, 10, 20, … up to a few hundred steps (below a
+        # decade the default labelled every minor tick 2×10⁰, 3×10⁰, … and they overlapped),
+        # 1, 10, 100, 1000 beyond (three labels a decade collide on a panel this narrow)
+        subs = (1, 2, 5) if ax.get_xlim()[1] <= 300 else (1,)
+        ax.xaxis.set_major_locator(LogLocator(subs=subs))
         ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
     plot.label_every_panel(g, "distance k (steps back from T)", r"$\ln \sigma$ of $J(k)$")

@@ -32,24 +32,26 @@ def slope_vs_swept(f: Frames, out: Path) -> list[Path]:
     hue = f.hue if f.hue != x else None
     kept = np.random.get_state()  # seaborn jitters from numpy's global generator: a fixed
     np.random.seed(0)  # draw, so a report drawn again from the same runs is the same picture
-    g = sns.catplot(
-        data=data,
-        x=x,
-        y="slope",
-        order=plot.order(x, data[x]),
-        hue=hue,
-        hue_order=plot.order(hue, data[hue]) if hue else None,
-        col="phase",
-        col_order=["init", "end of training"],
-        kind="strip",
-        dodge=True,
-        palette=plot.palette(hue, data),
-        height=plot.WIDTH * 0.8,
-        aspect=1.1,
-        size=4,
-        jitter=0.15,
-    )
-    np.random.set_state(kept)
+    try:
+        g = sns.catplot(
+            data=data,
+            x=x,
+            y="slope",
+            order=plot.order(x, data[x]),
+            hue=hue,
+            hue_order=plot.order(hue, data[hue]) if hue else None,
+            col="phase",
+            col_order=["init", "end of training"],
+            kind="strip",
+            dodge=True,
+            palette=plot.palette(hue, data),
+            height=plot.WIDTH * 0.8,
+            aspect=1.1,
+            size=4,
+            jitter=0.15,
+        )
+    finally:
+        np.random.set_state(kept)
     for ax in g.axes.flat:
         ax.axhline(0, color="0.3", lw=0.8, ls="--")
     plot.label_every_panel(g, plot.label(x), r"slope of $\ln n_t$ vs $k$ (nats/step)")
