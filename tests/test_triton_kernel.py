@@ -312,3 +312,18 @@ def test_tangent_kernel_coverage(interpreted):
     assert kernels.tangent_covers(torch.zeros(1, 3, 2, 64, dtype=torch.float64), "tanh")
     assert not kernels.tangent_covers(torch.zeros(1, 3, 2, 96, dtype=torch.float64), "tanh")
     assert not kernels.tangent_covers(torch.zeros(3, 2, 16, dtype=torch.float64), "tanh")
+
+
+def test_a_kernel_that_does_not_build_says_so_and_the_loops_run(monkeypatch):
+    """A card on which Triton cannot build a float64 kernel: one warning naming what runs
+    instead (checked once per device; here the check itself, uncached)."""
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("no fp64 on this card")
+
+    monkeypatch.setattr(triton_elman, "forward_loop", fail)
+    monkeypatch.setattr(triton_elman, "tangent_loop", fail)
+    with pytest.warns(UserWarning, match=r"do not build .*no fp64 on this card.*C\+\+ loops"):
+        assert triton_elman._fp64_compiles.__wrapped__(torch.device("cpu"), False) is False
+    with pytest.warns(UserWarning, match=r"tangent kernel does not build .*torch loop"):
+        assert not triton_elman._tangent_compiles.__wrapped__(torch.device("cpu"), torch.float64)

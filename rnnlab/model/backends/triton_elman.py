@@ -653,7 +653,7 @@ def _tangent_compiles(device: torch.device, dtype: torch.dtype) -> bool:
 @functools.cache
 def _fp64_compiles(device: torch.device, wide: bool) -> bool:
     """Whether Triton builds both fp64 kernels of one form for this device (tried once on a
-    tiny case: H = 16, or just above ``MAX_H`` for the chunked form)."""
+    tiny case: H = 16, or just above ``MAX_H`` for the chunked form); if not, says so once."""
     H = MAX_H[torch.float64] + 8 if wide else 16
     try:
         hs = torch.zeros(1, 2, 1, H, dtype=torch.float64, device=device)
@@ -662,7 +662,13 @@ def _fp64_compiles(device: torch.device, wide: bool) -> bool:
         norms = torch.empty(2, 1, 1, dtype=torch.float64, device=device)
         backward_loop(torch.ones_like(hs), hs, w, norms, "tanh")
         return True
-    except Exception:
+    except Exception as e:
+        form = "chunked" if wide else "register"
+        warnings.warn(
+            f"rnnlab: Triton's float64 Elman kernels ({form} form) do not build for {device} "
+            f"({type(e).__name__}: {str(e)[:200]}); float64 runs take the C++ loops",
+            stacklevel=2,
+        )
         return False
 
 
