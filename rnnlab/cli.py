@@ -33,6 +33,21 @@ from rnnlab.config import (
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+_RUNS_KILLED = (
+    "interrupted: runs in progress were closed as KILLED with their metrics so far.\n"
+    "resume: run the same command again; finished runs are kept and skipped."
+)
+INTERRUPTED = {
+    "sweep": _RUNS_KILLED,
+    "run": _RUNS_KILLED,
+    "reproduce": _RUNS_KILLED,
+    "report": "interrupted: the report was not finished (the figures drawn so far are in its "
+    "folder, report.md is not rewritten); run the same command again to draw it.",
+}
+"""What Ctrl-C (or SIGTERM where a command turns it into one) leaves, by command: the line
+printed before exiting with status 130."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -46,11 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(
-            "\ninterrupted: runs in progress were closed as KILLED with their metrics so far.\n"
-            "resume: run the same command again; finished runs are kept and skipped.",
-            file=sys.stderr,
-        )
+        print("\n" + INTERRUPTED.get(args.command, "interrupted."), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # no traceback for the user; one for a bug report on request
         if type(e).__name__ in ("StoreBusy", "StoreError"):

@@ -625,3 +625,34 @@ def test_save_keeps_its_layout_whatever_the_users_matplotlibrc(tmp_path):
             again = draw(tmp_path / next(iter(rc)))
         for a, b in zip(again, default, strict=True):  # PNG and PDF
             assert a.read_bytes() == b.read_bytes(), (rc, a.name)
+
+
+def test_ctrl_c_while_drawing_exits_130_and_says_what_is_left(swept):
+    """Interrupted once its first figure is written: status 130, one message about the
+    report (not about runs), no report.md."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tmp, store = swept
+    out = tmp / "interrupted"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnlab", "report", "--tracking-uri", store, "--out", str(out)],
+        cwd=tmp,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        | {"PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal has it
+    )
+    deadline = time.time() + 120
+    while not list(out.glob("*/*.png")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: the report was not finished" in err and "KILLED" not in err
+    assert not list(out.glob("*/report.md"))
