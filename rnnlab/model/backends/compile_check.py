@@ -8,8 +8,9 @@ fail) on the card, so check a change to ``triton_elman._meta`` or to the kernels
     python -m rnnlab.model.backends.compile_check --tile dot=0,block_b=1,warps=4 --H 64 128
 
 Kernels: the forward and backward recursions, and in float64 the tangent recursion of the
-Lyapunov estimate (``_elman_tangent``). Columns: kernel, dtype, H, activation, the tile (product form — sum, dot or wide<chunk> —,
-BLOCK_B, warps), shared memory in bytes, registers per thread, spilled bytes (stores / loads).
+Lyapunov estimate (``_elman_tangent``). Columns: kernel, dtype, H, activation, the tile
+(product form — sum, dot or wide<chunk> —, BLOCK_B, warps), shared memory in bytes, registers
+per thread, spilled bytes (stores / loads).
 """
 
 from __future__ import annotations
