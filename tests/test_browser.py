@@ -66,7 +66,10 @@ def ui(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ui")
     store = f"sqlite:///{tmp / 'mlflow.db'}"
     assert (
-        cli("sweep", write(tmp / "t.yaml", TINY), "--tracking-uri", store, cwd=tmp).returncode == 0
+        cli(
+            "sweep", write(tmp / "t.yaml", TINY), "--workers", "1", "--tracking-uri", store, cwd=tmp
+        ).returncode
+        == 0
     )
     port = free_port()
     log = open(tmp / "ui.log", "w")  # noqa: SIM115 — closed in teardown

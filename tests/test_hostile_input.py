@@ -237,7 +237,8 @@ def stored(tmp_path_factory) -> tuple[Path, Path]:
     (tmp / "gone.yaml").write_text(BASE.replace("hostile", "gone"))
     db = tmp / "store" / "mlflow.db"
     for name in ("e.yaml", "gone.yaml"):
-        proc, _ = run(["sweep", str(tmp / name), "--tracking-uri", f"sqlite:///{db}"], tmp, 300)
+        sweep = ["sweep", str(tmp / name), "--workers", "1", "--tracking-uri", f"sqlite:///{db}"]
+        proc, _ = run(sweep, tmp, 300)
         assert proc.returncode == 0, proc.stderr
     from mlflow.tracking import MlflowClient
 

@@ -62,13 +62,14 @@ def finished_keys(runs):
 def test_rerun_of_a_complete_sweep_trains_nothing_and_rerun_flag_replaces(tmp_path, store):
     path = write(tmp_path / "e.yaml", SMALL)
     keys = {r.run_key for r in load_experiment(path)[1]}
-    assert cli("sweep", path, "--tracking-uri", store, cwd=tmp_path).returncode == 0
+    one = ("--workers", "1")  # what is kept or retrained, not how: one process
+    assert cli("sweep", path, *one, "--tracking-uri", store, cwd=tmp_path).returncode == 0
     _, first = grid_runs(store, "rel")
-    proc = cli("sweep", path, "--tracking-uri", store, cwd=tmp_path)
+    proc = cli("sweep", path, *one, "--tracking-uri", store, cwd=tmp_path)
     assert proc.returncode == 0 and "nothing to do" in proc.stdout and "--rerun" in proc.stdout
     _, second = grid_runs(store, "rel")
     assert {r.info.run_id for r in second} == {r.info.run_id for r in first}
-    proc = cli("sweep", path, "--rerun", "--tracking-uri", store, cwd=tmp_path)
+    proc = cli("sweep", path, *one, "--rerun", "--tracking-uri", store, cwd=tmp_path)
     assert proc.returncode == 0 and "4 finished" in proc.stdout
     _, third = grid_runs(store, "rel")  # the replaced runs are soft-deleted
     assert finished_keys(third) == keys and len(third) == 4
@@ -114,7 +115,7 @@ def test_failed_and_stale_runs_are_redone(tmp_path, store, monkeypatch):
             "rnnlab.pid": str(dead.pid),
         },
     )
-    proc = cli("sweep", path, "--tracking-uri", store, cwd=tmp_path)
+    proc = cli("sweep", path, "--workers", "1", "--tracking-uri", store, cwd=tmp_path)
     assert proc.returncode == 0 and "marked KILLED" in proc.stdout, proc.stdout
     assert client.get_run(stale.info.run_id).info.status == "KILLED"
     assert client.get_run(stale.info.run_id).data.tags["rnnlab.status"] == "killed"
@@ -222,7 +223,14 @@ def test_interrupt_closes_running_runs_as_killed_with_their_metrics(tmp_path, st
 def test_divergence_threshold_ends_the_run_as_diverged_and_the_sweep_goes_on(tmp_path, store):
     path = write(tmp_path / "e.yaml", SMALL)
     proc = cli(
-        "sweep", path, "train.divergence_threshold=1e-9", "--tracking-uri", store, cwd=tmp_path
+        "sweep",
+        path,
+        "train.divergence_threshold=1e-9",
+        "--workers",
+        "1",
+        "--tracking-uri",
+        store,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0 and "0 finished, 4 diverged" in proc.stdout
     client, runs = grid_runs(store, "rel")
@@ -408,7 +416,7 @@ def test_a_full_disk_ends_the_sweep_with_one_line_and_closes_its_runs(tmp_path, 
 def test_a_read_only_store_is_refused_in_seconds(tmp_path, store, small_disk):
     path = write(tmp_path / "e.yaml", SMALL)
     ro = f"sqlite:///{small_disk / 'mlflow.db'}"
-    assert cli("sweep", path, "--tracking-uri", ro, cwd=tmp_path).returncode == 0
+    assert cli("sweep", path, "--workers", "1", "--tracking-uri", ro, cwd=tmp_path).returncode == 0
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     t0 = time.time()
     proc = cli("sweep", path, "--rerun", "--tracking-uri", ro, cwd=tmp_path)

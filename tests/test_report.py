@@ -38,7 +38,7 @@ def swept(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     store = f"sqlite:///{tmp / 'mlflow.db'}"
     path = write(tmp / "tiny.yaml", TINY)
-    proc = cli("sweep", path, "--tracking-uri", store, cwd=tmp)
+    proc = cli("sweep", path, "--tracking-uri", store, "--workers", "1", cwd=tmp)  # data only
     assert proc.returncode == 0, proc.stderr
     assert "12 finished, 2 diverged" in proc.stdout  # linear at gain 40 overflows: drawn, marked
     return tmp, store
