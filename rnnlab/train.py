@@ -517,10 +517,6 @@ class HeldOut:
         ]
         return cls([_stack([task.sample(n, g) for g in streams], device, dtype) for n in sizes])
 
-    def inputs(self, k: int, n: int) -> torch.Tensor:
-        """Member k's first n held-out input sequences, x (L, n, D)."""
-        return self.chunks[0][0][k][:, :n]
-
     def all_inputs(self, n: int) -> torch.Tensor:
         """Every member's first n held-out input sequences, x (K, L, n, D)."""
         return self.chunks[0][0][:, :, :n]

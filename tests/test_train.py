@@ -341,7 +341,7 @@ def test_the_jacobian_spectrum_follows_probe_jacobian_trajectories():
     held_out = T.HeldOut.draw(task, [T.stream(run.seed, "eval")], run.train, "cpu", torch.float32)
 
     def along(n):
-        x = held_out.inputs(0, n)
+        x = held_out.all_inputs(n)[0]
         return x.shape[1], dynamics.jacobian_spectrum(model.member(0), x)
 
     cases = {16: (default, along(T.THEORY_INPUTS))}  # 16 → the theory's 6 (B = 6)
