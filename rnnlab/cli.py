@@ -468,19 +468,33 @@ def _execute(
 def _drawing(experiment: str, stream=None):
     """A report's progress callback: on a terminal, one line rewritten per figure ("vanishing:
     figure 3/15, learning curves"), cleared when the block ends, however it ends; elsewhere
-    (logs, pipes) nothing: the summary after it says what was drawn."""
+    (logs, pipes) nothing: the summary after it says what was drawn. Ctrl-C stops the report
+    at the next figure (or before its pages are written), as KeyboardInterrupt: raised at any
+    moment it could land in matplotlib's clean-up callbacks, which swallow it (the report
+    then went on and exited 0). A second Ctrl-C stops at once."""
     stream = stream or sys.stderr
     live = stream.isatty()
+    asked = []
+
+    def on_sigint(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
 
     def progress(i: int, n: int, name: str) -> None:
+        if asked:
+            raise KeyboardInterrupt
         if live:  # within one row, or \r would leave the wrapped rows behind
             width = shutil.get_terminal_size().columns - 1
-            stream.write(f"\r\033[K{experiment}: figure {i + 1}/{n}, {name}"[: 4 + width])
+            what = f"figure {i + 1}/{n}, {name}" if i < n else f"writing {name}"
+            stream.write(f"\r\033[K{experiment}: {what}"[: 4 + width])
             stream.flush()
 
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield progress
     finally:
+        signal.signal(signal.SIGINT, previous)
         if live:
             stream.write("\r\033[K")
             stream.flush()

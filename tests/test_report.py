@@ -369,7 +369,8 @@ def test_a_new_figure_is_one_new_module(swept, tmp_path, monkeypatch):
     out = tmp_path / "out"
     calls = []
     report.report(report.load(store, "tinyreport"), out, progress=lambda *c: calls.append(c))
-    assert [(i, n) for i, n, _ in calls] == [(i, 16) for i in range(16)]  # before each figure
+    assert [(i, n) for i, n, _ in calls] == [(i, 16) for i in range(17)]  # each, then the pages
+    assert calls[-1][2] == "report.md and report.html"
     assert calls[8][2] == "runs per status" and calls[0][2] == "gradient profile vs distance"
     text = (out / "report.md").read_text()
     assert text.count("![") == 13  # 1-8, 9 and 12-15 (10 and 11 need a drive or gain grid)

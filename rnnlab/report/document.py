@@ -154,7 +154,7 @@ def report(
     ``checks``: the experiment's ``expect:`` checks evaluated (``rnnlab.report.checks``),
     shown first as the "Reproduction checks" table, under the ``claim`` they check.
     ``progress(i, n, name)`` is called before the i-th of the n registered figures is drawn
-    (a second or more each)."""
+    (a second or more each), and with i = n before report.md and report.html are written."""
     out.mkdir(parents=True, exist_ok=True)
     sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
     blocks: list[tuple] = [("h1", f.experiment)]
@@ -199,6 +199,9 @@ def report(
         ]
     if not f.others.empty:
         blocks += [("h2", "Other runs in this experiment (not drawn)"), ("table", *_others_rows(f))]
+    if progress is not None:
+        n = len(figures.registered())
+        progress(n, n, "report.md and report.html")
     (out / "report.html").write_text(_html(f, blocks, out))
     path = out / "report.md"
     path.write_text(_markdown(blocks))
