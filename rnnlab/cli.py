@@ -333,7 +333,7 @@ def _check_uri(args) -> None:
 
 def _check_environment() -> None:
     """rnnlab's tuning variables, read by the workers, checked before anything runs."""
-    from rnnlab.train import measure_threads
+    from rnnlab.measure.measurement import measure_threads
 
     problems = []
     try:

@@ -47,18 +47,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from rnnlab.config import RunConfig
 from rnnlab.measure import dynamics, names, probes, theory
+from rnnlab.measure.measurement import MEASURE_THREADS as MEASURE_THREADS  # re-exported
+from rnnlab.measure.measurement import Measurement, measure_threads
+from rnnlab.measure.measurement import usable_cores as usable_cores
 from rnnlab.model.cells import CELLS
 from rnnlab.model.elman import (
     Elman,
@@ -72,22 +72,6 @@ from rnnlab.model.elman import (
 from rnnlab.model.gated import Gated
 from rnnlab.optim import OPTIMIZERS
 from rnnlab.tasks import Task, make_task
-
-
-@dataclass
-class Measurement:
-    """What one training step measured."""
-
-    step: int
-    metrics: dict[str, float]
-    profile: np.ndarray | None = None
-    """n_t for t = 1..L (float64, index t−1), on probe steps."""
-    diverged: bool = False
-    tables: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    """More per-step tables: artifact name (``names.TABLES``) → columns of equal length. A
-    tracker stores each name's tables over the run as one ``<name>.parquet`` with a ``step``
-    column in front (the input-gradient profile at probe steps, the Jacobian spectrum at the
-    first and last probe)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -356,46 +340,6 @@ def _host_measures(
         tables[names.TABLE_JACOBIAN] = dynamics.jacobian_spectrum(member, along)
         m |= dynamics.jacobian_summary(tables[names.TABLE_JACOBIAN])
     return m, tables
-
-
-MEASURE_THREADS = "RNNLAB_MEASURE_THREADS"
-"""Environment variable: how many threads take probe steps' host measurements
-(``_host_measures``) off the training loop, which goes on training while they run; 0 runs
-them in the loop. Default where training runs on a GPU (whose host would otherwise wait):
-the cores this process may use, less the one that drives the GPU; the local executor gives
-each worker its share (cores ÷ workers, less one), a Ray task its ``resources.cpus`` less
-one (a Ray cluster's workers do not see the driver's environment). Default on a CPU: 0 (its
-cores train; on 2 cores a thread beside training took 0.75× to 1.2× the time, within the
-machine's noise). The numbers do not depend on it: each measurement is one member's
-operations on one thread (``_one_thread``; ``_Later`` sets it in each thread), in the same
-order. While the newest probe is measured, the loop yields nothing after it, so a stop is
-seen that much later; what was synced but not yet yielded is not logged (a run killed then
-is trained again on resume, to the same bits)."""
-
-
-def measure_threads(share: int | None = None, device: str = "cuda") -> int:
-    """``RNNLAB_MEASURE_THREADS``; else none where training runs on the CPU; else ``share``
-    (an executor's), else one per core this process may use beyond the first."""
-    raw = os.environ.get(MEASURE_THREADS, "").strip()
-    if not raw and device != "cuda":
-        return 0
-    if not raw and share is not None:
-        return share
-    if not raw:
-        return usable_cores() - 1
-    if not re.fullmatch(r"[0-9]{1,4}", raw):
-        raise ValueError(
-            f"{MEASURE_THREADS}={raw[:40]!r}: expected a whole number of threads, 0 to 9999"
-        )
-    return int(raw)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: its affinity (a SLURM job's cpuset, ``taskset``; a
-    container's CPU quota does not show here)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class _Later:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import cli, write
@@ -248,3 +249,46 @@ def test_slurm_interrupt_then_resume(tmp_path, store):
         r.data.tags["rnnlab.run_key"] for r in runs if r.data.tags["rnnlab.status"] == "finished"
     ]
     assert sorted(done) == sorted({r.run_key for r in load_experiment(path)[1]})
+
+
+def test_the_sweep_driver_never_imports_torch():
+    """The driver schedules (``groups`` asks whether CUDA is there, as torch would answer) and
+    stores what workers send (a pickled Measurement) without torch: 3.3 s less before a GPU
+    host's sweep starts its workers."""
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from rnnlab.run import schedule
+
+    sent = next(train(RunConfig.model_validate({"train": {"steps": 1, "batch_size": 4}})))
+    assert isinstance(sent.profile, np.ndarray) and sent.metrics
+    code = (
+        "import pickle, sys\n"
+        "import rnnlab.cli, rnnlab.run.sweep, rnnlab.track.mlflow\n"
+        "from rnnlab.run.executors.processes import Processes\n"
+        "from rnnlab.config import load_experiment\n"
+        "from rnnlab.run import schedule\n"
+        "grid = load_experiment('experiments/vanishing.yaml')[1]\n"
+        "units = schedule.groups(grid, list(range(len(grid))), 2)\n"
+        "m = pickle.loads(sys.stdin.buffer.read())\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(schedule.cuda_available(), sorted(map(len, units)), m.step, len(m.metrics))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(sent),
+        capture_output=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    grid = load_experiment(Path(__file__).parent.parent / "experiments" / "vanishing.yaml")[1]
+    want = sorted(map(len, schedule.groups(grid, list(range(len(grid))), 2)))  # torch's answer
+    assert proc.stdout.decode().split() == [
+        str(torch.cuda.is_available()),
+        *str(want).split(),
+        "0",
+        str(len(sent.metrics)),
+    ]

@@ -303,10 +303,13 @@ def test_a_failing_host_measurement_fails_the_run_with_its_error(monkeypatch):
 
 def test_measure_threads_setting(monkeypatch):
     import rnnlab.train as T
+    from rnnlab.measure import measurement
 
     monkeypatch.delenv(T.MEASURE_THREADS, raising=False)
-    assert T.measure_threads(device="cuda") == T.usable_cores() - 1
+    cap = measurement.DEFAULT_MAX_THREADS
+    assert T.measure_threads(device="cuda") == min(cap, T.usable_cores() - 1)
     assert T.measure_threads(3, "cuda") == 3  # an executor's share
+    assert T.measure_threads(cap + 5, "cuda") == cap  # capped: the GPU's thread needs the GIL
     assert T.measure_threads(3, "cpu") == T.measure_threads(None, "cpu") == 0
     monkeypatch.setenv(T.MEASURE_THREADS, " 2 ")
     assert T.measure_threads(5, "cuda") == T.measure_threads(None, "cpu") == 2  # the user's

@@ -38,8 +38,7 @@ def compiled():
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_cuda_kernel_equals_cpp_loops(monkeypatch, activation, K, T, B, H):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    if H > 128:  # the chunked kernels are taken only when asked (triton_elman.WIDE_BY_DEFAULT)
-        monkeypatch.setenv("RNNLAB_TRITON_TILE", "wide=1")
+    monkeypatch.delenv("RNNLAB_TRITON_TILE", raising=False)  # the defaults (H > 128: chunked)
     args = stack(K, T, B, 2, H, torch.float32, device="cuda")
     # ‖W_hh‖₂ = 0.95: every φ here is 1-Lipschitz, so the recursion contracts and rounding
     # differences between the backends do not grow over 5000 steps (nor does h blow up)
@@ -108,8 +107,8 @@ def test_cuda_float64(monkeypatch, activation, B, H):
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("RNNLAB_BACKEND", raising=False)
-    if H > 64:  # the chunked fp64 kernels, asked for: they must compile on an sm_90 card
-        monkeypatch.setenv("RNNLAB_TRITON_TILE", "wide=1")
+    monkeypatch.delenv("RNNLAB_TRITON_TILE", raising=False)
+    if H > 64:  # the chunked fp64 kernels, by default: they must compile on an sm_90 card
         probe = torch.zeros(2, 57, B, H, dtype=torch.float64, device="cuda")
         assert backends.backend(probe) == "triton"
     args = stack(2, 57, B, 3, H, torch.float64, device="cuda")

@@ -151,14 +151,17 @@ def test_wide_form_stack_equals_each_member_alone_bit_for_bit(monkeypatch):
 
 def test_wide_form_is_the_form_above_max_h(interpreted, monkeypatch):
     """H = MAX_H + 8 (float32) is the chunked kernels' (the on-chip form's below), taken by
-    backend selection only when asked until a GPU has run them; then equal to autograd."""
+    backend selection unasked (``wide=0`` turns them off); equal to autograd."""
     H = triton_elman.MAX_H[torch.float32] + 8
     assert triton_elman._meta(4, H, torch.float32)["WIDE"]
     assert not triton_elman._meta(4, H - 8, torch.float32)["WIDE"]
     hs = torch.zeros(1, 3, 2, H)
-    assert not triton_elman.WIDE_BY_DEFAULT and not triton_elman.supported(hs)[0]
-    monkeypatch.setenv("RNNLAB_TRITON_TILE", "wide=1")
-    assert triton_elman.supported(hs)[0]
+    assert triton_elman.WIDE_BY_DEFAULT and triton_elman.supported(hs)[0]
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", "wide=0")
+    ok, why = triton_elman.supported(hs)
+    assert not ok and "wide=0" in why
+    assert triton_elman.supported(torch.zeros(1, 3, 2, H - 8))[0]  # on chip: wide=0 is its form
+    monkeypatch.delenv("RNNLAB_TRITON_TILE")
     args = stack(1, 3, 2, 2, H, torch.float32)
     got, want = fused(*args, "tanh"), reference(*args, "tanh")
     for name, a, r in zip(NAMES, got, want, strict=True):
@@ -201,10 +204,10 @@ def test_backend_choice(monkeypatch):
     monkeypatch.delenv("RNNLAB_BACKEND")  # the interpreter alone does not take CPU runs over
     assert kernels.backend(x) in ("cpp", "python")
     monkeypatch.setenv("RNNLAB_BACKEND", "triton")
-    with pytest.raises(RuntimeError, match="not yet run on a GPU"):  # the chunked kernels,
-        kernels.backend(torch.zeros(1, 3, 2, 256))  # unasked
-    monkeypatch.setenv("RNNLAB_TRITON_TILE", "wide=1")
-    assert kernels.backend(torch.zeros(1, 3, 2, 256)) == "triton"
+    assert kernels.backend(torch.zeros(1, 3, 2, 256)) == "triton"  # the chunked kernels
+    monkeypatch.setenv("RNNLAB_TRITON_TILE", "wide=0")  # asked off
+    with pytest.raises(RuntimeError, match="wide=0"):
+        kernels.backend(torch.zeros(1, 3, 2, 256))
     with pytest.raises(RuntimeError, match="H = 1024 > 512"):  # the loops' cuBLAS multiplies
         kernels.backend(torch.zeros(1, 3, 2, 1024))
     monkeypatch.delenv("RNNLAB_BACKEND")

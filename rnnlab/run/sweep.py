@@ -35,11 +35,11 @@ from tqdm import tqdm
 
 from rnnlab.config import Experiment, RunConfig, run_name
 from rnnlab.measure import names
+from rnnlab.measure.measurement import Measurement
 from rnnlab.run.executors import make
 from rnnlab.run.executors.base import Executor
 from rnnlab.run.schedule import groups
 from rnnlab.track import Tracker
-from rnnlab.train import Measurement
 
 DONE = ("finished", "diverged")
 FINAL_METRICS = (names.EVAL_LOSS_RATIO, names.SLOPE)

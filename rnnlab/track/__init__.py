@@ -42,7 +42,7 @@ from rnnlab import lazy_exports
 
 if TYPE_CHECKING:
     from rnnlab.config import Experiment, RunConfig
-    from rnnlab.train import Measurement
+    from rnnlab.measure.measurement import Measurement
 
 RESULTS = Path("results")
 

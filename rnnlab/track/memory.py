@@ -10,7 +10,7 @@ from rnnlab.track import PriorRun, mlflow_status
 
 if TYPE_CHECKING:
     from rnnlab.config import Experiment, RunConfig
-    from rnnlab.train import Measurement
+    from rnnlab.measure.measurement import Measurement
 
 
 class MemoryTracker:

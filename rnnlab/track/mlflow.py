@@ -37,7 +37,7 @@ from rnnlab.track.lock import ExperimentLock
 from rnnlab.ui import decay_url, save_view, ui_base
 
 if TYPE_CHECKING:
-    from rnnlab.train import Measurement
+    from rnnlab.measure.measurement import Measurement
 
 MAX_BATCH = 1000  # MLflow's per-request metric limit
 FLUSH_SECONDS = 2.0

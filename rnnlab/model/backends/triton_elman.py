@@ -36,15 +36,14 @@ on chip, H ≤ ``MAX_H``): one launch per stack at a probe instead of ~6 small k
 
 Larger H (``MAX_H``: 128 in float32, 64 in float64) does not fit one program's registers. There
 the *_wide kernels run the same grid, each program walking each step's product in chunks of
-32 × 32: W_hh is read from memory every step (L2-resident: 256 KB at H = 256 in fp32) and
+64 × 64 (``CHUNK``): W_hh is read from memory every step (L2-resident: 256 KB at H = 256 in fp32) and
 h_{t−1} (∂L/∂z_{t+1}) from the tensor the previous step wrote, behind a barrier, so no value
 crosses programs and stacks keep their bits. (cuDNN's persistent kernels instead split the
 hidden dimension across programs that exchange h_t every step: a grid-wide barrier every
 step, which the interpreter cannot run, so it could not be tested here.)
 
 Coverage (``supported``): CUDA tensors (or any tensor under ``TRITON_INTERPRET=1``), float32
-and float64 with H ≤ ``MAX_H``, and up to ``MAX_WIDE_H`` when asked (``WIDE_BY_DEFAULT``: the
-chunked kernels have not run on a GPU yet). float64 takes broadcast-and-sum products only
+and float64 with H ≤ ``MAX_H`` on chip, and up to ``MAX_WIDE_H`` in chunks (``WIDE_BY_DEFAULT``). float64 takes broadcast-and-sum products only
 (Triton 3.6 has no fp64 ``tl.dot``); if a form fails to compile for the card, checked once per
 device, float64 takes the existing loops. Above, the C++ loops' large multiplies run. tanh
 uses libdevice's ``tanh`` on the GPU (as ``torch.tanh`` on CUDA) and
@@ -53,8 +52,8 @@ uses libdevice's ``tanh`` on the GPU (as ``torch.tanh`` on CUDA) and
 The kernels are wrapped on first use (``_kernels``) rather than by a decorator at import: with
 TRITON_INTERPRET=1 set before triton itself is imported they run under the interpreter (the CPU
 tests), else compiled. Every default tiling was compiled offline for sm_90a with Triton 3.6 and
-3.9 (all activations, fp32 and fp64; the chunked form with 3.9: 40–72 registers): no register
-spills.
+3.9 (all activations, fp32 and fp64): no register spills, but for the chunked backward in fp32
+with 4 sequences a program (8 bytes; 64–78 registers in fp32, 96–128 in fp64, Triton 3.9).
 """
 
 from __future__ import annotations
@@ -83,11 +82,12 @@ in chunks from memory each step (L2-resident: 256 KB at H = 256, fp32)…"""
 MAX_WIDE_H = 512
 """…up to this H. Above, each step's multiply is large enough for cuBLAS (the loops: c/a 0.99 at
 (1000, 1024, 1024) on an H200) and re-reading W_hh every step would cost more."""
-WIDE_BY_DEFAULT = False
-"""Whether backend selection takes the chunked kernels for MAX_H < H ≤ MAX_WIDE_H unasked. They
-pass the interpreter tests and compile for sm_90a, but no GPU has run them yet
-(``tests/test_triton_cuda.py``, ``make bench --device cuda``): until one has, those shapes run
-the C++ loops (measured on an H200) unless ``RNNLAB_TRITON_TILE`` asks with ``wide=1``."""
+WIDE_BY_DEFAULT = True
+"""Whether backend selection takes the chunked kernels for MAX_H < H ≤ MAX_WIDE_H unasked
+(``RNNLAB_TRITON_TILE=wide=0`` leaves those shapes to the C++ loops). On an H200 they passed
+``tests/test_triton_cuda.py`` and ran the recursion at (1000, 64, 256) in 42 ms against the
+loops' 73 ms (``make bench --device cuda``, the chunk of 64 with 8 warps; 91 ms in chunks of 32
+with 4 warps, the first default)."""
 WIDE_KEYS = {"wide": "WIDE", "chunk": "CHUNK"}
 """``RNNLAB_TRITON_TILE`` keys of the chunked form: ``wide=1,chunk=16`` takes it at any H
 (how the interpreter tests reach it with small shapes)."""
@@ -451,8 +451,8 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
     # 1 per program 0.74–0.76× (4: 1.37×). So tl.dot only when asked for.
     dot = not wide and bool(override.get("DOT", False)) and dtype != torch.float64
     few = 4 if B >= 64 else 2 if B > 32 else 1  # sequences per program, tiles of the sum form
-    if wide:  # (few, 32, 32) products: 32 registers a thread with 4 warps
-        meta = {"BLOCK_B": few, "CHUNK": 32, "num_warps": 4}
+    if wide:  # (few, 64, 64) products over 8 warps: 64-78 registers fp32, 96-128 fp64
+        meta = {"BLOCK_B": few, "CHUNK": 64, "num_warps": 8}
     elif dot or (dtype == torch.float64 and B >= 64):  # tiles of 16
         meta = {"BLOCK_B": 16, "num_warps": max(4, block_h // 4)}
     else:
@@ -686,12 +686,9 @@ def supported(hs: torch.Tensor, activation: str | None = None) -> tuple[bool, st
     B, H = hs.shape[-2:]
     if MAX_WIDE_H < H:
         return False, f"H = {H} > {MAX_WIDE_H}: the loops' large multiplies win there"
+    if MAX_H[hs.dtype] < H and not tile_override().get("WIDE", WIDE_BY_DEFAULT):
+        return False, f"H = {H} > {MAX_H[hs.dtype]} needs the chunked kernels (asked off: wide=0)"
     wide = _meta(B, H, hs.dtype)["WIDE"]
-    if MAX_H[hs.dtype] < H and not (WIDE_BY_DEFAULT or tile_override().get("WIDE")):
-        return False, (
-            f"H = {H} > {MAX_H[hs.dtype]} needs the chunked kernels, not yet run on a GPU "
-            "(RNNLAB_TRITON_TILE=wide=1 takes them)"
-        )
     if hs.dtype == torch.float64 and hs.is_cuda and not _fp64_compiles(hs.device, wide):
         return False, "Triton does not compile the fp64 kernels for this device"
     return True, ""

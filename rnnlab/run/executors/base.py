@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from rnnlab.config import RunConfig
 
 if TYPE_CHECKING:
-    from rnnlab.train import Measurement
+    from rnnlab.measure.measurement import Measurement
 
 Message = tuple[str, int, object]
 Job = tuple[list[int], list[str], list[str] | None]

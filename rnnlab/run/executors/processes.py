@@ -64,7 +64,7 @@ class Processes:
         workers = min(self.workers, len(jobs))
         # Each worker trains on one core; what the machine has beyond that, shared out, takes
         # the workers' host measurements.
-        from rnnlab.train import usable_cores  # here: listing the executors loads no torch
+        from rnnlab.measure.measurement import usable_cores  # torch-free: the driver
 
         threads = max(0, usable_cores() // workers - 1)
         with ProcessPoolExecutor(
