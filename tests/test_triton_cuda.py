@@ -98,7 +98,7 @@ def test_cuda_stack_equals_each_member_alone_bit_for_bit(B, H):
             assert torch.equal(dz_k[0], dz[k]) and torch.equal(norms_k[:, 0], norms[:, k])
 
 
-@pytest.mark.parametrize("B, H", [(5, 16), (64, 16), (5, 96)])
+@pytest.mark.parametrize("B, H", [(5, 16), (64, 16), (5, 96), (64, 96)])  # 96: in chunks
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_cuda_float64(monkeypatch, activation, B, H):
     """fp64 on the GPU: the kernel (broadcast-and-sum form; chunked above H = 64) where Triton

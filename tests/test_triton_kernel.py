@@ -160,6 +160,8 @@ def test_wide_form_is_the_form_above_max_h(interpreted, monkeypatch):
     monkeypatch.setenv("RNNLAB_TRITON_TILE", "wide=0")
     ok, why = triton_elman.supported(hs)
     assert not ok and "wide=0" in why
+    with pytest.raises(ValueError, match="only in chunks"):  # never the on-chip form up there
+        triton_elman._meta(4, H, torch.float32)
     assert triton_elman.supported(torch.zeros(1, 3, 2, H - 8))[0]  # on chip: wide=0 is its form
     monkeypatch.delenv("RNNLAB_TRITON_TILE")
     args = stack(1, 3, 2, 2, H, torch.float32)

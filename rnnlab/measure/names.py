@@ -90,7 +90,8 @@ TABLE_GRAD_C = "grad_c"
 """The run's artifact ``grad_c.parquet`` (LSTM): step, t, k, n_t = (1/B) Σ_b ‖∂L_b/∂c_t‖₂ at
 every probe."""
 TABLES = (TABLE_JACOBIAN, TABLE_GRAD_X, TABLE_GRAD_C)
-"""Every per-step table a run may store (``rnnlab.train.Measurement.tables``), by artifact name."""
+"""Every per-step table a run may store (``rnnlab.measure.measurement.Measurement.tables``),
+by artifact name."""
 
 # ---------------------------------------------------------------- theory beside measurement
 THEORY_SLOPE = "theory/slope"

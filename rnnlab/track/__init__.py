@@ -1,7 +1,7 @@
 """The tracking boundary: measurements in, stored runs out.
 
-Training yields :class:`rnnlab.train.Measurement`; a tracker stores them. What the sweep
-needs of one is :class:`Tracker`; two implement it:
+Training yields :class:`rnnlab.measure.measurement.Measurement`; a tracker stores them. What
+the sweep needs of one is :class:`Tracker`; two implement it:
 
   ``rnnlab.track.mlflow.MlflowTracker``  the production one: an MLflow tracking store
                                          (embedded SQLite by default, any URI works);

@@ -36,14 +36,15 @@ on chip, H ≤ ``MAX_H``): one launch per stack at a probe instead of ~6 small k
 
 Larger H (``MAX_H``: 128 in float32, 64 in float64) does not fit one program's registers. There
 the *_wide kernels run the same grid, each program walking each step's product in chunks of
-64 × 64 (``CHUNK``): W_hh is read from memory every step (L2-resident: 256 KB at H = 256 in fp32) and
-h_{t−1} (∂L/∂z_{t+1}) from the tensor the previous step wrote, behind a barrier, so no value
-crosses programs and stacks keep their bits. (cuDNN's persistent kernels instead split the
+64 × 64 (``CHUNK``): W_hh is read from memory every step (L2-resident: 256 KB at H = 256 in
+fp32) and h_{t−1} (∂L/∂z_{t+1}) from the tensor the previous step wrote, behind a barrier,
+so no value crosses programs and stacks keep their bits. (cuDNN's persistent kernels instead split the
 hidden dimension across programs that exchange h_t every step: a grid-wide barrier every
 step, which the interpreter cannot run, so it could not be tested here.)
 
 Coverage (``supported``): CUDA tensors (or any tensor under ``TRITON_INTERPRET=1``), float32
-and float64 with H ≤ ``MAX_H`` on chip, and up to ``MAX_WIDE_H`` in chunks (``WIDE_BY_DEFAULT``). float64 takes broadcast-and-sum products only
+and float64 with H ≤ ``MAX_H`` on chip, and up to ``MAX_WIDE_H`` in chunks
+(``WIDE_BY_DEFAULT``). float64 takes broadcast-and-sum products only
 (Triton 3.6 has no fp64 ``tl.dot``); if a form fails to compile for the card, checked once per
 device, float64 takes the existing loops. Above, the C++ loops' large multiplies run. tanh
 uses libdevice's ``tanh`` on the GPU (as ``torch.tanh`` on CUDA) and
@@ -52,8 +53,9 @@ uses libdevice's ``tanh`` on the GPU (as ``torch.tanh`` on CUDA) and
 The kernels are wrapped on first use (``_kernels``) rather than by a decorator at import: with
 TRITON_INTERPRET=1 set before triton itself is imported they run under the interpreter (the CPU
 tests), else compiled. Every default tiling was compiled offline for sm_90a with Triton 3.6 and
-3.9 (all activations, fp32 and fp64): no register spills, but for the chunked backward in fp32
-with 4 sequences a program (8 bytes; 64–78 registers in fp32, 96–128 in fp64, Triton 3.9).
+3.9 (all activations, fp32 and fp64): no register spills, except 8 bytes in the chunked
+backward in fp32 with 4 sequences a program (the chunked form: 64–78 registers in fp32,
+96–128 in fp64, Triton 3.9).
 """
 
 from __future__ import annotations
@@ -80,14 +82,15 @@ MAX_H = {torch.float32: 128, torch.float64: 64}
 """Up to this H, W_hh is held in one program's registers; above it the *_wide kernels read it
 in chunks from memory each step (L2-resident: 256 KB at H = 256, fp32)…"""
 MAX_WIDE_H = 512
-"""…up to this H. Above, each step's multiply is large enough for cuBLAS (the loops: c/a 0.99 at
-(1000, 1024, 1024) on an H200) and re-reading W_hh every step would cost more."""
+"""…up to this H. Above, each step's multiply is large enough for cuBLAS (the loops: c/a
+0.99–1.04 at (1000, 1024, 1024) on an H200) and re-reading W_hh every step would cost more."""
 WIDE_BY_DEFAULT = True
 """Whether backend selection takes the chunked kernels for MAX_H < H ≤ MAX_WIDE_H unasked
 (``RNNLAB_TRITON_TILE=wide=0`` leaves those shapes to the C++ loops). On an H200 they passed
 ``tests/test_triton_cuda.py`` and ran the recursion at (1000, 64, 256) in 42 ms against the
 loops' 73 ms (``make bench --device cuda``, the chunk of 64 with 8 warps; 91 ms in chunks of 32
-with 4 warps, the first default)."""
+with 4 warps, the first default). Not yet run there: H = 512, and float64 with 4 sequences a
+program (B ≥ 64; it compiles for sm_90a without spills, and B = 5 passed)."""
 WIDE_KEYS = {"wide": "WIDE", "chunk": "CHUNK"}
 """``RNNLAB_TRITON_TILE`` keys of the chunked form: ``wide=1,chunk=16`` takes it at any H
 (how the interpreter tests reach it with small shapes)."""
@@ -438,6 +441,8 @@ def _meta(B: int, H: int, dtype: torch.dtype, num_warps: int | None = None) -> d
     block_h = max(16, triton.next_power_of_2(H))
     override = tile_override()
     wide = bool(override.pop("WIDE", MAX_H[dtype] < H))  # W_hh in chunks: the *_wide kernels
+    if not wide and MAX_H[dtype] < H:  # ``supported`` refuses it: W_hh would not fit on chip
+        raise ValueError(f"H = {H} > {MAX_H[dtype]} in {dtype} runs only in chunks (wide=0 asked)")
     # tl.dot needs tiles of 16 sequences; in IEEE fp32 it runs on FMA units, each thread
     # holding a K-long strip of W_hh, kept in registers by BLOCK_H / 4 warps (sm_90a: 4 warps at
     # H = 64 spill, 16 do not; at H = 128 even 32 spill with tanh). With few sequences, one or

@@ -76,7 +76,7 @@ def work(
     """The worker's body, the same in every executor: train one ensemble, sending its
     messages in batches. ``stop`` (an Event) ends its runs as killed at the next step; so
     does a KeyboardInterrupt (Ctrl-C, ``ray.cancel``, a SLURM job's cancel). ``threads``: the
-    worker's share of spare cores for the host measurements (``rnnlab.train.measure_threads``)."""
+    worker's share of spare cores for the host measurements (``rnnlab.measure.measurement.measure_threads``)."""
     unit, runs_json, titles = job
     runs = [RunConfig.model_validate_json(r) for r in runs_json]
     batch: list[Message] = []
