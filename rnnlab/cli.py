@@ -410,27 +410,34 @@ def _execute(
     experiment: Experiment, grid: list[RunConfig], args, workers: int, parent: bool
 ) -> int:
     from rnnlab.run.executors import choices
+    from rnnlab.run.executors.base import started
     from rnnlab.run.sweep import run_sweep
-    from rnnlab.track import MlflowTracker
+    from rnnlab.track import default_tracking_uri
 
     _check_environment()
-    tracker = MlflowTracker(args.tracking_uri)
+    uri = args.tracking_uri or default_tracking_uri()
     kind = getattr(args, "executor", "local")
     builder = choices()[kind]
-    builder.check(args, tracker.uri)  # a missing package or an unreachable head: exit 2
-    tracker.check()  # an unreachable or unwritable store is bad input: exit 2, nothing run
-    tracker.check_experiment(experiment.name)
+    builder.check(args, uri)  # a missing package or an unreachable head: exit 2
     executor, where = builder.from_cli(args, experiment.resources, workers)
-    print(f"{experiment.name}: {len(grid)} grid point(s), {where} → {tracker.uri}", file=sys.stderr)
-    _note_jacobian_cost(grid)
-    summary = run_sweep(
-        experiment,
-        grid,
-        tracker,
-        parent=parent,
-        rerun=getattr(args, "rerun", False),
-        executor=executor,
-    )
+    # Local workers start now and import torch while this process imports MLflow and opens
+    # the store; they are ended if nothing comes of it (a store refused, nothing to train).
+    with started(executor, grid):
+        from rnnlab.track import MlflowTracker
+
+        tracker = MlflowTracker(uri)
+        tracker.check()  # an unreachable or unwritable store is bad input: exit 2, nothing run
+        tracker.check_experiment(experiment.name)
+        print(f"{experiment.name}: {len(grid)} grid point(s), {where} → {uri}", file=sys.stderr)
+        _note_jacobian_cost(grid)
+        summary = run_sweep(
+            experiment,
+            grid,
+            tracker,
+            parent=parent,
+            rerun=getattr(args, "rerun", False),
+            executor=executor,
+        )
     s = summary
     if s.dead_sweeps:
         print(f"{s.dead_sweeps} sweep(s) left RUNNING by a dead process were closed as KILLED")

@@ -172,7 +172,7 @@ def test_metrics_written_directly_read_back_as_mlflow_log_batch_writes_them(tmp_
             Metric("e", nan, 10, 0),  # NaN (0) above -0.5 at the same step and time
         ],
     ]
-    run = _Run(direct, None, "direct")
+    run = _Run(direct, None, "direct", client.get_run(direct).info.artifact_uri)
     for batch in batches:
         run.metrics = list(batch)
         writer.write(run)

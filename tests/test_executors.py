@@ -292,3 +292,99 @@ def test_the_sweep_driver_never_imports_torch():
         "0",
         str(len(sent.metrics)),
     ]
+
+
+def _maps_torch(pid: int) -> bool:
+    """Has process pid loaded torch's library (Linux: its memory map names it)?"""
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _gone(pids: list[int], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+        if not alive or all(
+            Path(f"/proc/{p}/stat").read_text().split(")")[-1].split()[0] == "Z" for p in alive
+        ):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_local_workers_start_before_their_jobs_with_torch_loaded_and_run_uses_them():
+    """``started``: the workers spawn and import torch before the jobs are known (the driver
+    opens the store meanwhile); ``run`` trains on those very processes, to the same bits as
+    training alone, and shuts them down; a block that ends without ``run`` ends them at once."""
+    import multiprocessing as mp
+
+    from rnnlab.run.executors.base import started
+
+    ex = make("processes", workers=2)
+    with started(ex, [cfg(0)]):  # one job: one worker, whatever --workers says
+        assert len(ex._pool._processes) == 1
+    with started(ex, [cfg(0, ensemble="off"), cfg(1, ensemble="off"), cfg(2, ensemble="off")]):
+        pids = sorted(p.pid for p in ex._pool._processes.values())
+        assert len(pids) == 2
+        deadline = time.monotonic() + 120
+        while not all(map(_maps_torch, pids)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(map(_maps_torch, pids)), "the started workers never imported torch"
+        grid = [cfg(0, ensemble="off"), cfg(1, ensemble="off")]
+        jobs = [([i], [grid[i].model_dump_json()], None) for i in range(2)]
+        seen, got, over = set(), {}, []
+
+        def deliver(batch):
+            seen.update(p.pid for p in mp.active_children())
+            for _, i, payload in batch:
+                got.setdefault(i, []).append(payload)
+
+        ex.run(jobs, deliver, lambda unit, error: over.append((unit, error)), threading.Event())
+    assert seen and seen <= set(pids)  # no other process trained
+    assert sorted(over) == [([0], None), ([1], None)]
+    for i, run in enumerate(grid):
+        alone = [m.metrics for m in train(run)]
+        assert [m.metrics for m in got[i][:-1]] == alone and got[i][-1][0] == "finished"
+    assert _gone(pids, within=10)
+
+    with started(
+        ex, [cfg(0, ensemble="off"), cfg(1, ensemble="off")]
+    ):  # nothing comes of it: mid-import, they are terminated
+        pids = [p.pid for p in ex._pool._processes.values()]
+    assert ex._pool is None and _gone(pids, within=5)
+
+
+def test_a_sweep_with_nothing_to_do_or_a_refused_store_leaves_no_worker_behind(tmp_path, store):
+    """The early workers of ``rnnlab sweep`` end with it when no job comes: a complete
+    experiment (exit 0) and a store that is refused (exit 2), with nothing written."""
+    from conftest import TINY
+
+    path = write(tmp_path / "tiny.yaml", TINY)
+    assert cli("sweep", path, "--workers", "2", "--tracking-uri", store).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    refused = tmp_path / "refused"  # a directory where the store's file should be
+    refused.mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    for uri, code in ((store, 0), (f"sqlite:///{refused}", 2)):
+        cmd = [sys.executable, "-m", "rnnlab", "sweep", str(path), "--workers", "2"]
+        proc = subprocess.Popen(
+            [*cmd, "--tracking-uri", uri],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err
+        left = subprocess.run(
+            ["ps", "-eo", "sid=,stat=,args="], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert not [r for r in left if r.split()[0] == str(proc.pid) and "Z" not in r.split()[1]]
+        if code == 0:
+            assert "nothing to do" in out
+        else:
+            assert "is a directory" in err and sorted(tmp_path.rglob("*")) == before

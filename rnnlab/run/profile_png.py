@@ -4,7 +4,8 @@ Drawn by the worker that trained the run (``rnnlab.run.executors.base.work``), n
 driver: the driver is the store's one writer, and drawing took 40 % of its time
 (docs/performance.md). Every worker process pays the imports once, so this module takes
 matplotlib's object API (no pyplot) and the (step, n_t) pairs as they come out of training
-(no pandas): about 0.4 s of imports a worker instead of 1.8 s.
+(no pandas): about 0.4 s of imports a worker instead of 1.8 s, made on the first figure, or
+while the worker waits for its first job (``base.WORKER_IMPORTS``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import io
 import sys
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
 
 def profile_png(profiles: list[tuple[int, np.ndarray]], title: str) -> bytes | None:
@@ -29,10 +33,6 @@ def profile_png(profiles: list[tuple[int, np.ndarray]], title: str) -> bytes | N
 
 
 def _draw(first: tuple[int, np.ndarray], last: tuple[int, np.ndarray], title: str) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import LogFormatter
-
     fig = Figure(figsize=(4.0, 2.6))
     FigureCanvasAgg(fig)  # files only: never needs a display
     ax = fig.add_subplot()

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from mlflow.entities import Metric, Param
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
 from rnnlab import __version__
@@ -107,6 +108,8 @@ class _Run:
     run_id: str
     run: RunConfig
     name: str
+    artifact_uri: str
+    """Where its artifacts go (MLflow's ``log_artifacts`` would look it up with a ``get_run``)."""
     metrics: list[Metric] = field(default_factory=list)
     profiles: list[tuple[int, np.ndarray]] = field(default_factory=list)
     tables: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
@@ -463,7 +466,7 @@ class MlflowTracker:
         params = [Param(k, str(v)) for k, v in run.params().items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(info.run_id, params=params[i : i + 100])
-        self._runs[handle] = _Run(info.run_id, run, name)
+        self._runs[handle] = _Run(info.run_id, run, name, info.artifact_uri)
 
     @_timed
     def log(self, handle: int, m: Measurement) -> None:
@@ -535,7 +538,7 @@ class MlflowTracker:
             )
             if error:
                 (tmp / "error.txt").write_text(error)
-            self.client.log_artifacts(r.run_id, str(tmp))
+            get_artifact_repository(r.artifact_uri, self.uri).log_artifacts(str(tmp))
         self.client.set_terminated(r.run_id, mlflow_status(status))  # closed first, then labelled:
         if status == "diverged" and step is not None:  # a run tagged done is always closed
             self.client.set_tag(r.run_id, names.TAG_DIVERGED_STEP, str(step))

@@ -15,6 +15,10 @@ that sent no "end" by *one* rule (``rnnlab.run.sweep``): killed if the sweep was
 the member had started, otherwise failed with the job's error — a worker that died never
 leaves a run open.
 
+An executor whose workers are this machine's may also have ``start(jobs)``, which starts
+them before the jobs are known, and ``close()``, which ends them if ``run`` never comes: the
+driver calls both through :func:`started` (``rnnlab.run.executors.processes``).
+
 To add an executor: one file here with a class following :class:`Executor`. The package finds
 it (``rnnlab/run/executors/__init__.py``); a class with a ``choice`` is offered as
 ``rnnlab sweep --executor <choice>`` and built by its ``from_cli``.
@@ -26,7 +30,8 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from rnnlab.config import RunConfig
@@ -41,6 +46,9 @@ profile.png figures, or None where the tracker stores none)."""
 
 FLUSH_SECONDS = 0.2
 """Workers send their messages at least this often (a transport's cost is per message)."""
+WORKER_IMPORTS = ("rnnlab.train", "rnnlab.run.profile_png")
+"""What a worker imports for its first job (torch, matplotlib): a worker started early
+imports them while it waits (3.3 s and 0.8 s of a worker's start on a GPU host)."""
 
 
 class Executor(Protocol):
@@ -68,6 +76,24 @@ class Executor(Protocol):
         and call ``job_over(unit, error)`` once per job when it is over (error: why it died,
         or None). On ``interrupted``, stop the jobs (their runs end as killed) and return."""
         ...
+
+
+@contextmanager
+def started(executor, grid: list[RunConfig]) -> Iterator[None]:
+    """Start the executor's workers now if it can (``start``), as many as ``grid`` can keep
+    busy, so they import torch while the driver imports MLflow and opens the store; end them
+    when the block ends without ``run`` having used them (``close``)."""
+    start = getattr(executor, "start", None)
+    if start is None:  # Ray and SLURM start their workers per job
+        yield
+        return
+    from rnnlab.run.schedule import groups
+
+    start(len(groups(grid, list(range(len(grid))), executor.slots())))
+    try:
+        yield
+    finally:
+        executor.close()
 
 
 def work(

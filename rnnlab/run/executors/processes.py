@@ -1,8 +1,15 @@
 """Train the jobs in N local worker processes (``--workers N``): spawned, so torch's threads
-never meet a fork; one queue carries every worker's messages to the driver."""
+never meet a fork; one queue carries every worker's messages to the driver.
+
+``start`` spawns them before the jobs are known: each imports what training needs
+(``base.WORKER_IMPORTS``: torch, 3.3 s on a GPU host) while the driver imports MLflow and
+opens the store (``base.started``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import multiprocessing as mp
 import os
 import queue
@@ -11,7 +18,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from typing import ClassVar
 
-from rnnlab.run.executors.base import watch_parent, work
+from rnnlab.run.executors.base import WORKER_IMPORTS, watch_parent, work
 
 _STOP = None  # in a worker: the driver's stop event
 _QUEUE = None  # in a worker: the queue to the driver
@@ -25,6 +32,13 @@ def _init_worker(stop, q, driver: int, threads: int) -> None:
     # The driver's pid comes from the driver: a worker still starting when its driver died
     # would otherwise take its new parent (init) for the driver and never notice.
     watch_parent(lambda: os.getppid() == driver)
+    for module in WORKER_IMPORTS:  # now, while the driver opens the store; a failure is
+        with contextlib.suppress(Exception):  # raised again by the job's own import, with
+            importlib.import_module(module)  # its traceback, where the driver sees it
+
+
+def _ready() -> None:
+    """A no-op task: submitting one per worker makes the pool spawn them all at once."""
 
 
 def _work(job) -> bool:
@@ -54,25 +68,47 @@ class Processes:
 
     def __init__(self, workers: int):
         self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._stop = self._queue = None
 
     def slots(self) -> int:
         return self.workers
 
-    def run(self, jobs, deliver, job_over, interrupted) -> None:
+    def start(self, jobs: int) -> None:
+        """Spawn min(workers, jobs) workers now; ``run`` gives them the jobs."""
         ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
-        stop, q = ctx.Event(), ctx.Queue()
-        workers = min(self.workers, len(jobs))
+        self._stop, self._queue = ctx.Event(), ctx.Queue()
+        workers = max(1, min(self.workers, jobs))
         # Each worker trains on one core; what the machine has beyond that, shared out, takes
         # the workers' host measurements.
         from rnnlab.measure.measurement import usable_cores  # torch-free: the driver
 
         threads = max(0, usable_cores() // workers - 1)
-        with ProcessPoolExecutor(
+        self._pool = ProcessPoolExecutor(
             workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(stop, q, os.getpid(), threads),
-        ) as pool:
+            initargs=(self._stop, self._queue, os.getpid(), threads),
+        )
+        for _ in range(workers):  # the pool spawns a worker per task while none is idle
+            self._pool.submit(_ready)
+
+    def close(self) -> None:
+        """End workers that ``start`` spawned for jobs that never came (the store refused,
+        nothing was left to train, an interrupt): at once, mid-import as they may be."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        for process in list(pool._processes.values()):  # no public way before Python 3.14
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, jobs, deliver, job_over, interrupted) -> None:
+        if self._pool is None:
+            self.start(len(jobs))
+        pool, stop, q = self._pool, self._stop, self._queue
+        self._pool = None  # from here, run shuts it down
+        with pool:
             futures = {pool.submit(_work, job): job[0] for job in jobs}
             ended: set[int] = set()
 

@@ -114,7 +114,6 @@ class Slurm:
 
         self.folder = Path(folder).absolute()
         self.max_jobs = max_jobs
-        self.executor = submitit.AutoExecutor(folder=self.folder / "%j")
         params = {"timeout_min": time_min, "cpus_per_task": max(1, int(cpus)), "name": "rnnlab"}
         if gpus:
             params["gpus_per_node"] = max(1, int(gpus))
@@ -122,13 +121,22 @@ class Slurm:
             params["mem_gb"] = mem_gb
         if partition:
             params["slurm_partition"] = partition
-        self.executor.update_parameters(**params)
-        self.cluster = self.executor.cluster  # "slurm", or "local" without sbatch
+        self.params = params
+        self.cluster = submitit.AutoExecutor.which()  # "slurm", or "local" without sbatch
+
+    def _submitter(self):
+        """submitit's executor, made when there are jobs: it creates its folder."""
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
+        executor.update_parameters(**self.params)
+        return executor
 
     def slots(self) -> int:
         return self.max_jobs or 1_000_000
 
     def run(self, jobs, deliver, job_over, interrupted) -> None:
+        submitter = self._submitter()
         run_dir = self.folder / f"sweep-{uuid.uuid4().hex[:8]}"
         run_dir.mkdir(parents=True)
         heartbeat = run_dir / "driver.alive"
@@ -144,7 +152,7 @@ class Slurm:
                 while waiting and len(running) < self.slots() and not interrupted.is_set():
                     n, job = waiting.pop(0)
                     spool = run_dir / f"job-{n}.spool"
-                    handle = self.executor.submit(_job, job, str(spool), str(heartbeat))
+                    handle = submitter.submit(_job, job, str(spool), str(heartbeat))
                     running[n] = (handle, _Spool(spool), job[0])
                 if interrupted.is_set():
                     for _, job in waiting:  # never submitted: nothing to close
