@@ -19,7 +19,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from rnnlab import __version__
+from rnnlab import __version__, exit_quickly
 from rnnlab.config import (
     MAX_GRID,
     MAX_GRID_YES,
@@ -46,6 +46,13 @@ INTERRUPTED = {
 }
 """What Ctrl-C (or SIGTERM where a command turns it into one) leaves, by command: the line
 printed before exiting with status 130."""
+
+
+def entry() -> None:
+    """The ``rnnlab`` command (and ``python -m rnnlab``): ``main``, then exit with its status,
+    quickly (``rnnlab.exit_quickly``)."""
+    exit_quickly()
+    raise SystemExit(main())
 
 
 def main(argv: list[str] | None = None) -> int:

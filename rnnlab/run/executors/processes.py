@@ -18,6 +18,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from typing import ClassVar
 
+from rnnlab import exit_quickly
 from rnnlab.run.executors.base import WORKER_IMPORTS, watch_parent, work
 
 _STOP = None  # in a worker: the driver's stop event
@@ -32,6 +33,7 @@ def _init_worker(stop, q, driver: int, threads: int) -> None:
     # The driver's pid comes from the driver: a worker still starting when its driver died
     # would otherwise take its new parent (init) for the driver and never notice.
     watch_parent(lambda: os.getppid() == driver)
+    exit_quickly()
     for module in WORKER_IMPORTS:  # now, while the driver opens the store; a failure is
         with contextlib.suppress(Exception):  # raised again by the job's own import, with
             importlib.import_module(module)  # its traceback, where the driver sees it
