@@ -349,11 +349,54 @@ def test_local_workers_start_before_their_jobs_with_torch_loaded_and_run_uses_th
         assert [m.metrics for m in got[i][:-1]] == alone and got[i][-1][0] == "finished"
     assert _gone(pids, within=10)
 
-    with started(
-        ex, [cfg(0, ensemble="off"), cfg(1, ensemble="off")]
-    ):  # nothing comes of it: mid-import, they are terminated
-        pids = [p.pid for p in ex._pool._processes.values()]
-    assert ex._pool is None and _gone(pids, within=5)
+    two = [cfg(0, ensemble="off"), cfg(1, ensemble="off")]
+    with started(ex, two):  # nothing comes of it
+        workers = list(ex._pool._processes.values())
+    # ended, each once its imports were done (none killed holding a lock file)
+    assert ex._pool is None and [p.exitcode for p in workers] == [0, 0]
+
+
+def test_a_worker_that_cannot_import_torch_fails_its_jobs_with_the_first_error(
+    tmp_path, monkeypatch
+):
+    """An install broken for the workers (here a torch that raises on import, first on their
+    path) fails each job with the import's own traceback, not with the different error a
+    second import of a half-imported torch would raise; the sweep goes on to the end."""
+    broken = tmp_path / "torch"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('this torch is broken')\n")
+    monkeypatch.syspath_prepend(tmp_path)  # a spawned worker starts with this sys.path
+    ex = make("processes", workers=2)
+    grid = [cfg(0, ensemble="off"), cfg(1, ensemble="off"), cfg(2, ensemble="off")]
+    over = []
+    ex.run(
+        [([i], [grid[i].model_dump_json()], None) for i in range(3)],
+        lambda batch: None,
+        lambda unit, error: over.append((unit, error)),
+        threading.Event(),
+    )
+    assert sorted(unit for unit, _ in over) == [[0], [1], [2]]
+    for _, error in over:
+        assert "could not import what training needs" in error
+        assert "this torch is broken" in error
+
+
+def test_a_slurm_sweep_into_a_refused_store_creates_no_folder(tmp_path):
+    """submitit's executor makes its folder when it is created: it is created only when there
+    are jobs, so a refused store (exit 2) leaves nothing behind."""
+    pytest.importorskip("submitit")
+    from conftest import TINY
+
+    path = write(tmp_path / "tiny.yaml", TINY)
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    folder = tmp_path / "slurm"
+    uri = f"sqlite:///{refused}"
+    proc = cli(
+        "sweep", path, "--executor", "slurm", "--slurm-folder", folder, "--tracking-uri", uri
+    )
+    assert proc.returncode == 2 and "is a directory" in proc.stderr, proc.stderr
+    assert not folder.exists() and not any(refused.iterdir())
 
 
 def test_a_sweep_with_nothing_to_do_or_a_refused_store_leaves_no_worker_behind(tmp_path, store):

@@ -4,8 +4,9 @@ Drawn by the worker that trained the run (``rnnlab.run.executors.base.work``), n
 driver: the driver is the store's one writer, and drawing took 40 % of its time
 (docs/performance.md). Every worker process pays the imports once, so this module takes
 matplotlib's object API (no pyplot) and the (step, n_t) pairs as they come out of training
-(no pandas): about 0.4 s of imports a worker instead of 1.8 s, made on the first figure, or
-while the worker waits for its first job (``base.WORKER_IMPORTS``).
+(no pandas): about 0.4 s of imports a worker instead of 1.8 s, made at its first figure or,
+in a local worker, while it waits for its first job (``base.FIGURE_IMPORTS``); in ``_draw``,
+where a failure is a warning, not a failed run.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import io
 import sys
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
 
 
 def profile_png(profiles: list[tuple[int, np.ndarray]], title: str) -> bytes | None:
@@ -33,6 +31,10 @@ def profile_png(profiles: list[tuple[int, np.ndarray]], title: str) -> bytes | N
 
 
 def _draw(first: tuple[int, np.ndarray], last: tuple[int, np.ndarray], title: str) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import LogFormatter
+
     fig = Figure(figsize=(4.0, 2.6))
     FigureCanvasAgg(fig)  # files only: never needs a display
     ax = fig.add_subplot()

@@ -27,6 +27,7 @@ import yaml
 from mlflow.entities import Metric, Param
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
+from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
 
 from rnnlab import __version__
 from rnnlab.config import ConfigError, Experiment, RunConfig
@@ -109,7 +110,8 @@ class _Run:
     run: RunConfig
     name: str
     artifact_uri: str
-    """Where its artifacts go (MLflow's ``log_artifacts`` would look it up with a ``get_run``)."""
+    """Where its artifacts go, from ``create_run``: ``MlflowClient.log_artifacts`` looks it up
+    with a ``get_run`` each time, where the writer opens the repository as it would."""
     metrics: list[Metric] = field(default_factory=list)
     profiles: list[tuple[int, np.ndarray]] = field(default_factory=list)
     tables: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
@@ -538,7 +540,8 @@ class MlflowTracker:
             )
             if error:
                 (tmp / "error.txt").write_text(error)
-            get_artifact_repository(r.artifact_uri, self.uri).log_artifacts(str(tmp))
+            uri = add_databricks_profile_info_to_artifact_uri(r.artifact_uri, self.uri)
+            get_artifact_repository(uri, self.uri).log_artifacts(str(tmp))
         self.client.set_terminated(r.run_id, mlflow_status(status))  # closed first, then labelled:
         if status == "diverged" and step is not None:  # a run tagged done is always closed
             self.client.set_tag(r.run_id, names.TAG_DIVERGED_STEP, str(step))

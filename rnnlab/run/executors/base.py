@@ -27,6 +27,7 @@ it (``rnnlab/run/executors/__init__.py``); a class with a ``choice`` is offered 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import traceback
@@ -46,9 +47,11 @@ profile.png figures, or None where the tracker stores none)."""
 
 FLUSH_SECONDS = 0.2
 """Workers send their messages at least this often (a transport's cost is per message)."""
-WORKER_IMPORTS = ("rnnlab.train", "rnnlab.run.profile_png")
-"""What a worker imports for its first job (torch, matplotlib): a worker started early
-imports them while it waits (3.3 s and 0.8 s of a worker's start on a GPU host)."""
+TRAINING_IMPORTS = ("rnnlab.train",)
+"""What a worker imports for its first job (torch: 3.3 s of a process's start on a GPU host):
+a local worker started early imports it while it waits…"""
+FIGURE_IMPORTS = ("matplotlib.backends.backend_agg", "matplotlib.figure", "matplotlib.ticker")
+"""…and what ``rnnlab.run.profile_png`` draws with (where failing to import is a warning)."""
 
 
 class Executor(Protocol):
@@ -80,19 +83,25 @@ class Executor(Protocol):
 
 @contextmanager
 def started(executor, grid: list[RunConfig]) -> Iterator[None]:
-    """Start the executor's workers now if it can (``start``), as many as ``grid`` can keep
-    busy, so they import torch while the driver imports MLflow and opens the store; end them
-    when the block ends without ``run`` having used them (``close``)."""
+    """Start the executor's workers now if it can (``start``), as many as ``grid`` could keep
+    busy, so that they import torch while the driver imports MLflow and opens the store; end
+    them when the block ends without ``run`` having used them (``close``). A SIGTERM meanwhile
+    is an interrupt (KeyboardInterrupt): the workers are ended, nothing is left behind."""
     start = getattr(executor, "start", None)
     if start is None:  # Ray and SLURM start their workers per job
         yield
         return
     from rnnlab.run.schedule import groups
 
-    start(len(groups(grid, list(range(len(grid))), executor.slots())))
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
+        start(len(groups(grid, list(range(len(grid))), executor.slots())))
         yield
     finally:
+        signal.signal(signal.SIGTERM, previous)
         executor.close()
 
 

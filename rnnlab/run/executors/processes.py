@@ -2,13 +2,12 @@
 never meet a fork; one queue carries every worker's messages to the driver.
 
 ``start`` spawns them before the jobs are known: each imports what training needs
-(``base.WORKER_IMPORTS``: torch, 3.3 s on a GPU host) while the driver imports MLflow and
+(``base.TRAINING_IMPORTS``: torch, 3.3 s on a GPU host; ``FIGURE_IMPORTS``) while the driver imports MLflow and
 opens the store (``base.started``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import multiprocessing as mp
 import os
@@ -16,38 +15,45 @@ import queue
 import signal
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import ClassVar
 
 from rnnlab import exit_quickly
-from rnnlab.run.executors.base import WORKER_IMPORTS, watch_parent, work
+from rnnlab.run.executors.base import FIGURE_IMPORTS, TRAINING_IMPORTS, watch_parent, work
 
 _STOP = None  # in a worker: the driver's stop event
 _QUEUE = None  # in a worker: the queue to the driver
-_THREADS = None  # in a worker: its share of the spare cores
+_IMPORT_ERROR = None  # in a worker: the traceback of a failed TRAINING_IMPORTS
 
 
-def _init_worker(stop, q, driver: int, threads: int) -> None:
-    global _STOP, _QUEUE, _THREADS
-    _STOP, _QUEUE, _THREADS = stop, q, threads
+def _init_worker(stop, q, driver: int) -> None:
+    global _STOP, _QUEUE, _IMPORT_ERROR
+    _STOP, _QUEUE = stop, q
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; workers stop via _STOP
     # The driver's pid comes from the driver: a worker still starting when its driver died
     # would otherwise take its new parent (init) for the driver and never notice.
     watch_parent(lambda: os.getppid() == driver)
     exit_quickly()
-    for module in WORKER_IMPORTS:  # now, while the driver opens the store; a failure is
-        with contextlib.suppress(Exception):  # raised again by the job's own import, with
-            importlib.import_module(module)  # its traceback, where the driver sees it
+    for module in TRAINING_IMPORTS + FIGURE_IMPORTS:  # now, while the driver opens the store
+        try:
+            importlib.import_module(module)
+        except Exception:  # each job fails with it (importing again would raise another);
+            if module in TRAINING_IMPORTS:  # a figure is a view: _draw warns instead
+                _IMPORT_ERROR = traceback.format_exc()
+                return
 
 
 def _ready() -> None:
     """A no-op task: submitting one per worker makes the pool spawn them all at once."""
 
 
-def _work(job) -> bool:
+def _work(job, threads: int) -> bool:
     """Train one job; False if the sweep was stopped before it began."""
+    if _IMPORT_ERROR is not None:
+        raise ImportError(f"this worker could not import what training needs:\n{_IMPORT_ERROR}")
     if _STOP.is_set():
         return False
-    work(job, _QUEUE.put, _STOP, _THREADS)
+    work(job, _QUEUE.put, _STOP, threads)
     return True
 
 
@@ -71,6 +77,7 @@ class Processes:
     def __init__(self, workers: int):
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._size = 0  # the pool's workers
         self._stop = self._queue = None
 
     def slots(self) -> int:
@@ -80,38 +87,41 @@ class Processes:
         """Spawn min(workers, jobs) workers now; ``run`` gives them the jobs."""
         ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
         self._stop, self._queue = ctx.Event(), ctx.Queue()
-        workers = max(1, min(self.workers, jobs))
-        # Each worker trains on one core; what the machine has beyond that, shared out, takes
-        # the workers' host measurements.
-        from rnnlab.measure.measurement import usable_cores  # torch-free: the driver
-
-        threads = max(0, usable_cores() // workers - 1)
+        self._size = max(1, min(self.workers, jobs))
         self._pool = ProcessPoolExecutor(
-            workers,
+            self._size,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(self._stop, self._queue, os.getpid(), threads),
+            initargs=(self._stop, self._queue, os.getpid()),
         )
-        for _ in range(workers):  # the pool spawns a worker per task while none is idle
+        for _ in range(self._size):  # the pool spawns a worker per task while none is idle
             self._pool.submit(_ready)
 
     def close(self) -> None:
-        """End workers that ``start`` spawned for jobs that never came (the store refused,
-        nothing was left to train, an interrupt): at once, mid-import as they may be."""
-        if self._pool is None:
-            return
-        pool, self._pool = self._pool, None
-        for process in list(pool._processes.values()):  # no public way before Python 3.14
-            process.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
+        """End the workers ``start`` spawned, for jobs that never came (the store refused,
+        nothing was left to train, an interrupt): each once its imports are done, so that
+        none is killed holding a lock file (torch's extension build, matplotlib's font cache)."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self, jobs, deliver, job_over, interrupted) -> None:
         if self._pool is None:
             self.start(len(jobs))
         pool, stop, q = self._pool, self._stop, self._queue
         self._pool = None  # from here, run shuts it down
+        # Each worker trains on one core; what the machine has beyond that, shared out among
+        # the workers that have a job, takes their host measurements.
+        from rnnlab.measure.measurement import usable_cores  # torch-free: the driver
+
+        threads = max(0, usable_cores() // min(self._size, len(jobs)) - 1)
         with pool:
-            futures = {pool.submit(_work, job): job[0] for job in jobs}
+            futures = {}
+            for job in jobs:
+                try:
+                    futures[pool.submit(_work, job, threads)] = job[0]
+                except BrokenProcessPool as e:  # a worker died starting (killed, out of memory)
+                    job_over(job[0], f"{type(e).__name__}: {e}")
             ended: set[int] = set()
 
             def receive(batch) -> None:
