@@ -6,11 +6,11 @@ For each shape (T, B, H) it times a full training step — forward, backward, Ad
   (b) the naive autograd loop with ``retain_grad`` on every h_t (``autograd_reference``),
   (c) rnnlab's ``Elman`` (one network, K = 1) with the full profile ‖∂L/∂h_t‖ recorded,
 
-each followed by a linear readout on the last step (its own, for (c)) and MSE loss. (a) and (c)
-are run interleaved (a, c, a, c, …) so drifts in machine load hit both alike, then (b) alone
-(``_timed``); the medians are reported as ratios to (a). Also: (c)'s achieved GFLOP/s against a large-matmul peak measured
-in the same run, and the peak memory of one step of (a) and (c) (CUDA: the allocator's peak;
-CPU: the profiler's allocation timeline).
+each followed by a linear readout on the last step (its own, for (c)) and MSE loss. (a) and
+(c) are run interleaved (a, c, a, c, …) so drifts in machine load hit both alike, then (b)
+alone (``_timed``); the medians are reported as ratios to (a). Also: (c)'s achieved GFLOP/s
+against a large-matmul peak measured in the same run, and the peak memory of one step of (a)
+and (c) (CUDA: the allocator's peak; CPU: the profiler's allocation timeline).
 
 Then the gated cells (``model.cell`` lstm, gru): a training step of ``torch.nn.LSTM``/``GRU``
 (a), the autograd loop of PyTorch's own cells with ``retain_grad`` (b, ``gated_reference``) and

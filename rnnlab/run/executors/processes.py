@@ -2,8 +2,8 @@
 never meet a fork; one queue carries every worker's messages to the driver.
 
 ``start`` spawns them before the jobs are known: each imports what training needs
-(``base.TRAINING_IMPORTS``: torch, 3.3 s on a GPU host; ``FIGURE_IMPORTS``) while the driver imports MLflow and
-opens the store (``base.started``).
+(``base.TRAINING_IMPORTS``: torch, 3.3 s on a GPU host) and drawing (``FIGURE_IMPORTS``)
+while the driver imports MLflow and opens the store (``base.started``).
 """
 
 from __future__ import annotations
