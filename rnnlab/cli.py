@@ -52,7 +52,22 @@ def entry() -> None:
     """The ``rnnlab`` command (and ``python -m rnnlab``): ``main``, then exit with its status,
     quickly (``rnnlab.exit_quickly``)."""
     exit_quickly()
-    raise SystemExit(main())
+    status = main()
+    _forget_interrupts()
+    raise SystemExit(status)
+
+
+def _forget_interrupts() -> None:
+    """Clear CPython's record of an interrupt ``main`` has handled, so that ``python -m
+    rnnlab`` exits with its status (130) rather than by SIGINT.
+
+    CPython (3.11–3.13: ``run_eval_code_obj``, ``Py_RunMain``) marks a KeyboardInterrupt that
+    ends code run from a string (``exec`` of a string: how namedtuple and dataclass methods
+    are made during an import) as unhandled even when a caller catches it, and after a
+    ``-m`` module's exit kills the process with SIGINT. A Ctrl-C a sweep's first seconds
+    (imports) did that about one time in six. Each such run first clears the mark: run an
+    empty one."""
+    exec("", {})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,6 +220,36 @@ def test_interrupt_closes_running_runs_as_killed_with_their_metrics(tmp_path, st
     assert parents and parents[0].info.status == "KILLED"
 
 
+INTERRUPTED_IN_AN_IMPORT = """\
+import sys
+from rnnlab import cli
+
+def main():  # a Ctrl-C that lands in code made from a string, as during an import, handled
+    try:
+        exec("raise KeyboardInterrupt", {})  # what namedtuple and dataclasses run
+    except KeyboardInterrupt:
+        return cli.EXIT_INTERRUPTED
+
+cli.main = main
+if sys.argv[1] == "bare":  # CPython alone: the handled interrupt still ends it by SIGINT
+    cli._forget_interrupts = lambda: None
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("how", ["entry", "bare"])
+def test_an_interrupt_handled_inside_an_import_still_exits_130_under_python_m(tmp_path, how):
+    """``python -m rnnlab``'s status after an interrupt that landed in string-made code (which
+    the sweep then handled) is 130, not a death by SIGINT (``cli._forget_interrupts``); the
+    bare case shows what CPython does without it, so this test can fail."""
+    write(tmp_path / "interrupted_import.py", INTERRUPTED_IN_AN_IMPORT)
+    env = os.environ | {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "interrupted_import", how], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == (130 if how == "entry" else -signal.SIGINT), proc.stderr
+
+
 def test_divergence_threshold_ends_the_run_as_diverged_and_the_sweep_goes_on(tmp_path, store):
     path = write(tmp_path / "e.yaml", SMALL)
     proc = cli(
