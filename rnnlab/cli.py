@@ -234,6 +234,7 @@ def _parser() -> argparse.ArgumentParser:
         "applied), else for each experiment in the store the file in experiments/ that names "
         "it, else its latest sweep's grid. Other runs in the experiment are listed, not drawn.",
     )
+    rp.intermixed = True  # files and overrides anywhere among the options
     rp.add_argument(
         "targets",
         nargs="*",

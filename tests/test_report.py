@@ -193,8 +193,9 @@ def test_report_draws_the_current_grid_and_lists_the_other_runs(swept):
     assert "**Not drawn:** 1 other runs" in text and "The drawn runs have train.steps=4" in text
     assert "| task.seq_len=7, train.steps=2 | 1 | 1 finished | rnnlab run |" in text
     # overrides change the grid: no run has train.steps=3, so nothing is drawn and all listed
+    # (an override may follow the options, as for sweep)
     proc = cli(
-        "report", path, "train.steps=3", "--tracking-uri", store, "--out", tmp / "o", cwd=tmp
+        "report", path, "--tracking-uri", store, "--out", tmp / "o", "train.steps=3", cwd=tmp
     )
     assert proc.returncode == 0, proc.stderr
     assert (

@@ -12,13 +12,13 @@ Only this package imports MLflow (``rnnlab.report.load`` reads the store back th
 ``MlflowTracker.client``); importing this module does not (the trackers are imported on
 first use), so the CLI can ask for :func:`default_tracking_uri` without loading MLflow.
 
-MLflow schema (see README, "MLflow schema"; every name in ``rnnlab.measure.names``):
+MLflow schema (docs/measurements.md, "The MLflow schema"; every name in ``rnnlab.measure.names``):
   experiment  = the experiment file's ``name``; its description is the experiment note.
   parent run  = one per ``rnnlab sweep`` invocation (tag rnnlab.role=sweep).
   child run   = one per grid point, named like ``adding-T100-tanh-orthogonal1-s0``;
                 params = every leaf of the resolved config by dotted key;
-                tags   = rnnlab.run_key, rnnlab.status (finished | diverged | failed),
-                         rnnlab.version, mlflow.source.git.commit;
+                tags   = rnnlab.run_key, rnnlab.status (running | finished | diverged |
+                         failed | killed), rnnlab.version, mlflow.source.git.commit;
                 metrics at training step s (see rnnlab.train), plus ``grad_h/init`` and
                 ``grad_h/final``: the first and last gradient profiles with MLflow step = the
                 distance k = L − t, so the UI charts the decay curve;
