@@ -298,6 +298,10 @@ def member_mm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -
     a member's bits would depend on how many members it trains beside. On a CPU ``baddbmm`` is
     this same loop for all but the smallest shapes, so nothing is lost. Differentiable.
     """
+    if a.shape[0] == 1:  # one member: views in and out (no unbind, no stack to backpropagate)
+        x, y = aligned(a.squeeze(0)), aligned(b.squeeze(0))
+        out = x @ y if c is None else torch.addmm(aligned(c.squeeze(0)), x, y)
+        return out.unsqueeze(0)
     if c is None:
         return stack([aligned(x) @ aligned(y) for x, y in zip(a, b, strict=True)])
     c = c.expand(a.shape[0], *c.shape[1:])
