@@ -143,3 +143,45 @@ def test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits(activation,
     for j in range(K):  # alone: its own tensors, at the addresses a single network has
         alone = theory.lyapunov_max_stacked(*(p[j : j + 1].clone() for p in on_gpu), activation)
         assert torch.equal(alone, gpu[j : j + 1])
+
+
+@pytest.mark.parametrize("H", [16, 64, 70])  # > 64: the host's products (None)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_cuda_jacobian_rows_equal_the_host_products_and_keep_their_bits(activation, H):
+    """The Jacobian spectrum's products on the GPU (one launch for a stack of 3) against the
+    host's product of whole matrices on the CPU (ln σ_max to rounding, ln σ_min to its
+    resolution where both resolve it: at the resolution's edge one may, the other not), and
+    member j of the stack against member j alone, bit for bit. The trajectories of
+    test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits (the same seed and
+    draws), whose exponents agree across the devices."""
+    import numpy as np
+
+    from rnnlab.measure import dynamics
+    from rnnlab.model.elman import MemberWeights
+
+    gen = torch.Generator().manual_seed(2)
+    K, L, B, D, f64 = 3, 100, 16, 2, torch.float64
+    w_ih = torch.randn(K, H, D, generator=gen, dtype=f64)
+    x = torch.randn(K, L, B, D, generator=gen, dtype=f64)
+    w_hh = torch.randn(K, H, H, generator=gen, dtype=f64) / H**0.5
+    w_hh = w_hh * torch.tensor([0.5, 0.9, 1.2], dtype=f64)[:, None, None]
+    params = [w_ih, w_hh, 0.1 * torch.randn(K, H, generator=gen, dtype=f64), x]
+    on_gpu = [p.cuda() for p in params]
+    rows = dynamics.jacobian_spectra_on_device(*on_gpu, activation)
+    assert (rows is not None) == (H <= 64)
+    if rows is None:
+        return
+    for j in range(K):
+        member = MemberWeights(w_ih[j], w_hh[j], params[2][j], activation)
+        want = dynamics.jacobian_spectrum(member, x[j])
+        got = dynamics.spectrum_from_rows(*rows[j])
+        np.testing.assert_allclose(got["log_sv_max"], want["log_sv_max"], rtol=0, atol=1e-9)
+        both = ~np.isnan(got["log_sv_min"]) & ~np.isnan(want["log_sv_min"])
+        assert both.sum() >= 0.8 * (~np.isnan(want["log_sv_min"])).sum()
+        np.testing.assert_allclose(
+            got["log_sv_min"][both], want["log_sv_min"][both], rtol=0, atol=1e-4
+        )
+        alone = dynamics.jacobian_spectra_on_device(
+            *(p[j : j + 1].clone() for p in on_gpu), activation
+        )
+        assert torch.equal(alone[0][0], rows[j][0]) and torch.equal(alone[0][1], rows[j][1])

@@ -328,7 +328,144 @@ def test_a_kernel_that_does_not_build_says_so_and_the_loops_run(monkeypatch):
 
     monkeypatch.setattr(triton_elman, "forward_loop", fail)
     monkeypatch.setattr(triton_elman, "tangent_loop", fail)
+    monkeypatch.setattr(triton_elman, "jacobian_loop", fail)
     with pytest.warns(UserWarning, match=r"do not build .*no fp64 on this card.*C\+\+ loops"):
         assert triton_elman._fp64_compiles.__wrapped__(torch.device("cpu"), False) is False
     with pytest.warns(UserWarning, match=r"tangent kernel does not build .*torch loop"):
         assert not triton_elman._tangent_compiles.__wrapped__(torch.device("cpu"), torch.float64)
+    with pytest.warns(UserWarning, match=r"Jacobian kernel does not build .*on the host"):
+        assert not triton_elman._jacobian_compiles.__wrapped__(torch.device("cpu"))
+
+
+# ------------------------------------------------ the Jacobian spectrum's products on the device
+def _stacked_network(K, L, B, D, H, g, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    w_ih = torch.randn(K, H, D, generator=gen, dtype=dtype)
+    w_hh = torch.randn(K, H, H, generator=gen, dtype=dtype) * g / H**0.5
+    b = 0.1 * torch.randn(K, H, generator=gen, dtype=dtype)
+    return w_ih, w_hh, b, torch.randn(K, L, B, D, generator=gen, dtype=dtype)
+
+
+def _assert_same_spectrum(got: dict, want: dict):
+    """ln σ_max to rounding; ln σ_min to its resolution (an SVD finds σ_min only to ~ε σ_max:
+    ``dynamics.RESOLVED``), unresolved (NaN) at the same distances; ±∞ where both are."""
+    import numpy as np
+
+    assert got["k"].tolist() == want["k"].tolist()
+    np.testing.assert_allclose(got["log_sv_max"], want["log_sv_max"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["log_sv_min"], want["log_sv_min"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "activation, g",
+    [("tanh", 1.3), ("relu", 1.6), ("sigmoid", 4.0), ("leaky_relu", 1.2), ("hardtanh", 2.0)],
+)
+def test_jacobian_kernel_equals_the_host_products(interpreted, activation, g):
+    """The Jacobian spectrum from the rows the kernel carries (a stack of 2, L = 19 crosses
+    two rescalings, H = 5 pads the tile) against the host's product of whole matrices, member
+    by member: the same SVDs of the same J(k) up to rounding and row scaling."""
+    from rnnlab.measure import dynamics
+    from rnnlab.model.elman import MemberWeights
+
+    w_ih, w_hh, b, x = _stacked_network(2, 19, 3, 2, 5, g)
+    rows = dynamics.jacobian_spectra_on_device(w_ih, w_hh, b, x, activation)
+    assert rows is not None and len(rows) == 2
+    for j, (r, logs, ks) in enumerate(rows):
+        assert r.shape == (3, len(ks), 5, 5) and logs.shape == (3, len(ks), 5)
+        member = MemberWeights(w_ih[j], w_hh[j], b[j], activation)
+        _assert_same_spectrum(
+            dynamics.spectrum_from_rows(r, logs, ks), dynamics.jacobian_spectrum(member, x[j])
+        )
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero encountered in log")  # ln 0 = −∞: the answer
+def test_jacobian_kernel_exact_cases(interpreted):
+    """A linear network W_hh = g·Q: every singular value of J(k) is g^k (ln σ = k ln g, both
+    ends), here across 40 steps of growth, past 5 rescalings; a dead ReLU network: J(k) = 0,
+    ln σ = −∞ as on the host, not NaN."""
+    from rnnlab.measure import dynamics
+    from rnnlab.model.elman import MemberWeights
+
+    gen = torch.Generator().manual_seed(3)
+    H, g = 6, 1.7
+    q = torch.linalg.qr(torch.randn(H, H, generator=gen, dtype=torch.float64))[0]
+    w_ih = torch.randn(1, H, 2, generator=gen, dtype=torch.float64)
+    x = torch.randn(1, 40, 2, 2, generator=gen, dtype=torch.float64)
+    ((r, logs, ks),) = dynamics.jacobian_spectra_on_device(
+        w_ih, (g * q)[None], torch.zeros(1, H, dtype=torch.float64), x, "linear"
+    )
+    table = dynamics.spectrum_from_rows(r, logs, ks)
+    exact = torch.tensor(ks, dtype=torch.float64).numpy() * math.log(g)
+    assert abs(table["log_sv_max"] - exact).max() < 1e-12
+    assert abs(table["log_sv_min"] - exact).max() < 1e-12
+    bias = torch.full((1, H), -100.0, dtype=torch.float64)  # every unit off: J = 0
+    ((r, logs, ks),) = dynamics.jacobian_spectra_on_device(w_ih, (g * q)[None], bias, x, "relu")
+    dead = dynamics.spectrum_from_rows(r, logs, ks)
+    host = dynamics.jacobian_spectrum(MemberWeights(w_ih[0], g * q, bias[0], "relu"), x[0])
+    assert dead["log_sv_max"].tolist() == host["log_sv_max"].tolist() == [-math.inf] * len(ks)
+
+
+def test_jacobian_rows_stack_equals_each_member_alone_bit_for_bit(interpreted):
+    """Member j of a stack of 3 (float32 weights, as a trained model's) gets the bits of member
+    j alone: its drive its own multiply, its trajectories and rows its own programs."""
+    from rnnlab.measure import dynamics
+
+    params = _stacked_network(3, 11, 2, 3, 8, 1.4, seed=5, dtype=torch.float32)
+    stacked = dynamics.jacobian_spectra_on_device(*params, "tanh")
+    for j in range(3):
+        ((r, logs, ks),) = dynamics.jacobian_spectra_on_device(
+            *(p[j : j + 1] for p in params), "tanh"
+        )
+        assert torch.equal(r, stacked[j][0]) and torch.equal(logs, stacked[j][1])
+        assert ks == stacked[j][2]
+    assert not torch.equal(stacked[0][0], stacked[1][0])
+
+
+def test_jacobian_kernel_coverage(interpreted, monkeypatch):
+    """float64 W_hh on chip (H ≤ 64) only: above, and without the forced backend, the caller
+    runs the host's products (None)."""
+    from rnnlab.measure import dynamics
+
+    assert kernels.jacobian_covers(torch.zeros(1, 1, 1, 64, dtype=torch.float64), "tanh")
+    assert (
+        dynamics.jacobian_spectra_on_device(*_stacked_network(1, 3, 1, 1, 65, 1.0), "tanh") is None
+    )
+    monkeypatch.delenv("RNNLAB_BACKEND")
+    assert (
+        dynamics.jacobian_spectra_on_device(*_stacked_network(1, 3, 1, 1, 8, 1.0), "tanh") is None
+    )
+
+
+def test_training_takes_the_jacobian_from_the_device_rows(interpreted, monkeypatch):
+    """A stack trained on the Triton backend: its first probe's Jacobian tables come from the
+    kernel's rows (the host's products are never run) and equal the host's products of the
+    same initial weights."""
+    from rnnlab.config import RunConfig
+    from rnnlab.measure import dynamics, names
+    from rnnlab.train import train_ensemble
+
+    def run(seed):
+        return RunConfig.model_validate(
+            {
+                "task": {"name": "adding", "seq_len": 9},
+                "model": {"hidden_size": 6},
+                "train": {"steps": 1, "batch_size": 3, "eval_size": 3},
+                "probe": {"jacobian_trajectories": 2},
+                "seed": seed,
+            }
+        )
+
+    runs = [run(0), run(1)]
+    host_products = dynamics.jacobian_spectrum
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the host's products ran")
+
+    monkeypatch.setattr(dynamics, "jacobian_spectrum", refuse)
+    got = {(k, m.step): m.tables for k, m in train_ensemble(runs)}
+    monkeypatch.setattr(dynamics, "jacobian_spectrum", host_products)
+    monkeypatch.setenv("RNNLAB_BACKEND", "python")
+    want = {(k, m.step): m.tables for k, m in train_ensemble(runs) if m.step == 0}
+    for key, tables in want.items():
+        _assert_same_spectrum(got[key][names.TABLE_JACOBIAN], tables[names.TABLE_JACOBIAN])
+    assert names.TABLE_JACOBIAN in got[(0, 1)]  # the last probe's too

@@ -27,7 +27,9 @@ Jacobian spectrum (``jac/*``): the singular values of
 accumulated backward from the end, J(k) = J(k−1) D_{L−k+1} W_hh, one H×H multiply per step,
 batched over the B trajectories; an SVD only at the log-spaced distances ``distances(L)``.
 J is rescaled by its largest entry every few steps and the log of the scale carried aside, so
-neither an exploding nor a vanishing product leaves float64's range.
+neither an exploding nor a vanishing product leaves float64's range. On a GPU the products run
+row by row in one Triton launch for a whole stack (:func:`jacobian_spectra_on_device`: each
+row of J rescaled on its own), the SVDs on the host (:func:`spectrum_from_rows`).
 ``jac/log_sv_max`` and ``jac/log_sv_min`` are ln σ_max(J(L)) and ln σ_min(J(L)) averaged over
 the trajectories. For W_hh = g·Q (Q orthogonal) and linear φ every singular value of J(k) is
 g^k: ln σ = k ln g.
@@ -70,7 +72,8 @@ def _host(t: torch.Tensor) -> torch.Tensor:
     """t in float64 on the CPU. These measurements are a sequence of small float64 steps (one
     (B, H)·(H, H) multiply per step): on a GPU each is a launch, and run there they tripled
     the default sweep's training time on an H200 (28 s → 88 s); on the CPU they cost a few
-    per cent of a run, wherever the run trains."""
+    per cent of a run, wherever the run trains. (The Jacobian spectrum's products, the
+    largest of them, run on a GPU as one kernel instead: :func:`jacobian_spectra_on_device`.)"""
     return t.detach().to("cpu", torch.float64)
 
 
@@ -136,7 +139,7 @@ def jacobian_spectrum(member, x: torch.Tensor, ks: list[int] | None = None) -> d
     J = torch.eye(H, dtype=w.dtype, device=w.device).expand(B, H, H).contiguous()
     log_scale = w.new_zeros(B)
     tiny = torch.finfo(w.dtype).tiny
-    out_max, out_min = [], []
+    at = []
     wanted = set(ks)
     with torch.no_grad():
         for k in range(1, L + 1):
@@ -146,18 +149,73 @@ def jacobian_spectrum(member, x: torch.Tensor, ks: list[int] | None = None) -> d
                 J.div_(scale.view(B, 1, 1))
                 log_scale += scale.log()
             if k in wanted:
-                sv = torch.linalg.svdvals(J)  # (B, H), descending
-                out_max.append((sv[:, 0].log() + log_scale).mean())
-                low = (sv[:, -1].log() + log_scale).mean()
-                resolved = bool((sv[:, -1] >= RESOLVED * sv[:, 0]).all())
-                out_min.append(low if resolved else low.new_tensor(math.nan))
+                at.append(_log_singular_values(J, log_scale))
+    return _table(ks, at)
+
+
+def jacobian_spectra_on_device(weight_ih, weight_hh, bias, x, activation: str) -> list | None:
+    """The Jacobian spectrum's products for a stack of K networks at once, on their device:
+    the trajectories along x (K, L, B, D) in float64 (each member's drive its own multiply,
+    the recursion the backend's), then every row of every J(k) as one Triton launch
+    (``backends.jacobian_loop``: the rows of J are covectors carried back as δ_t is, rescaled
+    each on its own). Returns, per member, (rows (B, n, H, H), log-scales (B, n, H), ks) on the
+    CPU for :func:`spectrum_from_rows` (the SVDs, on the host as before); None where the kernel
+    does not cover these shapes (float64 W_hh on chip: H ≤ 64), and the caller runs
+    :func:`jacobian_spectrum` instead. A member's rows are the same bits alone or in any stack.
+    """
+    from rnnlab.model import backends
+    from rnnlab.model.elman import member_mm
+
+    K, L, B, D = x.shape
+    ks = distances(L)
+    shape = x.new_empty((1, 1, 1, weight_hh.shape[-1]), dtype=torch.float64)  # what is covered
+    if not ks or not backends.jacobian_covers(shape, activation):
+        return None
+    with torch.no_grad():
+        w_ih, w_hh, b = (t.detach().double() for t in (weight_ih, weight_hh, bias))
+        hs = member_mm(x.reshape(K, L * B, D).double(), w_ih.mT, b.unsqueeze(1))
+        hs = hs.view(K, L, B, -1)
+        backends.forward(hs, w_hh.mT, activation)  # h_t, in place
+        rows, logs = backends.jacobian_loop(hs, w_hh, ks, activation, RESCALE_EVERY)
+        rows, logs = rows.cpu(), logs.cpu()
+    return [(rows[j], logs[j], ks) for j in range(K)]
+
+
+def spectrum_from_rows(rows: torch.Tensor, logs: torch.Tensor, ks: list[int]) -> dict:
+    """:func:`jacobian_spectrum`'s table from the rows of J(k) that
+    :func:`jacobian_spectra_on_device` carried, each row r of J(k) = exp(logs[.., r]) · rows[.., r]:
+    the rows brought to their largest scale (a row below it by more than float64's range
+    underflows to 0, as an entry of the host's product would), then the same SVDs."""
+    at = []
+    for i in range(len(ks)):
+        r, log_r = rows[:, i], logs[:, i]  # (B, H, H), (B, H)
+        live = ~(r.abs().amax(-1) == 0)  # a zero row (dead units) has no scale; NaN is live
+        top = torch.where(live, log_r, -math.inf).amax(-1)
+        top = torch.where(torch.isinf(top), 0.0, top)  # all rows zero: J(k) = 0
+        factor = torch.where(live, torch.exp(log_r - top.unsqueeze(-1)), 0.0)
+        at.append(_log_singular_values(r * factor.unsqueeze(-1), top))
+    return _table(ks, at)
+
+
+def _log_singular_values(J: torch.Tensor, log_scale: torch.Tensor) -> tuple:
+    """(ln σ_max, ln σ_min or NaN where unresolved) of J · exp(log_scale), J (B, H, H),
+    averaged over the B trajectories."""
+    sv = torch.linalg.svdvals(J)  # (B, H), descending
+    high = (sv[:, 0].log() + log_scale).mean()
+    low = (sv[:, -1].log() + log_scale).mean()
+    resolved = bool((sv[:, -1] >= RESOLVED * sv[:, 0]).all())
+    return high, low if resolved else low.new_tensor(math.nan)
+
+
+def _table(ks: list[int], at: list[tuple]) -> dict:
+    """The spectrum's table: the distances and ln σ_max, ln σ_min at each."""
     k_arr = np.array(ks, dtype=np.int64)
     if not ks:
         return {"k": k_arr, "log_sv_max": np.zeros(0), "log_sv_min": np.zeros(0)}
     return {
         "k": k_arr,
-        "log_sv_max": torch.stack(out_max).cpu().numpy(),
-        "log_sv_min": torch.stack(out_min).cpu().numpy(),
+        "log_sv_max": torch.stack([high for high, _ in at]).cpu().numpy(),
+        "log_sv_min": torch.stack([low for _, low in at]).cpu().numpy(),
     }
 
 

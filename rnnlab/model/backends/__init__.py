@@ -2,7 +2,8 @@
 and the calls into it (``forward``, ``backward``).
 
 Three backends compute the same recursions (and Triton also the k = 1 Lyapunov recursion of
-``rnnlab.measure.theory``, ``tangent_loop``):
+``rnnlab.measure.theory``, ``tangent_loop``, and the Jacobian spectrum's products of
+``rnnlab.measure.dynamics``, ``jacobian_loop``):
 
 - ``triton``: one persistent fused kernel per direction (``triton_elman.py``); chosen for CUDA
   tensors when Triton is importable and the shape and activation are covered;
@@ -140,3 +141,20 @@ def tangent_loop(u, w_t, v0, activation: str, transient: int, qr_every: int) -> 
     """Σ ln ‖v‖ after the transient per (member, trajectory) (K, B): Triton's
     ``tangent_loop`` (where ``tangent_covers``)."""
     return _triton()[0].tangent_loop(u, w_t, v0, activation, transient, qr_every)
+
+
+def jacobian_covers(hs: torch.Tensor, activation: str) -> bool:
+    """Whether ``jacobian_loop`` runs the Jacobian products along the trajectories hs (K, T,
+    B, H) on Triton: CUDA tensors the kernel covers (float64, H ≤ 64), or CPU tensors under the
+    interpreter with ``RNNLAB_BACKEND=triton`` (as ``tangent_covers``)."""
+    forced = os.environ.get("RNNLAB_BACKEND", "").strip().lower()
+    if forced in ("cpp", "python") or not (hs.is_cuda or (forced == "triton" and interpreting())):
+        return False
+    module, _ = _triton()
+    return module is not None and module.jacobian_supported(hs, activation)[0]
+
+
+def jacobian_loop(hs, w, ks: list[int], activation: str, rescale_every: int):
+    """The rows of J(k) at the distances ks and their log-scales: Triton's ``jacobian_loop``
+    (where ``jacobian_covers``)."""
+    return _triton()[0].jacobian_loop(hs, w, ks, activation, rescale_every)

@@ -33,6 +33,10 @@ interpreter: ``tests/test_triton_kernel.py``).
 The same forward recursion carrying one tangent vector per sequence (``_elman_tangent``,
 ``tangent_loop``) is the k = 1 Lyapunov estimate of ``rnnlab.measure.theory`` (float64, W_hh
 on chip, H ≤ ``MAX_H``): one launch per stack at a probe instead of ~6 small kernels a step.
+The backward recursion carrying each row of the Jacobian product back along a trajectory
+(``_elman_jacobian``, ``jacobian_loop``; the same tile) is the Jacobian spectrum's products
+(``rnnlab.measure.dynamics.jacobian_spectra_on_device``): one launch per stack at the first
+and last probe instead of the host's L multiplies per network.
 
 Larger H (``MAX_H``: 128 in float32, 64 in float64) does not fit one program's registers. There
 the *_wide kernels run the same grid, each program walking each step's product in chunks of
@@ -416,6 +420,74 @@ def _elman_tangent(
     tl.store(out_ptr + k.to(tl.int64) * s_ok + rb, total, mask=rb < B)
 
 
+def _elman_jacobian(
+    h_ptr,
+    w_ptr,
+    ks_ptr,
+    rows_ptr,
+    logs_ptr,
+    T,
+    B,
+    H,
+    n_ks,
+    rescale_every,
+    s_hk,
+    s_ht,
+    s_hb,
+    s_wk,
+    s_wi,
+    s_wj,
+    s_rk,
+    s_rb,
+    s_rn,
+    s_rr,
+    s_lk,
+    s_lb,
+    s_ln,
+    ACT: tl.constexpr,
+    P0: tl.constexpr,
+    P1: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    """Rows of J(k) = ∂h_T/∂h_{T−k} = J(k−1) D_{T−k+1} W_hh along trajectory b of member k:
+    each row a covector carried back from the last step, v ← (v ⊙ φ′(z_t)) W_hh (the δ
+    recursion's form, φ′ through h_t), rescaled by its largest entry every ``rescale_every``
+    steps and at each distance asked for, the log of the scale summed aside. At the distances
+    ks (ascending) it writes the rows (rows[k, b, i, r, :]) and their log-scales (logs[k, b, i,
+    r]) (``jacobian_loop``). W_hh on chip, as ``_elman_tangent``."""
+    k = tl.program_id(0)
+    b = tl.program_id(1)
+    rr = tl.program_id(2) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rh = tl.arange(0, BLOCK_H)
+    w_ptrs = w_ptr + k.to(tl.int64) * s_wk + rh[:, None] * s_wi + rh[None, :] * s_wj
+    w = tl.load(w_ptrs, mask=(rh[:, None] < H) & (rh[None, :] < H), other=0.0)  # W_hh, on chip
+    v = tl.where(rr[:, None] == rh[None, :], 1.0, 0.0).to(w.dtype)  # rows of J(0) = I
+    log_scale = tl.zeros([BLOCK_R], dtype=w.dtype)
+    slot = tl.full([], 0, tl.int32)
+    p = h_ptr + k.to(tl.int64) * s_hk + b.to(tl.int64) * s_hb + (T - 1) * s_ht + rh
+    out = rows_ptr + k.to(tl.int64) * s_rk + b.to(tl.int64) * s_rb
+    out_log = logs_ptr + k.to(tl.int64) * s_lk + b.to(tl.int64) * s_lb
+    row_mask = (rr[:, None] < H) & (rh[None, :] < H)
+    wanted = tl.load(ks_ptr)
+    for step in range(1, T + 1):  # h_{T−step+1} = the h at index T − step
+        h = tl.load(p, mask=rh < H, other=0.0)
+        d = _phi_grad(v, h[None, :], ACT, P0, P1)  # v ⊙ φ′(z): padded columns stay 0
+        v = tl.sum(d[:, :, None] * w[None, :, :], axis=1)
+        hit = step == wanted
+        if (step % rescale_every == 0) | hit:
+            top = tl.max(tl.abs(v), axis=1)
+            scale = tl.where(top > 0, top, 1.0)  # a zero row (dead units) stays zero
+            v = v / scale[:, None]
+            log_scale += tl.log(scale)
+        if hit:
+            tl.store(out + slot * s_rn + rr[:, None] * s_rr + rh[None, :], v, mask=row_mask)
+            tl.store(out_log + slot * s_ln + rr, log_scale, mask=rr < H)
+            slot += 1
+            wanted = tl.load(ks_ptr + slot, mask=slot < n_ks, other=0)
+        p -= s_ht
+
+
 @functools.cache
 def _kernels(interpret: bool):
     """(forward, backward) as Triton kernels, interpreted or compiled, wrapped once per mode.
@@ -426,7 +498,7 @@ def _kernels(interpret: bool):
     else:
         wrap = triton.jit
     kernels = (_elman_forward, _elman_backward, _elman_forward_wide, _elman_backward_wide)
-    kernels += (_elman_tangent,)
+    kernels += (_elman_tangent, _elman_jacobian)
     return tuple(wrap(k) for k in kernels)
 
 
@@ -619,6 +691,50 @@ def tangent_loop(
     return out
 
 
+def jacobian_loop(
+    hs: torch.Tensor, w: torch.Tensor, ks: list[int], activation: str, rescale_every: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of J(k) = ∂h_T/∂h_{T−k} at the distances ``ks`` (ascending, 1 ≤ k ≤ T) along
+    the trajectories hs (K, T, B, H) = h_t (float64) of the networks W_hh = w (K, H, H): rows
+    (K, B, len(ks), H, H) and, per row, the log of the scale it was divided by, logs (K, B,
+    len(ks), H): J(k) = diag(exp(logs)) rows. One launch for the whole stack, a program per
+    (member, trajectory, row); ``rnnlab.measure.dynamics.jacobian_spectrum``'s products."""
+    K, T, B, H = hs.shape
+    n = len(ks)
+    rows = hs.new_zeros(K, B, n, H, H)
+    logs = hs.new_zeros(K, B, n, H)
+    if hs.numel() == 0 or n == 0:
+        return rows, logs
+    if list(ks) != sorted(set(ks)) or ks[0] < 1 or ks[-1] > T:
+        raise ValueError(f"distances must ascend within 1..{T}, got {ks}")
+    wanted = torch.tensor(ks, dtype=torch.int32, device=hs.device)
+    meta = _tangent_meta(H)  # one row a program: the tangent kernel's tile
+    block_r = meta.pop("BLOCK_B")
+    with _on(hs):
+        _kernels(interpreting())[5][(K, B, triton.cdiv(H, block_r))](
+            hs,
+            w,
+            wanted,
+            rows,
+            logs,
+            T,
+            B,
+            H,
+            n,
+            rescale_every,
+            hs.stride(0),
+            hs.stride(1),
+            hs.stride(2),
+            *w.stride(),
+            *rows.stride()[:4],
+            *logs.stride()[:3],
+            **_act(activation),
+            BLOCK_R=block_r,
+            **meta,
+        )
+    return rows, logs
+
+
 def _tangent_meta(H: int) -> dict:
     """``tangent_loop``'s tile, fixed (``RNNLAB_TRITON_TILE`` tunes the training kernels, not
     this measurement): one sequence a program, 4 warps — sm_90a, float64, H = 64: 128
@@ -650,6 +766,34 @@ def _tangent_compiles(device: torch.device, dtype: torch.dtype) -> bool:
         warnings.warn(
             f"rnnlab: Triton's tangent kernel does not build for {device} in {dtype} "
             f"({type(e).__name__}: {str(e)[:200]}); dyn/lyapunov_max runs the torch loop",
+            stacklevel=2,
+        )
+        return False
+
+
+def jacobian_supported(hs: torch.Tensor, activation: str) -> tuple[bool, str]:
+    """Whether ``jacobian_loop`` covers the trajectories hs (K, T, B, H) with that activation:
+    float64, W_hh on chip (H ≤ ``MAX_H``), as ``tangent_supported``."""
+    if hs.dtype != torch.float64:
+        return False, f"dtype {hs.dtype} (the Jacobian's products run in float64)"
+    ok, why = tangent_supported(hs, activation)
+    if ok and hs.is_cuda and not _jacobian_compiles(hs.device):
+        return False, "Triton does not compile the Jacobian kernel for this device"
+    return ok, why
+
+
+@functools.cache
+def _jacobian_compiles(device: torch.device) -> bool:
+    """Whether Triton builds ``_elman_jacobian`` for this device (tried once, tiny); if not,
+    says so once: the Jacobian spectrum's products then run on the host."""
+    try:
+        hs = torch.zeros(1, 2, 1, 16, dtype=torch.float64, device=device)
+        jacobian_loop(hs, torch.eye(16, dtype=torch.float64, device=device)[None], [1], "tanh", 8)
+        return True
+    except Exception as e:
+        warnings.warn(
+            f"rnnlab: Triton's Jacobian kernel does not build for {device} "
+            f"({type(e).__name__}: {str(e)[:200]}); the Jacobian spectrum runs on the host",
             stacklevel=2,
         )
         return False
