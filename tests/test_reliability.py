@@ -318,6 +318,43 @@ def test_unreachable_or_unwritable_store_is_bad_input(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.yaml"]
 
 
+def test_a_store_interrupted_while_it_is_created_is_not_left_half_made(tmp_path, monkeypatch):
+    """Ctrl-C during MLflow's schema migrations (seconds, on a new store) leaves no store and
+    no temporary file, and the next command creates a whole one. Before, the half-migrated
+    file stayed and MLflow refused it ever after ("table _alembic_tmp_experiments already
+    exists"). The interrupt lands here once the migrations have written to the file."""
+    import rnnlab.track.mlflow as tracking
+    from rnnlab.track import MlflowTracker
+
+    real = tracking.MlflowClient
+
+    class Interrupted(real):
+        def search_experiments(self, *args, **kwargs):
+            super().search_experiments(*args, **kwargs)  # the schema is written…
+            raise KeyboardInterrupt  # …and Ctrl-C lands before the store is whole
+
+    db = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setattr(tracking, "MlflowClient", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        MlflowTracker(f"sqlite:///{db}").check()
+    assert list(db.parent.iterdir()) == []  # neither the store nor its temporary file
+    monkeypatch.setattr(tracking, "MlflowClient", real)
+    tracker = MlflowTracker(f"sqlite:///{db}")
+    tracker.check()
+    assert [e.name for e in tracker.client.search_experiments()] == ["Default"]
+    assert [p.name for p in db.parent.iterdir()] == ["mlflow.db"]
+
+
+def test_an_in_memory_sqlite_store_is_refused(tmp_path):
+    """sqlite:///:memory: would lose every run at exit (and wrote artifacts into the current
+    folder): refused as sqlite:// is, nothing written."""
+    path = write(tmp_path / "e.yaml", SMALL)
+    for uri in ("sqlite:///:memory:", "sqlite://"):
+        proc = cli("sweep", path, "--tracking-uri", uri, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 2 and "in-memory store loses every run" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.yaml"]
+
+
 def test_same_config_and_seed_give_identical_tracked_metrics(tmp_path):
     path = write(tmp_path / "e.yaml", SMALL)
     stores = [f"sqlite:///{tmp_path / f'{i}.db'}" for i in range(2)]

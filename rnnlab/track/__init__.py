@@ -55,7 +55,12 @@ def default_tracking_uri() -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    """The database file of an SQLite store's URI; None for any other store, and for an
+    in-memory SQLite one (``sqlite://``, ``sqlite:///:memory:``), which has no file."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///")
+    return Path(path) if path not in ("", ":memory:") else None
 
 
 class StoreBusy(RuntimeError):

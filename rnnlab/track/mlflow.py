@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,6 +214,33 @@ def table_frame(step: int, columns: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({"step": step, **{k: np.asarray(v) for k, v in columns.items()}})
 
 
+def _create_store(db: Path) -> None:
+    """A new SQLite store at ``db``, made whole or not at all: MLflow builds its schema (a
+    few seconds of migrations) in a temporary file beside it, which then takes its name. A
+    Ctrl-C or a crash meanwhile leaves no store, so the next command creates it afresh,
+    rather than a half-migrated one that MLflow refuses ever after. The temporary name is new
+    each time: MLflow keeps a store per URI for the life of the process."""
+    tmp = db.with_name(f".{db.name}.{uuid.uuid4().hex[:12]}.creating")
+    client = None
+    try:
+        client = MlflowClient(f"sqlite:///{tmp.resolve()}")
+        client.search_experiments(max_results=1)  # MLflow creates the schema here
+        _close(client)  # before the file moves
+        os.replace(tmp, db)
+    finally:
+        if client is not None:
+            _close(client)
+        for leftover in (tmp, *(tmp.with_name(tmp.name + x) for x in ("-journal", "-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+
+
+def _close(client: MlflowClient) -> None:
+    """Close the connections of an SQLite store's client (MLflow keeps them pooled)."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if store is not None and hasattr(store, "engine"):
+        store.engine.dispose()
+
+
 class MlflowTracker:
     """Writes a sweep into an MLflow tracking store, in batches."""
 
@@ -274,6 +302,8 @@ class MlflowTracker:
             os.environ.update(quick)  # a dead server answers in seconds, not after minutes
             if db is not None:
                 with _directory_lock(db.parent):
+                    if not db.exists():
+                        _create_store(db)
                     self.client.search_experiments(max_results=1)
             else:
                 self.client.search_experiments(max_results=1)
