@@ -195,3 +195,16 @@ def test_unit_statistics_of_every_activation_against_autograd_derivatives(activa
     assert out[names.UNITS_Q_HAT] == pytest.approx(float(zz.detach().pow(2).mean()), rel=1e-12)
     assert out[names.UNITS_SATURATED] == pytest.approx(float(saturated.double().mean()))
     assert out[names.UNITS_DEAD] == pytest.approx(float(saturated.all(0).all(0).double().mean()))
+
+
+def test_a_product_that_left_float64_is_recorded_as_nan_not_an_error():
+    """Weights that exploded to infinity: the Jacobian spectrum is NaN (data), where the SVD
+    raised and failed the run ("input matrix contained non-finite values")."""
+    H = 4
+    w = torch.eye(H, dtype=torch.float64) * 1.5
+    w[0, 0] = math.inf
+    member = MemberWeights(torch.ones(H, 1, dtype=torch.float64), w, torch.zeros(H), "linear")
+    table = dynamics.jacobian_spectrum(member, torch.ones(5, 2, 1, dtype=torch.float64))
+    assert len(table["k"]) > 0
+    assert all(math.isnan(v) for v in [*table["log_sv_max"], *table["log_sv_min"]])
+    assert math.isnan(dynamics.jacobian_summary(table)[names.JAC_LOG_SV_MAX])

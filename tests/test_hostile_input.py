@@ -93,6 +93,10 @@ CASES = [
     ("eval-size-1e9", BASE, ["train.eval_size=1000000000"], "needs about"),
     ("seq-len-1e9", BASE, ["task.seq_len=1000000000"], "needs about"),
     ("hidden-1e6", BASE, ["model.hidden_size=1000000"], "needs about"),
+    ("train-size-1e9", BASE, ["train.train_size=1000000000"], "needs about"),
+    ("gain-1e39", BASE, ["model.gain=1e39"], "less than or equal to 1000000"),
+    ("input-std-1e200", BASE, ["task.name=white_noise", "task.input_std=1e200"], "less than or"),
+    ("input-std-1e-170", BASE, ["task.name=white_noise", "task.input_std=1e-170"], "greater than"),
     ("steps-float", BASE, ["train.steps=2.5"], "train.steps"),
     # --- sweeps
     ("sweep-empty-list", BASE + "sweep: []\n", [], "an empty list"),

@@ -78,8 +78,10 @@ class ModelConfig(Options):
     init: InitName = "orthogonal"
     """Initialisation of the recurrent matrix W_hh (scaled by gain); for a gated cell, of each
     gate's H × H block of it."""
-    gain: Real = Field(1.0, gt=0)
-    """Scale of W_hh: std·√H for gaussian, the factor on Q or I, the top eigenvalue for np_rnn."""
+    gain: Real = Field(1.0, gt=0, le=1e6)
+    """Scale of W_hh: std·√H for gaussian, the factor on Q or I, the top eigenvalue for np_rnn;
+    at most 1e6 (as ``rnnlab theory``): far past any edge of chaos, and W_hh stays finite in
+    float32 (a gain of 1e39 made it infinite before the first step)."""
     input_init: InputInitName = "default"
     """Initialisation of W_xh: default U(±1/√H) as nn.RNN; glorot_uniform U(±√(6/(D+H))) as
     Keras (for a gated cell, of each gate's block)."""
@@ -290,6 +292,10 @@ class RunConfig(Options):
             "held-out set (train.eval_size × sequence length)": width * E * L * (D + 1)
             + 8 * L * min(B, E) * D,
             "weights (model.hidden_size²)": width * 5 * weights,  # + grads, optimizer, copies
+            # drawn once (int64 one-hot first), then a copy per evaluation chunk (train_set/*)
+            "fixed training set (train.train_size × sequence length)": (
+                (2 * width * L * (D + 1) + 8 * L * D) * (self.train.train_size or 0)
+            ),
         }
 
 

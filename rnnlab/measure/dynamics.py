@@ -199,7 +199,11 @@ def spectrum_from_rows(rows: torch.Tensor, logs: torch.Tensor, ks: list[int]) ->
 
 def _log_singular_values(J: torch.Tensor, log_scale: torch.Tensor) -> tuple:
     """(ln σ_max, ln σ_min or NaN where unresolved) of J · exp(log_scale), J (B, H, H),
-    averaged over the B trajectories."""
+    averaged over the B trajectories; both NaN where a product left float64's range (an
+    infinite or NaN entry: weights that exploded), which an SVD cannot take."""
+    if not bool(torch.isfinite(J).all()):
+        nan = log_scale.new_tensor(math.nan)
+        return nan, nan
     sv = torch.linalg.svdvals(J)  # (B, H), descending
     high = (sv[:, 0].log() + log_scale).mean()
     low = (sv[:, -1].log() + log_scale).mean()

@@ -31,8 +31,9 @@ class WhiteNoiseTask(Task):
     n_inputs: Int = Field(1, ge=1)
     """D: Gaussian features per step (n_inputs = model.hidden_size with input_init
     glorot_uniform makes q_in ≈ input_std²)."""
-    input_std: Real = Field(1.0, gt=0)
-    """Standard deviation of every input; > 0 (at 0 the zero state is a fixed point)."""
+    input_std: Real = Field(1.0, ge=1e-6, le=1e6)
+    """Standard deviation of every input, in [1e-6, 1e6] (at 0 the zero state is a fixed
+    point; its square is the baseline loss, which must stay a finite, non-zero float)."""
 
     order: ClassVar[float] = 5
     output_size: ClassVar[int] = 1
