@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
@@ -127,6 +128,29 @@ def _finite(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number (got {text})")
     return value
+
+
+def _folder(text: str) -> Path:
+    """An output folder's path: not empty (which would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a folder, e.g. results/figures")
+    return Path(text)
+
+
+def _check_out(folder: Path) -> None:
+    """Refuse (exit 2) an output folder that is a file, or below one, or that cannot be
+    written, before any work; nothing is created here."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError([f"--out {folder}: not a folder (a file is there)"])
+    existing = folder
+    while not existing.exists():  # the folder, or the nearest part of its path that exists
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError([f"--out {folder}: {existing} is a file, not a folder"])
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise ConfigError([f"--out {folder}: cannot write in {existing} ({e.strerror})"]) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -265,7 +289,7 @@ def _parser() -> argparse.ArgumentParser:
     uri_arg(rp)
     rp.add_argument(
         "--out",
-        type=Path,
+        type=_folder,
         default=Path("results/figures"),
         help="output folder; one subfolder per experiment (default: results/figures)",
     )
@@ -301,7 +325,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rd.add_argument(
         "--out",
-        type=Path,
+        type=_folder,
         default=Path("results/figures"),
         help="report folder; one subfolder per experiment (default: results/figures)",
     )
@@ -630,6 +654,7 @@ def cmd_reproduce(args) -> int:
         if not experiment.expect:
             raise ConfigError([f"{path}: no expect: section; a reproduction checks its claim"])
         plans.append((path, experiment, grid))
+    _check_out(args.out)
     from rnnlab import report
     from rnnlab.report import checks
 
@@ -706,6 +731,7 @@ def cmd_report(args) -> int:
         )
         for name, grid, source, experiment in plans
     ]
+    _check_out(args.out)
     for f, (*_, experiment) in zip(frames, plans, strict=True):
         out = args.out / f.experiment
         t0 = time.perf_counter()
@@ -805,6 +831,20 @@ def cmd_theory(args) -> int:
     return EXIT_OK
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (as uvicorn binds: address reuse on,
+    so only a listening socket makes it busy)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def cmd_ui(args) -> int:
     from rnnlab.track import MlflowTracker, default_tracking_uri, sqlite_path
 
@@ -829,6 +869,13 @@ def cmd_ui(args) -> int:
     ]
     from rnnlab.ui import decay_url
 
+    if not _port_free(args.host, args.port):
+        print(
+            f"error: port {args.port} on {args.host} is in use (another server?); "
+            "choose another with --port",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     base = f"http://{args.host}:{args.port}"
     print(f"MLflow UI on {base} (Ctrl-C to stop); for each experiment:")
     tracker = MlflowTracker(uri)
@@ -844,7 +891,9 @@ def cmd_ui(args) -> int:
     server = subprocess.Popen(cmd, env=env)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server too
     try:
-        return server.wait()
+        code = server.wait()  # it serves until Ctrl-C: ending on its own is a failure
+        print(f"error: the MLflow server stopped (exit status {code})", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
     finally:

@@ -50,7 +50,14 @@ CASES = [
     # --- the file itself
     ("latin-1", BASE.encode() + b"description: caf\xe9\n", [], "not UTF-8 text"),
     ("utf-16", BASE.encode("utf-16"), [], "UTF-16"),
-    ("billion-laughs", LAUGHS, [], "expands to more than 100,000 values"),
+    ("billion-laughs", LAUGHS, [], "more than 150,000 values once its aliases are expanded"),
+    (
+        "values-150k",
+        BASE + f"sweep:\n  seed: [{'0,' * 150_000}0]\n",
+        [],
+        "more than 150,000 values",
+    ),
+    ("number-base-60", BASE, ["seed=1:30"], "unable to parse string as an integer"),
     ("recursive-alias", "a: &a [1, *a]\n", [], "refers to itself"),
     ("deep-brackets", "a: " + "[" * 100_000 + "]" * 100_000 + "\n", [], "nesting deeper"),
     ("deep-mappings", "a:\n" + "".join(f"{' ' * i} k:\n" for i in range(1, 60)), [], "nesting"),
@@ -269,6 +276,22 @@ STORE_CASES = [
         ["ui", "--port", "99999", "--tracking-uri", "sqlite:///{db}"],
         "99999 is not a port",
     ),
+    (
+        "report-out-is-a-file",
+        ["report", "--tracking-uri", "sqlite:///{db}", "--out", "{e}"],
+        "not a folder",
+    ),
+    (
+        "report-out-below-a-file",
+        ["report", "--tracking-uri", "sqlite:///{db}", "--out", "{e}/figures"],
+        "is a file, not a folder",
+    ),
+    ("report-out-empty", ["report", "--tracking-uri", "sqlite:///{db}", "--out", ""], "empty path"),
+    (
+        "ui-port-in-use",
+        ["ui", "--port", "{busy}", "--tracking-uri", "sqlite:///{db}"],
+        "is in use",
+    ),
     ("theory-inf", ["theory", "--activation", "tanh", "--gain", "inf", "--json"], "finite number"),
     (
         "theory-activation",
@@ -317,7 +340,11 @@ def test_bad_store_and_command_input_is_refused_fast(stored, args, expected):
         "port": free_port(),
     }
     before = snapshot(db.parent)
-    proc, seconds = run([a.format(**fields) for a in args], tmp)
+    with socket.socket() as busy:  # a port another server listens on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        fields["busy"] = busy.getsockname()[1]
+        proc, seconds = run([a.format(**fields) for a in args], tmp)
     assert_refused(proc, seconds, expected)
     assert snapshot(db.parent) == before, "the store changed"
     assert not (tmp / "none").exists()

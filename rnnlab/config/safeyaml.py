@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,8 +26,9 @@ MAX_FILE_BYTES = 1 << 20
 """An experiment file is a few hundred bytes; 1 MiB leaves room for long sweep lists."""
 MAX_DEPTH = 32
 """Nesting levels of mappings and lists (an experiment file uses three or four)."""
-MAX_NODES = 100_000
-"""Nodes in the document once every alias is expanded."""
+MAX_NODES = 150_000
+"""Nodes in the document once every alias is expanded: room for a sweep axis of 100,000
+values (``--yes``'s grid limit) and the rest of the file."""
 MAX_INT_DIGITS = 30
 """No setting needs an integer beyond 10³⁰ (a seed is below 2⁶³)."""
 
@@ -40,13 +42,27 @@ class _Limit(yaml.MarkedYAMLError):
 
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_NUMBERS = {  # YAML 1.2's: no octal 010 (8 in YAML 1.1), base 60 1:30 (90) or binary 0b101
+    _INT: re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F]+|0o[0-7]+)$"),
+    _FLOAT: re.compile(
+        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+}
+"""How numbers are read: as YAML 1.2 reads them (decimal digits with ``_`` allowed between
+them, ``0x`` hex, ``0o`` octal), not as PyYAML's YAML 1.1 does, where ``seq_len: 010`` is 8
+and ``seed: 1:30`` is 90 (base 60) with no warning. Those are strings here, which the schema
+then refuses by name."""
 
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's SafeLoader with the limits above (one instance per document)."""
 
     yaml_implicit_resolvers: ClassVar = {  # dates stay strings: a date key is just a bad key
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_TIMESTAMP, _INT, _FLOAT)]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
@@ -60,12 +76,8 @@ class _Loader(yaml.SafeLoader):
     def _count(self, n: int, mark) -> None:
         self._nodes += n
         if self._nodes > MAX_NODES:
-            raise _Limit(
-                None,
-                None,
-                f"the document expands to more than {MAX_NODES:,} values through aliases",
-                mark,
-            )
+            how = " once its aliases are expanded" if self._size else ""
+            raise _Limit(None, None, f"the document has more than {MAX_NODES:,} values{how}", mark)
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -125,15 +137,23 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_int(self, node):
-        digits = self.construct_scalar(node).replace("_", "").lstrip("+-")
+        text = self.construct_scalar(node).replace("_", "")
+        digits = text.lstrip("+-")
         if len(digits) > MAX_INT_DIGITS:
             raise _Limit(
                 None, None, f"integer of {len(digits)} digits is too large", node.start_mark
             )
-        return super().construct_yaml_int(node)
+        if digits[:2] in ("0x", "0o"):  # (an explicit !!int tag may hold anything: refused)
+            return int(text, 0)
+        if not digits.isdigit():
+            raise _Limit(None, None, f"{text!r} is not an integer", node.start_mark)
+        return int(text, 10)  # 010 is 10, as YAML 1.2 reads it
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+for _first in "+-0123456789.":  # YAML 1.2's numbers (_NUMBERS), after bool and null
+    for _tag, _regexp in _NUMBERS.items():
+        _Loader.yaml_implicit_resolvers.setdefault(_first, []).append((_tag, _regexp))
+_Loader.add_constructor(_INT, _Loader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
 
 
