@@ -50,10 +50,14 @@ printed before exiting with status 130."""
 
 
 def entry() -> None:
-    """The ``rnnlab`` command (and ``python -m rnnlab``): ``main``, then exit with its status,
+    """The ``rnnlab`` command (``rnnlab.__main__``): ``main``, then exit with its status,
     quickly (``rnnlab.exit_quickly``)."""
     exit_quickly()
-    status = main()
+    try:
+        status = main()
+    except KeyboardInterrupt:  # before main's own handler: while parsing the arguments
+        print("\ninterrupted.", file=sys.stderr)
+        status = EXIT_INTERRUPTED
     _forget_interrupts()
     raise SystemExit(status)
 

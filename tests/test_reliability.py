@@ -250,6 +250,35 @@ def test_an_interrupt_handled_inside_an_import_still_exits_130_under_python_m(tm
     assert proc.returncode == (130 if how == "entry" else -signal.SIGINT), proc.stderr
 
 
+@pytest.mark.parametrize("where", ["import", "arguments"])
+def test_a_ctrl_c_before_the_command_runs_is_one_line_and_130(tmp_path, where):
+    """Ctrl-C in the first half second: while the command's modules import (here: a pydantic
+    that is interrupted as it imports) or while its arguments are parsed (argparse
+    interrupted). One line and 130, as later; it was a traceback and a death by SIGINT."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    if where == "import":
+        (shim / "pydantic").mkdir()
+        write(shim / "pydantic" / "__init__.py", "raise KeyboardInterrupt\n")
+    else:  # after every import: argparse's parse is where it lands
+        write(
+            shim / "sitecustomize.py",
+            "import argparse\n"
+            "def parse(*a, **k):\n    raise KeyboardInterrupt\n"
+            "argparse.ArgumentParser.parse_known_args = parse\n",
+        )
+    env = os.environ | {"PYTHONPATH": f"{shim}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnlab", "validate", "x.yaml"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "interrupted."
+
+
 def test_divergence_threshold_ends_the_run_as_diverged_and_the_sweep_goes_on(tmp_path, store):
     path = write(tmp_path / "e.yaml", SMALL)
     proc = cli(
