@@ -658,3 +658,206 @@ def test_ctrl_c_while_drawing_exits_130_and_says_what_is_left(swept):
     assert proc.returncode == 130, err
     assert "interrupted: the report was not finished" in err and "KILLED" not in err
     assert not list(out.glob("*/report.md"))
+
+
+# ------------------------------------------- exploding and vanishing values are data
+MAX = 1.7976931348623157e308  # SQLite's stand-in for ±inf, as Frames.history holds it
+
+
+@pytest.fixture
+def shown(monkeypatch) -> list[str]:
+    """Every text of each figure saved during the test (titles, legend entries, labels), read
+    once plot.save has laid it out: what a figure says to its reader."""
+    from matplotlib.text import Text
+
+    from rnnlab.report import plotting as plot
+
+    texts: list[str] = []
+    save = plot.save
+
+    def spy(fig, out, name):
+        paths = save(fig, out, name)
+        texts.extend(t.get_text() for t in getattr(fig, "figure", fig).findobj(Text))
+        return paths
+
+    monkeypatch.setattr(plot, "save", spy)
+    return texts
+
+
+def _overflowed(n: int = 2) -> report.Frames:
+    """``n`` linear runs that diverged at step 0 as the tool records them: every ‖∂L/∂h_t‖ NaN,
+    no loss, slope or norm logged, W_hh at 1e38, q̂ at 4e301, λ_max and q* at SQLite's +inf."""
+    runs = [
+        {"run_id": f"r{s}", "name": f"adding-T5-linear-s{s}", "status": "diverged",
+         "diverged_step": 0.0, "model.activation": "linear", "task.seq_len": 5, "seed": s,
+         "train.dtype": "float32", "final_loss_ratio": np.nan, "slope_init": np.nan,
+         "slope_final": np.nan}
+        for s in range(n)
+    ]  # fmt: skip
+    k = np.arange(5)
+    profiles = pd.concat(
+        pd.DataFrame({"run_id": r["run_id"], "step": 0, "t": 5 - k, "k": k, "n_t": np.nan})
+        for r in runs
+    )
+    f = _frames(runs, profiles)
+    f.history = _history(
+        [
+            (r["run_id"], key, 0, value)
+            for r in runs
+            for key, value in (
+                ("weights/W_hh_radius", 1e38),
+                ("weights/W_hh_sigma_max", 1e38),
+                ("dyn/lyapunov_max", MAX),
+                ("theory/q_star", MAX),
+                ("units/q_hat", 4e301),
+                ("units/saturated", 0.0),
+                ("units/dead", 0.0),
+            )
+        ]
+    )
+    return f
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_report_of_runs_that_overflowed_at_step_0_draws_what_is_finite(tmp_path, shown):
+    """Every run diverged at its first step: figure 1 (which crashed: TypeError in seaborn),
+    the learning curves and the gradient norm have nothing finite and are left out; the
+    profile over training is drawn, each cell said to be not finite (not "underflow")."""
+    from rnnlab.report.figures.grad_norm import grad_norm_over_training
+    from rnnlab.report.figures.learning_curves import learning_curves
+    from rnnlab.report.figures.profile_over_training import profile_heatmaps
+    from rnnlab.report.figures.profile_vs_distance import gradient_profile_vs_distance
+
+    f = _overflowed()
+    for draw in (gradient_profile_vs_distance, learning_curves, grad_norm_over_training):
+        assert draw(f, tmp_path) is None
+    assert profile_heatmaps(f, tmp_path)[0].name == "7_profile_over_training.png"
+    assert "not finite (inf or NaN: overflow)" in shown
+    assert not [t for t in shown if "underflow" in t]  # NaN is not a 0
+    path = report.report(f, tmp_path / "all")  # the whole report: no figure crashes
+    text = path.read_text()
+    assert "](7_profile_over_training.png)" in text and "1_profile_vs_distance" not in text
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_profile_with_no_finite_point_keeps_its_colour_and_is_marked(tmp_path, shown):
+    """Beside a finite profile, one NaN throughout (it overflowed) has no line: its hue stays
+    in the legend and a marker on the top edge of its panel says it is not finite."""
+    from rnnlab.report.figures.profile_vs_distance import gradient_profile_vs_distance
+
+    f = _overflowed(1)
+    k = np.arange(5)
+    f.profiles = pd.concat(
+        [f.profiles, pd.DataFrame({"run_id": "t", "step": 0, "t": 5 - k, "k": k, "n_t": 0.5**k})]
+    )
+    f.runs = pd.concat(
+        [f.runs, f.runs.assign(run_id="t", name="tanh", **{"model.activation": "tanh"})]
+    )
+    f.swept = ["model.activation"]
+    marks = report.profile_marks(f)
+    assert marks[["hue", "kind", "k", "y"]].values.tolist() == [
+        ["linear", "not finite", 0, 10.0**report.DECADES]
+    ]
+    assert gradient_profile_vs_distance(f, tmp_path)[0].exists()
+    assert {"linear", "tanh", "not finite (inf or NaN: overflow) beyond"} <= set(shown)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_chaos_vs_drive_marks_infinite_exponents_and_leaves_out_nan_ones(tmp_path, shown):
+    """λ_max at +inf in some runs and −inf in others (SQLite's ±1.8e308) made matplotlib's
+    axis overflow (LinAlgError: Singular matrix); λ_max NaN in every run made the figure's
+    frame lose its column (KeyError). Infinite values are drawn on the panel's edges and said
+    so, NaN ones counted; nothing finite at all: the figure is left out."""
+    from rnnlab.report.figures.chaos_vs_drive import chaos_vs_drive, drive_frame, zero_crossing
+
+    acts = ["tanh", "tanh", "linear", "linear"]
+    runs = [
+        {"run_id": f"r{i}", "name": f"r{i}", "status": "finished", "model.activation": a,
+         "model.gain": 1e38, "model.hidden_size": 2**i, "seed": 0}
+        for i, a in enumerate(acts)
+    ]  # fmt: skip
+    f = _frames(runs)
+    q_in, lyap = [0.003, 0.011, 0.04, 0.1], [-MAX, -MAX, MAX, MAX]
+    theory = [43.4, 43.4, 87.5, 87.5]
+    rows = [
+        (f"r{i}", key, 0, v[i])
+        for i in range(4)
+        for key, v in (("theory/q_in", q_in), ("dyn/lyapunov_max", lyap), ("theory/slope", theory))
+    ]
+    f.history = _history(rows)
+    d = drive_frame(f)
+    assert np.isnan(zero_crossing(d.sigma_u.to_numpy(), d.lyapunov.to_numpy()))  # ±inf: no line
+    assert chaos_vs_drive(f, tmp_path)[0].exists()
+    assert {"λ_max = +∞ (on the top edge)", "λ_max = −∞ (on the bottom edge)"} <= set(shown)
+    assert not [t for t in shown if t.startswith("mean field")]  # no one activation to draw it at
+    # λ_max NaN in two runs: the others drawn, the two counted
+    f.history = _history([(r, k, s, np.nan if k == "dyn/lyapunov_max" and r < "r2" else v)
+                          for r, k, s, v in rows])  # fmt: skip
+    assert chaos_vs_drive(f, tmp_path)[0].exists() and "λ_max NaN: 2 runs, not drawn" in shown
+    # λ_max NaN everywhere, ½ ln χ₁ at +inf: nothing finite to draw
+    f.history = _history([(r, k, s, np.nan if k == "dyn/lyapunov_max" else MAX if k == "theory/slope" else v)
+                          for r, k, s, v in rows])  # fmt: skip
+    d = drive_frame(f)
+    assert len(d) == 4 and d.lyapunov.isna().all()
+    assert chaos_vs_drive(f, tmp_path) is None
+
+
+def test_ad_hoc_runs_with_one_name_draw_one_panel_each_saying_which(tmp_path, shown):
+    """`rnnlab run` twice with different learning rates: two runs of one name and one hue
+    (figure 7 pivoted them together: ValueError, duplicate entries). One is drawn, and its
+    panel says which learning rate it has."""
+    from rnnlab.report.figures.profile_over_training import profile_heatmaps
+
+    cells = [("g", "adding-T5-gru-s0", "gru", 0.001), ("a", "adding-T5-tanh-s0", "elman", 0.01),
+             ("b", "adding-T5-tanh-s0", "elman", 0.1)]  # fmt: skip
+    runs = [
+        {"run_id": rid, "name": name, "status": "finished", "model.cell": cell,
+         "train.lr": lr, "task.seq_len": 5, "seed": 0}
+        for rid, name, cell, lr in cells
+    ]  # fmt: skip
+    k = np.arange(5)
+    profiles = pd.concat(
+        pd.DataFrame({"run_id": rid, "step": step, "t": 5 - k, "k": k, "n_t": 0.9**k})
+        for rid, *_ in cells
+        for step in (0, 2)
+    )
+    f = _frames(runs, profiles)
+    heat = report.profile_heatmap_frame(f)
+    assert sorted(set(heat.run_id)) == ["a", "g"] and len(heat) == 2 * 2 * 5
+    assert profile_heatmaps(f, tmp_path)[0].exists()
+    assert "adding-T5-tanh-s0\nlearning rate = 0.01" in "\n".join(shown)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_values_left_out_of_a_figure_are_counted_on_it(tmp_path, shown):
+    """Figures over training leave out what is not finite and say how many; a panel left with
+    nothing keeps its place and says so; slopes that are NaN are counted in the title."""
+    from rnnlab.report.figures.learning_curves import learning_curves
+    from rnnlab.report.figures.q_hat_vs_q_star import q_hat_vs_q_star
+    from rnnlab.report.figures.slope import slope_vs_swept
+
+    runs = [
+        {"run_id": a, "name": a, "status": "finished" if a == "tanh" else "diverged",
+         "model.activation": a, "seed": 0, "slope_init": -0.1 if a == "tanh" else np.nan,
+         "slope_final": -0.2 if a == "tanh" else np.nan}
+        for a in ("tanh", "linear")
+    ]  # fmt: skip
+    f = _frames(runs)
+    f.history = _history(
+        [("tanh", "eval/loss_ratio", s, 0.5) for s in (0, 5, 10)]
+        + [("linear", "eval/loss_ratio", 0, np.nan), ("linear", "eval/loss_ratio", 5, MAX)]
+        + [(a, "units/q_hat", s, 0.3 if a == "tanh" else MAX) for a in ("tanh", "linear") for s in (0, 5)]
+        + [("tanh", "theory/q_star", 0, 0.25), ("linear", "theory/q_star", 0, MAX)]
+    )  # fmt: skip
+    assert learning_curves(f, tmp_path)[0].exists()
+    assert "2 of 5 values not finite (inf or NaN): not drawn" in shown
+    assert "no finite value" in shown  # the linear panel, in its place
+    shown.clear()
+    assert q_hat_vs_q_star(f, tmp_path)[0].exists()
+    assert "2 of 4 values not finite (inf or NaN): not drawn" in shown
+    assert "q* inf, NaN or 0 in 1 run: no dashed line" in shown
+    shown.clear()
+    assert slope_vs_swept(f, tmp_path)[0].exists()
+    assert "2 of 4 slopes not finite (inf or NaN): not drawn" in "\n".join(shown)
+    f.runs = f.runs.assign(slope_init=np.nan, slope_final=np.nan)
+    assert slope_vs_swept(f, tmp_path) is None  # nothing finite: left out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.colors import to_rgb
+from matplotlib.lines import Line2D
 
 from rnnlab.model import cells
 from rnnlab.model.activations import ACTIVATION_COLORS, activation_rank
@@ -53,6 +55,57 @@ DECADES = 8  # figures 1 and 7 show n_{T−k}/n_T within 10^±8; beyond it: clip
 
 
 RATIO_RANGE = (0.1, 10.0)  # the trainability map's colour scale; beyond it: hatched
+
+
+def dtype(f: Frames) -> str:
+    """The precision the drawn runs computed in, as a legend says where values underflow."""
+    used = set(f.drawn["train.dtype"].dropna()) if "train.dtype" in f.drawn.columns else set()
+    return " or ".join(sorted(used)) or "float32"  # float32: the default, and runs before it
+
+
+def finite(values) -> np.ndarray:
+    """True where a value can be drawn: not NaN, not ±inf, and not SQLite's stand-in for ±inf
+    (±1.8e308: ``Frames.history`` holds what the store holds)."""
+    v = np.asarray(values, dtype=float)
+    return np.isfinite(v) & (np.abs(v) < sys.float_info.max)
+
+
+def n_runs(n: int) -> str:
+    """'1 run', '3 runs'."""
+    return f"{n} run{'s' * (n != 1)}"
+
+
+def note(text: str) -> Line2D:
+    """A legend entry that is a line of text, no marker: what a figure left out, and why."""
+    return Line2D([], [], ls="", label=text)
+
+
+OFF_SCALE = {1.0: ("^", "+∞", "top", 1.0), -1.0: ("v", "−∞", "bottom", 0.0)}
+"""sign → (marker, value, edge, y in axes fraction): how ±inf is drawn on a linear y axis."""
+
+
+def mark_off_scale(ax, x, y, what: str, **style) -> list[Line2D]:
+    """Draw each ±inf in ``y`` (or SQLite's ±1.8e308) at its x as ▲ on the panel's top edge
+    or ▼ on its bottom edge, in ``style``: off any scale, yet not left out. Returns legend
+    handles for what was drawn ("λ_max = +∞ (on the top edge)") and for each NaN, which has
+    no place at all ("λ_max NaN: 2 runs, not drawn")."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    infinite = ~finite(y) & ~np.isnan(y)
+    handles = []
+    if infinite.any():
+        ax.margins(y=0.12)  # room between the markers on the edges and the finite points
+    for sign, (marker, value, edge, at_y) in OFF_SCALE.items():
+        at = infinite & (np.sign(y) == sign)
+        if at.any():
+            ax.plot(
+                x[at], np.full(at.sum(), at_y), marker, ls="",
+                transform=ax.get_xaxis_transform(), clip_on=False, zorder=5, **style,
+            )  # fmt: skip
+            label = f"{what} = {value} (on the {edge} edge)"
+            handles.append(Line2D([], [], ls="", marker=marker, label=label, **style))
+    if n := int(np.isnan(y).sum()):
+        handles.append(note(f"{what} NaN: {n_runs(n)}, not drawn"))
+    return handles
 
 
 def with_params(frame: pd.DataFrame, f: Frames, *extra: str) -> pd.DataFrame:
@@ -132,7 +185,15 @@ def wrap(f: Frames, data: pd.DataFrame, facet: str | None = "col") -> int | None
 def over_training(h: pd.DataFrame, f: Frames, hue: str | None, facet: str | None, **kw):
     """A metric against the training step, one panel per ``facet`` value, one line per ``hue``
     value (the median over seeds, the band their full range): the layout the figures of
-    training share. ``kw`` adds to or overrides seaborn's ``relplot`` arguments."""
+    training share. ``kw`` adds to or overrides seaborn's ``relplot`` arguments. Values that
+    are not finite (inf, NaN, SQLite's ±1.8e308) have no place on a line: they are left out
+    and the legend says how many (a panel left empty keeps its place); ``h`` must hold some
+    finite value (see :func:`finite`). The grid's ``data`` is what was drawn."""
+    keep = finite(h[kw.get("y", "value")])
+    left_out = int((~keep).sum())
+    col_order = order(facet, h[facet]) if facet else None  # the panels of every value given
+    wrapped = wrap(f, h, facet)
+    given, h = h, h[keep]
     numeric = bool(hue) and pd.api.types.is_numeric_dtype(h[hue])
     args = {
         "data": h,
@@ -141,17 +202,32 @@ def over_training(h: pd.DataFrame, f: Frames, hue: str | None, facet: str | None
         "hue": hue,
         "hue_order": order(hue, h[hue]) if hue else None,
         "col": facet,
-        "col_order": order(facet, h[facet]) if facet else None,
+        "col_order": col_order,
         "kind": "line",
         "estimator": "median",
         "errorbar": ("pi", 100),
         "palette": "viridis" if numeric else None,
-        "col_wrap": wrap(f, h, facet),
+        "col_wrap": wrapped,
         "height": WIDTH * 0.8,
         "aspect": 1.1,
         "facet_kws": {"sharey": False},
     }
-    return sns.relplot(**(args | kw))
+    x = h[(args | kw)["x"]].unique()
+    if len(x) == 1:  # every run ended at its first probe: a line of one point draws nothing
+        args |= {"marker": "o", "markersize": 4}
+    g = sns.relplot(**(args | kw))
+    if len(x) == 1:
+        g.set(xticks=x)  # that one step, not ticks at fractions of a step around it
+    panels = [k for k in ((args | kw).get("row"), facet) if k]
+    if left_out and panels:  # a panel whose every value was left out keeps its place, empty
+        finite_in = pd.Series(keep, given.index).groupby([given[k] for k in panels]).any()
+        for panel in finite_in.index[~finite_in.to_numpy()]:
+            ax = g.axes_dict[panel]
+            ax.text(0.5, 0.5, "no finite value", transform=ax.transAxes, ha="center")
+    if left_out:
+        text = f"{left_out} of {len(keep)} values not finite (inf or NaN): not drawn"
+        legend(g, {text: note(text)})
+    return g
 
 
 def against_distance(h: pd.DataFrame, f: Frames, **kw):
@@ -161,7 +237,7 @@ def against_distance(h: pd.DataFrame, f: Frames, **kw):
     args = {
         "x": "k",
         "row": "phase",
-        "row_order": ["init", "end of training"],
+        "row_order": [p for p in ("init", "end of training") if p in set(h.phase)],
         "col_wrap": None,
         "facet_kws": {"sharey": False, "sharex": False},
         "linewidth": 1.1,

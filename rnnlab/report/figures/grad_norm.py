@@ -14,13 +14,14 @@ from rnnlab.report.load import Frames
 
 
 @figure(4, "Global gradient norm per run; spikes are exploding gradients.")
-def grad_norm_over_training(f: Frames, out: Path) -> list[Path]:
+def grad_norm_over_training(f: Frames, out: Path) -> list[Path] | None:
     h = plot.with_params(f.history[f.history.key == names.GRAD_NORM], f)
     # +inf (stored as 1.8e308) is drawn a decade above the largest finite norm: a log axis
     # asked to span ~300 decades gives up and shows 1–10, hiding everything above
-    finite = h.value[h.value < 1e300]
-    top = 10 * finite.max() if len(finite) else 1.0
-    h = h.assign(value=h.value.clip(upper=top))
+    finite = h.value[plot.finite(h.value)]
+    if finite.empty:
+        return None  # no finite norm: every run diverged at its first step
+    h = h.assign(value=h.value.clip(upper=10 * finite.max()))
     g = plot.over_training(  # every run its own thin line: a spike is one run's
         h, f, f.hue, f.col, units="run_id", estimator=None, errorbar=None,
         palette=plot.palette(f.hue, h), col_wrap=plot.wrap(f, h), facet_kws={},

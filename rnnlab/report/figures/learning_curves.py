@@ -29,14 +29,16 @@ def mark_single_points(g, h, hue: str | None, facet: str | None) -> None:
 
 
 @figure(3, "Eval loss ratio over training; the dashed line is chance.")
-def learning_curves(f: Frames, out: Path) -> list[Path]:
+def learning_curves(f: Frames, out: Path) -> list[Path] | None:
     h = plot.with_params(f.history[f.history.key == names.EVAL_LOSS_RATIO], f)
+    if not plot.finite(h.value).any():
+        return None  # no finite eval loss: every run diverged before its first probe
     facet, hue = f.hue, f.col
     g = plot.over_training(h, f, hue, facet, linewidth=1.2)
     g.set(yscale="log")
     for ax in g.axes.flat:
         ax.axhline(1.0, color="0.3", lw=0.8, ls="--")
-    mark_single_points(g, h, hue, facet)
+    mark_single_points(g, g.data, hue, facet)  # what was drawn: finite values
     plot.label_every_panel(g, "training step", "eval loss / baseline")
     plot.titles(g, facet)
     g.figure.suptitle(

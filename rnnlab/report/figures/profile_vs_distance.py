@@ -23,8 +23,10 @@ def profile_marks(f: Frames) -> pd.DataFrame:
     """Where each median profile of figure 1 leaves the y range or underflows.
 
     One row per (panel, hue, phase) with an event: ``kind`` is "below range", "above range"
-    (the median first crosses 10^∓plot.DECADES at ``k``) or "underflow" (some seed's n reached
-    exactly 0 at ``k``: the line ends at k − 1), ``y`` where to draw the marker.
+    (the median first crosses 10^∓plot.DECADES at ``k``), "underflow" (some seed's n reached
+    exactly 0 at ``k``: the line ends at k − 1) or "not finite" (some seed's ratio is inf or
+    NaN at ``k``, an overflow: the line ends at k − 1; with nothing finite before it, the
+    marker sits on the top edge at ``k``), ``y`` where to draw the marker.
     """
     data = profile_frame(f)
     cols = ["col", "hue", "phase", "kind", "k", "y"]
@@ -49,13 +51,24 @@ def profile_marks(f: Frames) -> pd.DataFrame:
             end = med[med.index < k]
             y = float(np.clip(end.iloc[-1], lo, hi)) if len(end) else lo
             rows.append((c, h, phase, "underflow", k - 1, y))
+        bad = d[~np.isfinite(d.ratio)]
+        if len(bad):
+            k = int(bad.k.min())
+            end = med[med.index < k]
+            if len(end):
+                rows.append(
+                    (c, h, phase, "not finite", k - 1, float(np.clip(end.iloc[-1], lo, hi)))
+                )
+            else:  # no line to end: on the top edge, where an overflow leaves the range
+                rows.append((c, h, phase, "not finite", k, hi))
     return pd.DataFrame(rows, columns=cols)
 
 
 MARKERS = {
     "below range": ("v", rf"leaves the y range (below $10^{{-{plot.DECADES}}}$)"),
     "above range": ("^", rf"leaves the y range (above $10^{{{plot.DECADES}}}$)"),
-    "underflow": ("X", "underflow: n = 0 (float32) beyond"),
+    "underflow": ("X", "underflow: n = 0 ({dtype}) beyond"),
+    "not finite": ("D", "not finite (inf or NaN: overflow) beyond"),
 }
 
 
@@ -64,10 +77,14 @@ MARKERS = {
     "Gradient norm against distance at init and after training: "
     "vanishing curves fall, exploding ones rise.",
 )
-def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
+def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path] | None:
     data = profile_frame(f)
     shown = data[np.isfinite(data.ratio) & (data.ratio > 0)]
-    hue_order = plot.order(f.hue, shown[f.hue]) if f.hue else None
+    if shown.empty:
+        return None  # no profile has a finite, non-zero point: nothing to draw a line of
+    # hues and panels of every profile, finite or not: one with no finite point keeps its
+    # colour in the legend and its panel, where its marker says why it has no line
+    hue_order = plot.order(f.hue, data[f.hue]) if f.hue else None
     g = sns.relplot(
         data=shown,
         x="k",
@@ -77,12 +94,12 @@ def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
         style="phase",
         style_order=[p for p in ("init", "end of training") if p in set(shown.phase)],
         col=f.col,
-        col_order=plot.order(f.col, shown[f.col]) if f.col else None,
+        col_order=plot.order(f.col, data[f.col]) if f.col else None,
         kind="line",
         estimator="median",
         errorbar=("pi", 100),
-        palette=plot.palette(f.hue, shown),
-        col_wrap=plot.wrap(f, shown),
+        palette=plot.palette(f.hue, data),
+        col_wrap=plot.wrap(f, data),
         height=plot.WIDTH * 0.8,
         aspect=1.1,
         facet_kws={"sharex": False, "sharey": True},
@@ -94,9 +111,11 @@ def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
         yticks=[10.0**e for e in range(-plot.DECADES, plot.DECADES + 1, 4)],
     )
     marks = profile_marks(f)
-    pal = plot.palette(f.hue, shown) or {}
+    pal = plot.palette(f.hue, data) or {}
     for key, ax in plot.facet_axes(g, f.col):
         m = marks if key is None else marks[marks.col == key]
+        k = (data if key is None else data[data[f.col] == key]).k
+        ax.set_xlim(-0.02 * k.max() - 0.1, 1.02 * k.max() + 0.1)  # every distance, drawn or not
         for r in m.itertuples():
             ax.plot(
                 r.k,
@@ -110,7 +129,7 @@ def gradient_profile_vs_distance(f: Frames, out: Path) -> list[Path]:
                 zorder=5,
             )
     extra = {
-        MARKERS[k][1]: Line2D(
+        MARKERS[k][1].replace("{dtype}", plot.dtype(f)): Line2D(
             [], [], ls="", marker=MARKERS[k][0], color="0.5", mec="black", mew=0.4
         )
         for k in MARKERS

@@ -29,20 +29,26 @@ def q_frame(f: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
 )
 def q_hat_vs_q_star(f: Frames, out: Path) -> list[Path] | None:
     q_hat, q_star = q_frame(f)
-    if q_hat.empty:
-        return None  # runs from before units/* were measured
+    if not plot.finite(q_hat.value).any():
+        return None  # runs from before units/* were measured, or q̂ overflowed in every run
     facet, hue = f.col, f.hue
     g = plot.over_training(q_hat, f, hue, facet, **plot.colours(hue, q_hat), linewidth=1.2)
     g.set(yscale="log")
     pal = plot.palette(hue, q_hat) or {}
-    finite = q_star[q_star.value.between(0, 1e300, inclusive="neither")]
+    finite = q_star[plot.finite(q_star.value) & (q_star.value > 0)]  # a line on a log axis
     for key, ax in plot.facet_axes(g, facet):
         d = finite if key is None else finite[finite[facet] == key]
         groups = d.groupby(hue) if hue else [(None, d)]
         for value, rows in groups:
             if len(rows):  # the median over seeds of q* at step 0
                 ax.axhline(rows.value.median(), color=pal.get(value, "0.3"), lw=0.9, ls="--")
-    plot.legend(g, {"q* (mean field, step 0)": Line2D([], [], color="0.3", lw=0.9, ls="--")})
+    extra = {}
+    if len(finite):
+        extra["q* (mean field, step 0)"] = Line2D([], [], color="0.3", lw=0.9, ls="--")
+    if n := q_star.run_id.nunique() - finite.run_id.nunique():
+        text = f"q* inf, NaN or 0 in {plot.n_runs(n)}: no dashed line"
+        extra[text] = plot.note(text)
+    plot.legend(g, extra)
     plot.label_every_panel(g, "training step", r"$\hat q$ = mean $z^2$ (after burn-in)")
     plot.titles(g, facet)
     g.figure.suptitle(

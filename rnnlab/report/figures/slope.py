@@ -26,9 +26,14 @@ def slope_frame(f: Frames) -> pd.DataFrame:
 
 
 @figure(6, "Measured decay rate of the gradient profile, one point per seed.")
-def slope_vs_swept(f: Frames, out: Path) -> list[Path]:
+def slope_vs_swept(f: Frames, out: Path) -> list[Path] | None:
     data = slope_frame(f)
     x = f.col or f.hue or "name"
+    x_order = plot.order(x, data[x])  # every x, a point or not
+    shown = plot.finite(data.slope)  # NaN: no profile to fit (it overflowed, or no probe)
+    if not shown.any():
+        return None
+    left_out, data = int((~shown).sum()), data[shown]
     hue = f.hue if f.hue != x else None
     kept = np.random.get_state()  # seaborn jitters from numpy's global generator: a fixed
     np.random.seed(0)  # draw, so a report drawn again from the same runs is the same picture
@@ -37,7 +42,7 @@ def slope_vs_swept(f: Frames, out: Path) -> list[Path]:
             data=data,
             x=x,
             y="slope",
-            order=plot.order(x, data[x]),
+            order=x_order,
             hue=hue,
             hue_order=plot.order(hue, data[hue]) if hue else None,
             col="phase",
@@ -56,7 +61,8 @@ def slope_vs_swept(f: Frames, out: Path) -> list[Path]:
         ax.axhline(0, color="0.3", lw=0.8, ls="--")
     plot.label_every_panel(g, plot.label(x), r"slope of $\ln n_t$ vs $k$ (nats/step)")
     g.set_titles("{col_name}")
-    g.figure.suptitle(
-        "Gradient decay rate (< 0 vanishing, > 0 exploding), one point per seed", y=1.03
-    )
+    title = "Gradient decay rate (< 0 vanishing, > 0 exploding), one point per seed"
+    if left_out:
+        title += f"\n{left_out} of {len(shown)} slopes not finite (inf or NaN): not drawn"
+    g.figure.suptitle(title, y=1.03 + 0.04 * bool(left_out))
     return plot.save(g, out, "6_slope_vs_swept")

@@ -15,8 +15,11 @@ from rnnlab.report.load import Frames
 
 
 def criticality_frame(f: Frames) -> pd.DataFrame:
-    """Per run at init: gain, measured slope, mean-field slope, λ_max (long: one row per quantity)."""
-    h = f.history[f.history.step == 0].pivot_table(index="run_id", columns="key", values="value")
+    """Per run at init: gain, measured slope, mean-field slope, λ_max (long: one row per
+    quantity), as logged: NaN, ±inf and SQLite's ±1.8e308 kept (the figure marks them)."""
+    h = f.history[f.history.step == 0].pivot_table(
+        index="run_id", columns="key", values="value", aggfunc="first", dropna=False
+    )  # dropna=False: a quantity NaN in every run (a slope where n overflowed) is a column
     need = [names.SLOPE, names.THEORY_SLOPE, names.LYAPUNOV_MAX]
     if "model.gain" not in f.runs.columns or not set(need) <= set(h.columns):
         return pd.DataFrame(
@@ -66,28 +69,21 @@ def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
     )
     for ax, act in zip(axes[0], acts, strict=True):
         d = data[data["model.activation"] == act]
-        measured = d[d.quantity == "measured slope"]
-        lyap = d[d.quantity == "λ_max (QR)"]
-        ax.scatter(
-            measured["model.gain"],
-            measured.slope,
-            s=14,
-            color=plot.PALETTE.get(act),
-            label="measured slope",
-            zorder=3,
-        )
-        ax.scatter(
-            lyap["model.gain"],
-            lyap.slope,
-            s=18,
-            marker="x",
-            color="0.25",
-            label="λ_max (QR)",
-            zorder=3,
-        )
+        extra = []  # legend entries for what is off the scale or not drawn
+        for quantity, style in (
+            ("measured slope", {"s": 14, "color": plot.PALETTE.get(act)}),
+            ("λ_max (QR)", {"s": 18, "marker": "x", "color": "0.25"}),
+        ):
+            q = d[d.quantity == quantity]
+            ok = plot.finite(q.slope)
+            if ok.any():
+                ax.scatter(q["model.gain"][ok], q.slope[ok], label=quantity, zorder=3, **style)
+            what = quantity.split(" (")[0]
+            extra += plot.mark_off_scale(ax, q["model.gain"], q.slope, what, color=style["color"])
         q_in, b = float(d[names.THEORY_Q_IN].median()), float(d[names.THEORY_BIAS_VAR].median())
         gains = np.geomspace(d["model.gain"].min() * 0.9, d["model.gain"].max() * 1.1, 200)
-        curve = [theory.mean_field(act, g, q_in, b).slope for g in gains]
+        curve = np.array([theory.mean_field(act, g, q_in, b).slope for g in gains])
+        curve = np.where(plot.finite(curve), curve, np.nan)  # ±inf (gain 0) has no place
         ax.plot(gains, curve, color="black", lw=1.2, label="mean field ½ ln χ₁")
         crit = theory.critical_gain(act, q_in, b)
         if np.isfinite(crit):
@@ -106,6 +102,7 @@ def slope_vs_gain_with_theory(f: Frames, out: Path) -> list[Path] | None:
         ax.set_xlabel("gain g (σ_w)")
         ax.set_ylabel("nats per step")
         ax.set_title(act, fontsize=9)
-        ax.legend(fontsize=6, loc="upper left")
+        handles, _ = ax.get_legend_handles_labels()
+        ax.legend(handles=handles + extra, fontsize=6, loc="upper left")
     fig.suptitle("Gradient slope at init vs gain: measurement, mean-field theory and λ_max")
     return plot.save(fig, out, "8_slope_vs_gain_theory")

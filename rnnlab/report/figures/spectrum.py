@@ -21,8 +21,10 @@ QUANTITIES = {
     "Spectral radius and largest singular value of W_hh; red: the vanishing bound 1/γ.",
     elman_only=True,
 )
-def spectrum_over_training(f: Frames, out: Path) -> list[Path]:
+def spectrum_over_training(f: Frames, out: Path) -> list[Path] | None:
     h = f.history[f.history.key.isin(list(QUANTITIES))]
+    if not plot.finite(h.value).any():
+        return None  # nothing measured, or nothing finite
     h = plot.with_params(h, f, "model.activation").assign(quantity=lambda d: d.key.map(QUANTITIES))
     facet = "model.activation" if "model.activation" in h.columns else f.col
     hue = f.hue if f.hue != facet else f.col  # one line per length, not a median over them

@@ -53,6 +53,8 @@ def trainability_map(f: Frames, out: Path) -> list[Path]:
         log,
         cmap=cmap,
         norm=norm,
+        vmin=math.log10(lo),  # seaborn's own range, which an all-NaN map has none of
+        vmax=math.log10(hi),
         ax=ax,
         cbar_kws={
             "label": f"eval loss / baseline (clipped to {lo:g} … {hi:g})",

@@ -23,8 +23,8 @@ QUANTITIES = {
 )
 def units_over_training(f: Frames, out: Path) -> list[Path] | None:
     h = f.history[f.history.key.isin(list(QUANTITIES))]
-    if h.empty:
-        return None  # runs from before units/* were measured
+    if not plot.finite(h.value).any():
+        return None  # runs from before units/* were measured, or nothing finite
     h = plot.with_params(h, f).assign(quantity=lambda d: d.key.map(QUANTITIES))
     facet, hue = f.col, f.hue
     g = plot.over_training(
