@@ -141,9 +141,13 @@ def _folder(text: str) -> Path:
     return Path(text)
 
 
-def _check_out(folder: Path) -> None:
+def _check_out(folder: Path, experiments: list[str] = ()) -> None:
     """Refuse (exit 2) an output folder that is a file, or below one, or that cannot be
-    written, before any work; nothing is created here."""
+    written, or whose subfolder for one of ``experiments`` is a file, before anything is
+    drawn (or, for reproduce, trained); nothing is created here."""
+    for name in experiments:
+        if (folder / name).exists() and not (folder / name).is_dir():
+            raise ConfigError([f"--out {folder}: {folder / name} is a file, not a folder"])
     if folder.exists() and not folder.is_dir():
         raise ConfigError([f"--out {folder}: not a folder (a file is there)"])
     existing = folder
@@ -658,7 +662,7 @@ def cmd_reproduce(args) -> int:
         if not experiment.expect:
             raise ConfigError([f"{path}: no expect: section; a reproduction checks its claim"])
         plans.append((path, experiment, grid))
-    _check_out(args.out)
+    _check_out(args.out, [experiment.name for _, experiment, _ in plans])
     from rnnlab import report
     from rnnlab.report import checks
 
@@ -735,7 +739,7 @@ def cmd_report(args) -> int:
         )
         for name, grid, source, experiment in plans
     ]
-    _check_out(args.out)
+    _check_out(args.out, [f.experiment for f in frames])
     for f, (*_, experiment) in zip(frames, plans, strict=True):
         out = args.out / f.experiment
         t0 = time.perf_counter()
@@ -835,18 +839,21 @@ def cmd_theory(args) -> int:
     return EXIT_OK
 
 
-def _port_free(host: str, port: int) -> bool:
-    """Whether a server could listen on host:port now (as uvicorn binds: address reuse on,
-    so only a listening socket makes it busy)."""
+def _port_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port now, or None (bound as uvicorn binds:
+    address reuse on, so only a listening socket makes the port busy)."""
+    import errno
     import socket
 
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
-        except OSError:
-            return False
-    return True
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            return f"port {port} on {host} is in use (another server?); choose another with --port"
+        return f"cannot listen on {host}:{port} ({e.strerror or e})"
+    return None
 
 
 def cmd_ui(args) -> int:
@@ -873,12 +880,8 @@ def cmd_ui(args) -> int:
     ]
     from rnnlab.ui import decay_url
 
-    if not _port_free(args.host, args.port):
-        print(
-            f"error: port {args.port} on {args.host} is in use (another server?); "
-            "choose another with --port",
-            file=sys.stderr,
-        )
+    if (problem := _port_problem(args.host, args.port)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     base = f"http://{args.host}:{args.port}"
     print(f"MLflow UI on {base} (Ctrl-C to stop); for each experiment:")

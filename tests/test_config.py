@@ -340,25 +340,28 @@ def test_jacobian_cost_estimate_scales_and_the_cli_notes_a_long_one(tmp_path):
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
-def test_numbers_are_read_as_yaml_1_2_reads_them():
+def test_numbers_are_read_as_pyyaml_reads_them_but_010_and_base_60():
     """PyYAML's YAML 1.1 reads 010 as 8 (octal) and 1:30 as 90 (base 60), silently; here 010
-    is 10, base-60 and binary forms stay text (the schema refuses them), and the forms YAML
-    1.2 keeps (hex, 0o octal, underscores between digits, floats) keep their values."""
-    from rnnlab.config.safeyaml import parse
+    is 10 and base-60 forms stay text (the schema refuses them), as in YAML 1.2; every other
+    form keeps its value (hex, binary, signs, underscores, floats). An explicit !!int that is
+    not an integer is a one-line error, not an exception."""
+    from rnnlab.config.safeyaml import YAMLProblem, parse
 
-    read = {
-        text: parse(f"a: {text}")[0]["a"]
-        for text in ("010", "1:30", "1:30.5", "0b101", "0x10", "0o17", "1_000", "-7", "2.5e-3")
-    }
+    texts = ("010", "1:30", "1:30.5", "0b101", "-0x1F", "0x_1F", "0o17", "1_000", "-7", "2.5e-3")
+    read = {text: parse(f"a: {text}")[0]["a"] for text in texts}
     assert read == {
         "010": 10,
         "1:30": "1:30",
         "1:30.5": "1:30.5",
-        "0b101": "0b101",
-        "0x10": 16,
+        "0b101": 5,
+        "-0x1F": -31,
+        "0x_1F": 31,
         "0o17": 15,
         "1_000": 1000,
         "-7": -7,
         "2.5e-3": 0.0025,
     }
     assert type(read["010"]) is int
+    for bad in ("0x", "0xZZ", "²", "+-5", "0b2"):
+        with pytest.raises(YAMLProblem, match="is not an integer"):
+            parse(f"a: !!int {bad}")

@@ -349,9 +349,10 @@ def test_unreachable_or_unwritable_store_is_bad_input(tmp_path):
 
 def test_a_store_interrupted_while_it_is_created_is_not_left_half_made(tmp_path, monkeypatch):
     """Ctrl-C during MLflow's schema migrations (seconds, on a new store) leaves no store and
-    no temporary file, and the next command creates a whole one. Before, the half-migrated
-    file stayed and MLflow refused it ever after ("table _alembic_tmp_experiments already
-    exists"). The interrupt lands here once the migrations have written to the file."""
+    no temporary file, and the next command creates a whole one (removing what a creator
+    killed outright left). Before, the half-migrated file stayed and MLflow refused it ever
+    after ("table _alembic_tmp_experiments already exists"). The interrupt lands here once
+    the migrations have written to the file."""
     import rnnlab.track.mlflow as tracking
     from rnnlab.track import MlflowTracker
 
@@ -368,10 +369,16 @@ def test_a_store_interrupted_while_it_is_created_is_not_left_half_made(tmp_path,
         MlflowTracker(f"sqlite:///{db}").check()
     assert list(db.parent.iterdir()) == []  # neither the store nor its temporary file
     monkeypatch.setattr(tracking, "MlflowClient", real)
+    for stale in (".mlflow.db.0123abcd.creating", ".mlflow.db.0123abcd.creating-journal"):
+        (db.parent / stale).write_text("left by a creator killed with SIGKILL")
+    (db.parent / ".other.db.0123abcd.creating").write_text("another store's: kept")
     tracker = MlflowTracker(f"sqlite:///{db}")
     tracker.check()
     assert [e.name for e in tracker.client.search_experiments()] == ["Default"]
-    assert [p.name for p in db.parent.iterdir()] == ["mlflow.db"]
+    assert sorted(p.name for p in db.parent.iterdir()) == [
+        ".other.db.0123abcd.creating",
+        "mlflow.db",
+    ]
 
 
 def test_an_in_memory_sqlite_store_is_refused(tmp_path):

@@ -379,10 +379,12 @@ def test_jacobian_kernel_equals_the_host_products(interpreted, activation, g):
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero encountered in log")  # ln 0 = −∞: the answer
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # the interpreter's numpy, on NaN
+@pytest.mark.filterwarnings("ignore:All-NaN slice encountered")
 def test_jacobian_kernel_exact_cases(interpreted):
     """A linear network W_hh = g·Q: every singular value of J(k) is g^k (ln σ = k ln g, both
     ends), here across 40 steps of growth, past 5 rescalings; a dead ReLU network: J(k) = 0,
-    ln σ = −∞ as on the host, not NaN."""
+    ln σ = −∞ as on the host, not NaN; an infinite weight: NaN, as on the host."""
     from rnnlab.measure import dynamics
     from rnnlab.model.elman import MemberWeights
 
@@ -403,6 +405,16 @@ def test_jacobian_kernel_exact_cases(interpreted):
     dead = dynamics.spectrum_from_rows(r, logs, ks)
     host = dynamics.jacobian_spectrum(MemberWeights(w_ih[0], g * q, bias[0], "relu"), x[0])
     assert dead["log_sv_max"].tolist() == host["log_sv_max"].tolist() == [-math.inf] * len(ks)
+    exploded = (g * q).clone()
+    exploded[0, 0] = math.inf  # weights that overflowed: NaN products, data as on the host
+    ((r, logs, ks),) = dynamics.jacobian_spectra_on_device(
+        w_ih, exploded[None], torch.zeros(1, H, dtype=torch.float64), x, "tanh"
+    )
+    table = dynamics.spectrum_from_rows(r, logs, ks)
+    member = MemberWeights(w_ih[0], exploded, torch.zeros(H, dtype=torch.float64), "tanh")
+    host = dynamics.jacobian_spectrum(member, x[0])
+    for column in ("log_sv_max", "log_sv_min"):
+        assert all(math.isnan(v) for v in [*table[column], *host[column]])
 
 
 def test_jacobian_rows_stack_equals_each_member_alone_bit_for_bit(interpreted):
@@ -422,11 +434,17 @@ def test_jacobian_rows_stack_equals_each_member_alone_bit_for_bit(interpreted):
 
 
 def test_jacobian_kernel_coverage(interpreted, monkeypatch):
-    """float64 W_hh on chip (H ≤ 64) only: above, and without the forced backend, the caller
-    runs the host's products (None)."""
+    """float64 W_hh on chip (H ≤ 64) only, and a stack's rows within ``DEVICE_BYTES``: above
+    either, and without the forced backend, the caller runs the host's products (None)."""
     from rnnlab.measure import dynamics
 
     assert kernels.jacobian_covers(torch.zeros(1, 1, 1, 64, dtype=torch.float64), "tanh")
+    small = _stacked_network(2, 9, 3, 1, 4, 1.0)
+    assert dynamics.jacobian_spectra_on_device(*small, "tanh") is not None
+    monkeypatch.setattr(dynamics, "DEVICE_BYTES", 8 * 2 * 3 * (8 * 16 + 9 * 4))  # 8 distances
+    assert dynamics.jacobian_spectra_on_device(*small, "tanh") is not None  # just fits
+    monkeypatch.setattr(dynamics, "DEVICE_BYTES", dynamics.DEVICE_BYTES - 1)
+    assert dynamics.jacobian_spectra_on_device(*small, "tanh") is None  # the host's products
     assert (
         dynamics.jacobian_spectra_on_device(*_stacked_network(1, 3, 1, 1, 65, 1.0), "tanh") is None
     )

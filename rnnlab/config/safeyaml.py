@@ -43,8 +43,8 @@ class _Limit(yaml.MarkedYAMLError):
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
-_NUMBERS = {  # YAML 1.2's: no octal 010 (8 in YAML 1.1), base 60 1:30 (90) or binary 0b101
-    _INT: re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F]+|0o[0-7]+)$"),
+_NUMBERS = {  # YAML 1.1's but for octal 010 (8 there, 10 here) and base 60 (1:30 was 90)
+    _INT: re.compile(r"^(?:[-+]?[0-9][0-9_]*|[-+]?0x[0-9a-fA-F_]+|[-+]?0o[0-7_]+|[-+]?0b[01_]+)$"),
     _FLOAT: re.compile(
         r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -52,10 +52,11 @@ _NUMBERS = {  # YAML 1.2's: no octal 010 (8 in YAML 1.1), base 60 1:30 (90) or b
         re.X,
     ),
 }
-"""How numbers are read: as YAML 1.2 reads them (decimal digits with ``_`` allowed between
-them, ``0x`` hex, ``0o`` octal), not as PyYAML's YAML 1.1 does, where ``seq_len: 010`` is 8
-and ``seed: 1:30`` is 90 (base 60) with no warning. Those are strings here, which the schema
-then refuses by name."""
+"""How numbers are read: as PyYAML's YAML 1.1 reads them (decimal digits with ``_`` between
+them, ``0x`` hex, ``0b`` binary, floats with a point), but for its two silent surprises, which
+YAML 1.2 dropped too: ``seq_len: 010`` is 10 (YAML 1.1: octal 8; ``0o10`` is octal 8) and
+``seed: 1:30`` is the text "1:30" (YAML 1.1: 90, base 60), which the schema then refuses by
+name."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -138,16 +139,18 @@ class _Loader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node):
         text = self.construct_scalar(node).replace("_", "")
-        digits = text.lstrip("+-")
+        digits = text[1:] if text[:1] in "+-" else text
         if len(digits) > MAX_INT_DIGITS:
             raise _Limit(
                 None, None, f"integer of {len(digits)} digits is too large", node.start_mark
             )
-        if digits[:2] in ("0x", "0o"):  # (an explicit !!int tag may hold anything: refused)
-            return int(text, 0)
-        if not digits.isdigit():
-            raise _Limit(None, None, f"{text!r} is not an integer", node.start_mark)
-        return int(text, 10)  # 010 is 10, as YAML 1.2 reads it
+        base = {"0x": 16, "0o": 8, "0b": 2}.get(digits[:2], 10)
+        try:  # an explicit !!int tag may hold anything: ASCII digits of the base only
+            if not (digits.isascii() and digits[2 if base != 10 else 0 :].isalnum()):
+                raise ValueError
+            return int(text[: len(text) - len(digits)] + digits[2 if base != 10 else 0 :], base)
+        except ValueError:
+            raise _Limit(None, None, f"{text!r} is not an integer", node.start_mark) from None
 
 
 for _first in "+-0123456789.":  # YAML 1.2's numbers (_NUMBERS), after bool and null

@@ -61,6 +61,11 @@ RESCALE_EVERY = 8
 float64's range can take eight times over)."""
 DISTANCES = 12
 """About how many log-spaced distances k the Jacobian spectrum is taken at."""
+DEVICE_BYTES = 1 << 30
+"""At most this much float64 for a stack's rows of J at every distance and its trajectories
+(:func:`jacobian_spectra_on_device`: on the device, then on the host until every member's SVDs
+have read them; 0.4 GB for 64 networks at L = 200, H = 64, 16 trajectories). Above it the
+host's products run, one network's J at a time, as on a CPU."""
 
 
 def burn_in(L: int) -> int:
@@ -160,15 +165,19 @@ def jacobian_spectra_on_device(weight_ih, weight_hh, bias, x, activation: str) -
     (``backends.jacobian_loop``: the rows of J are covectors carried back as δ_t is, rescaled
     each on its own). Returns, per member, (rows (B, n, H, H), log-scales (B, n, H), ks) on the
     CPU for :func:`spectrum_from_rows` (the SVDs, on the host as before); None where the kernel
-    does not cover these shapes (float64 W_hh on chip: H ≤ 64), and the caller runs
-    :func:`jacobian_spectrum` instead. A member's rows are the same bits alone or in any stack.
+    does not cover these shapes (float64 W_hh on chip: H ≤ 64) or they would take more than
+    ``DEVICE_BYTES``, and the caller runs :func:`jacobian_spectrum` instead. A member's rows
+    are the same bits alone or in any stack.
     """
     from rnnlab.model import backends
     from rnnlab.model.elman import member_mm
 
     K, L, B, D = x.shape
+    H = weight_hh.shape[-1]
     ks = distances(L)
-    shape = x.new_empty((1, 1, 1, weight_hh.shape[-1]), dtype=torch.float64)  # what is covered
+    if 8 * K * B * (len(ks) * H * H + L * H) > DEVICE_BYTES:
+        return None
+    shape = x.new_empty((1, 1, 1, H), dtype=torch.float64)  # what the kernel covers
     if not ks or not backends.jacobian_covers(shape, activation):
         return None
     with torch.no_grad():

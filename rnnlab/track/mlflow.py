@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import glob
 import logging
 import os
 import socket
@@ -219,7 +220,12 @@ def _create_store(db: Path) -> None:
     few seconds of migrations) in a temporary file beside it, which then takes its name. A
     Ctrl-C or a crash meanwhile leaves no store, so the next command creates it afresh,
     rather than a half-migrated one that MLflow refuses ever after. The temporary name is new
-    each time: MLflow keeps a store per URI for the life of the process."""
+    each time: MLflow keeps a store per URI for the life of the process. Called under the
+    folder's lock, so a temporary file found there was left by a creator that died (killed,
+    out of memory): removed. A link to a store yet to be made is followed, not replaced."""
+    db = db.resolve()
+    for stale in db.parent.glob(f".{glob.escape(db.name)}.*.creating*"):
+        stale.unlink(missing_ok=True)
     tmp = db.with_name(f".{db.name}.{uuid.uuid4().hex[:12]}.creating")
     client = None
     try:

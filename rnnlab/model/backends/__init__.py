@@ -130,11 +130,18 @@ def tangent_covers(u: torch.Tensor, activation: str) -> bool:
     """Whether ``tangent_loop`` runs the k = 1 Lyapunov recursion along u (K, T, B, H) on
     Triton: CUDA tensors the kernel covers, or CPU tensors under the interpreter with
     ``RNNLAB_BACKEND=triton`` (as ``backend``); otherwise the caller's torch operations run."""
+    return _covers(u, activation, "tangent_supported")
+
+
+def _covers(t: torch.Tensor, activation: str, supported: str) -> bool:
+    """Whether a measurement kernel of the Triton module (its coverage test named
+    ``supported``) runs on t: CUDA tensors it covers, or CPU tensors under the interpreter
+    with ``RNNLAB_BACKEND=triton``; never with another backend forced."""
     forced = os.environ.get("RNNLAB_BACKEND", "").strip().lower()
-    if forced in ("cpp", "python") or not (u.is_cuda or (forced == "triton" and interpreting())):
+    if forced in ("cpp", "python") or not (t.is_cuda or (forced == "triton" and interpreting())):
         return False
     module, _ = _triton()
-    return module is not None and module.tangent_supported(u, activation)[0]
+    return module is not None and getattr(module, supported)(t, activation)[0]
 
 
 def tangent_loop(u, w_t, v0, activation: str, transient: int, qr_every: int) -> torch.Tensor:
@@ -147,11 +154,7 @@ def jacobian_covers(hs: torch.Tensor, activation: str) -> bool:
     """Whether ``jacobian_loop`` runs the Jacobian products along the trajectories hs (K, T,
     B, H) on Triton: CUDA tensors the kernel covers (float64, H ≤ 64), or CPU tensors under the
     interpreter with ``RNNLAB_BACKEND=triton`` (as ``tangent_covers``)."""
-    forced = os.environ.get("RNNLAB_BACKEND", "").strip().lower()
-    if forced in ("cpp", "python") or not (hs.is_cuda or (forced == "triton" and interpreting())):
-        return False
-    module, _ = _triton()
-    return module is not None and module.jacobian_supported(hs, activation)[0]
+    return _covers(hs, activation, "jacobian_supported")
 
 
 def jacobian_loop(hs, w, ks: list[int], activation: str, rescale_every: int):

@@ -426,6 +426,7 @@ def _elman_jacobian(
     ks_ptr,
     rows_ptr,
     logs_ptr,
+    last_h,
     T,
     B,
     H,
@@ -465,7 +466,7 @@ def _elman_jacobian(
     v = tl.where(rr[:, None] == rh[None, :], 1.0, 0.0).to(w.dtype)  # rows of J(0) = I
     log_scale = tl.zeros([BLOCK_R], dtype=w.dtype)
     slot = tl.full([], 0, tl.int32)
-    p = h_ptr + k.to(tl.int64) * s_hk + b.to(tl.int64) * s_hb + (T - 1) * s_ht + rh
+    p = h_ptr + k.to(tl.int64) * s_hk + b.to(tl.int64) * s_hb + last_h + rh  # h_{T−1}
     out = rows_ptr + k.to(tl.int64) * s_rk + b.to(tl.int64) * s_rb
     out_log = logs_ptr + k.to(tl.int64) * s_lk + b.to(tl.int64) * s_lb
     row_mask = (rr[:, None] < H) & (rh[None, :] < H)
@@ -717,6 +718,7 @@ def jacobian_loop(
             wanted,
             rows,
             logs,
+            (T - 1) * hs.stride(1),  # the last step's offset: int64 where int32 would wrap
             T,
             B,
             H,
@@ -758,15 +760,26 @@ def tangent_supported(u: torch.Tensor, activation: str) -> tuple[bool, str]:
 def _tangent_compiles(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether Triton builds ``_elman_tangent`` for this device and dtype (tried once, tiny);
     if not, says so once: dyn/lyapunov_max then takes ~6 small kernels a step."""
-    try:
+
+    def attempt():
         u = torch.zeros(1, 2, 1, 16, dtype=dtype, device=device)
         tangent_loop(u, torch.eye(16, dtype=dtype, device=device)[None], u[0, 0], "tanh", 0, 1)
+
+    where = f"{device} in {dtype}"
+    return _builds("tangent kernel", where, "dyn/lyapunov_max runs the torch loop", attempt)
+
+
+def _builds(kernel: str, where: str, instead: str, attempt) -> bool:
+    """Run ``attempt`` (a tiny launch of a measurement kernel); if Triton cannot build the
+    kernel there, warn once, naming what runs ``instead``, and return False."""
+    try:
+        attempt()
         return True
     except Exception as e:
         warnings.warn(
-            f"rnnlab: Triton's tangent kernel does not build for {device} in {dtype} "
-            f"({type(e).__name__}: {str(e)[:200]}); dyn/lyapunov_max runs the torch loop",
-            stacklevel=2,
+            f"rnnlab: Triton's {kernel} does not build for {where} "
+            f"({type(e).__name__}: {str(e)[:200]}); {instead}",
+            stacklevel=3,
         )
         return False
 
@@ -786,17 +799,13 @@ def jacobian_supported(hs: torch.Tensor, activation: str) -> tuple[bool, str]:
 def _jacobian_compiles(device: torch.device) -> bool:
     """Whether Triton builds ``_elman_jacobian`` for this device (tried once, tiny); if not,
     says so once: the Jacobian spectrum's products then run on the host."""
-    try:
+
+    def attempt():
         hs = torch.zeros(1, 2, 1, 16, dtype=torch.float64, device=device)
         jacobian_loop(hs, torch.eye(16, dtype=torch.float64, device=device)[None], [1], "tanh", 8)
-        return True
-    except Exception as e:
-        warnings.warn(
-            f"rnnlab: Triton's Jacobian kernel does not build for {device} "
-            f"({type(e).__name__}: {str(e)[:200]}); the Jacobian spectrum runs on the host",
-            stacklevel=2,
-        )
-        return False
+
+    instead = "the Jacobian spectrum runs on the host"
+    return _builds("Jacobian kernel", str(device), instead, attempt)
 
 
 @functools.cache
