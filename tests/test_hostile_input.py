@@ -277,6 +277,11 @@ STORE_CASES = [
         "99999 is not a port",
     ),
     (
+        "report-where-misspelt",
+        ["report", "--where", "model.hiden_size=4", "--tracking-uri", "sqlite:///{db}"],
+        "did you mean 'model.hidden_size'?",
+    ),
+    (
         "report-out-is-a-file",
         ["report", "--tracking-uri", "sqlite:///{db}", "--out", "{e}"],
         "not a folder",

@@ -344,12 +344,12 @@ def _explain(err: ValidationError) -> list[tuple[tuple, str]]:
         if kind == "extra_forbidden":
             allowed = list(_section(loc[:-1], section).model_fields)
             msg = (
-                f"{dotted}: unknown key{_guess(str(loc[-1]), allowed)}; allowed keys: "
+                f"{dotted}: unknown key{did_you_mean(str(loc[-1]), allowed)}; allowed keys: "
                 + ", ".join(allowed)
             )
         elif kind == "literal_error":
             choices = e["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
-            hint = _guess(str(e["input"]), choices.split(", "))
+            hint = did_you_mean(str(e["input"]), choices.split(", "))
             msg = f"{dotted}: {e['input']!r} is not allowed{hint}; expected one of: {choices}"
         elif kind == "union_tag_invalid":
             names = ", ".join(TASK_CONFIGS)
@@ -409,7 +409,7 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 12]}… ({len(text):,} chars)"
 
 
-def _guess(word: str, allowed: list[str]) -> str:
+def did_you_mean(word: str, allowed: list[str]) -> str:
     """' (did you mean 'x'?)' for a near miss or a common synonym, else ''."""
     synonym = SYNONYMS.get(word) or SYNONYMS.get(word.lower())
     if synonym in allowed:
@@ -454,9 +454,9 @@ def _expand_keys(experiment: Experiment, where) -> None:
             if key not in valid:
                 section, _, leaf = key.rpartition(".")
                 near = [k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == section]
-                hint = _guess(leaf, near)
+                hint = did_you_mean(leaf, near)
                 hint = hint.replace("'", f"'{section}.", 1) if hint and section else hint
-                hint = hint or _guess(key, sorted(valid))
+                hint = hint or did_you_mean(key, sorted(valid))
                 problems.append(
                     f"{where((*prefix, key))}: sweep over unknown key {key!r}{hint}; "
                     f"sweepable keys: {', '.join(leaf_keys())}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from rnnlab.config import ConfigError
+from rnnlab.config.experiment import did_you_mean
 from rnnlab.config.schema import KEY_OMITS_AT_DEFAULT
 from rnnlab.measure import names
 from rnnlab.track.mlflow import MlflowTracker
@@ -331,6 +332,15 @@ def load(
             else "runs matching --where"
         )
     if filters:
+        known = sorted({key for row in rows.values() for key in row})
+        for key in filters:  # a misspelt key would select nothing, silently
+            if key not in known:
+                raise ConfigError(
+                    [
+                        f"--where {key}=…: no run of experiment {experiment!r} has {key!r}"
+                        f"{did_you_mean(key, known)}"
+                    ]
+                )
         chosen = [k for k in chosen if _matches(rows[k], filters)]
         selection += " where " + ", ".join(f"{k}={'|'.join(v)}" for k, v in filters.items())
     chosen_set = set(chosen)
