@@ -381,6 +381,60 @@ def test_a_store_interrupted_while_it_is_created_is_not_left_half_made(tmp_path,
     ]
 
 
+def test_a_new_store_starts_from_the_kept_empty_store_and_equals_a_migrated_one(
+    tmp_path, monkeypatch
+):
+    """The first new store is built by MLflow's migrations and an empty copy is kept (keyed by
+    MLflow's version); the next starts from it without migrating, and is the same store: the
+    same tables, schema version and rows, its Default experiment where it lives, and the
+    next experiment numbered 1. A damaged copy is dropped and the store migrated."""
+    import sqlite3
+
+    import mlflow.store.db.utils as db_utils
+
+    import rnnlab.track.mlflow as tracking
+    from rnnlab.track import MlflowTracker
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = tracking._template()
+    assert template.parent == tmp_path / "cache" / "rnnlab" and not template.exists()
+
+    def store(name: str) -> tuple:
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)  # MLflow puts the Default experiment's folder here
+        tracker = MlflowTracker(f"sqlite:///{folder / 'mlflow.db'}")
+        tracker.check()
+        new = tracker.client.create_experiment("next")
+        default = tracker.client.get_experiment("0")
+        with sqlite3.connect(folder / "mlflow.db") as con:
+            tables = con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+            tables = tables.fetchall()
+            rows = {
+                name: con.execute(f'SELECT * FROM "{name}"').fetchall()
+                for kind, name, _ in tables
+                if kind == "table"
+            }
+        rows.pop("experiments")  # times and folders, compared below
+        return tables, rows, new, default.artifact_location, default.name
+
+    migrated = store("a")
+    assert template.is_file()
+    real = db_utils._initialize_tables
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("migrated although a kept empty store was there")
+
+    monkeypatch.setattr(db_utils, "_initialize_tables", refuse)
+    copied = store("b")
+    assert copied[:3] == migrated[:3] and copied[2] == "1"
+    assert copied[3] == str(tmp_path / "b" / "mlruns" / "0") and copied[4] == "Default"
+    monkeypatch.setattr(db_utils, "_initialize_tables", real)
+    template.write_bytes(b"damaged")
+    assert store("c")[:3] == migrated[:3]
+    assert template.read_bytes() != b"damaged"  # kept anew
+
+
 def test_an_in_memory_sqlite_store_is_refused(tmp_path):
     """sqlite:///:memory: would lose every run at exit (and wrote artifacts into the current
     folder): refused as sqlite:// is, nothing written."""
