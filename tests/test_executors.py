@@ -17,7 +17,7 @@ from rnnlab.config import Experiment, RunConfig, load_experiment
 from rnnlab.run.executors import choices, make, registry
 from rnnlab.run.executors.base import work
 from rnnlab.run.sweep import run_sweep
-from rnnlab.track import MemoryTracker
+from rnnlab.track import MemoryTracker, MlflowTracker
 from rnnlab.train import train
 
 
@@ -207,7 +207,7 @@ def test_slurm_executor_through_submitit_gives_the_bits_of_training_alone(tmp_pa
 def test_slurm_interrupt_then_resume(tmp_path, store):
     path = write(tmp_path / "s.yaml", SWEEP.replace("steps: 40", "steps: 1500"))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    MlflowClient(store).search_experiments()
+    MlflowTracker(store).check()  # created before the sweep and the test poll it
     args = [
         "sweep",
         str(path),

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab.config import load_experiment
 from rnnlab.measure import names
+from rnnlab.track import MlflowTracker
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,6 @@ def test_failed_and_stale_runs_are_redone(tmp_path, store, monkeypatch):
     # Every run fails at run time (validation leaves nothing that would: a broken step).
     from rnnlab.run import sweep
     from rnnlab.run.executors import base as worker
-    from rnnlab.track import MlflowTracker
 
     def broken(runs, threads=None):
         yield from ()
@@ -124,9 +124,9 @@ def test_failed_and_stale_runs_are_redone(tmp_path, store, monkeypatch):
 
 
 def start(path, store, *extra):
-    # Create the store first: MLflow's schema migrations must not run in two processes at once
-    # (the test polls the store while the sweep writes it).
-    MlflowClient(store).search_experiments()
+    # Create the store first (as rnnlab does: from its kept empty copy, if there is one): the
+    # test polls the store while the sweep writes it, and two processes must not create it.
+    MlflowTracker(store).check()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.Popen(
         [sys.executable, "-m", "rnnlab", "sweep", str(path), "--tracking-uri", store, *extra],
@@ -354,7 +354,6 @@ def test_a_store_interrupted_while_it_is_created_is_not_left_half_made(tmp_path,
     after ("table _alembic_tmp_experiments already exists"). The interrupt lands here once
     the migrations have written to the file."""
     import rnnlab.track.mlflow as tracking
-    from rnnlab.track import MlflowTracker
 
     real = tracking.MlflowClient
 
@@ -393,7 +392,6 @@ def test_a_new_store_starts_from_the_kept_empty_store_and_equals_a_migrated_one(
     import mlflow.store.db.utils as db_utils
 
     import rnnlab.track.mlflow as tracking
-    from rnnlab.track import MlflowTracker
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     template = tracking._template()
