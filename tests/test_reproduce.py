@@ -192,6 +192,20 @@ def test_a_diverged_runs_infinite_loss_counts():
     assert o.value == pytest.approx(2 / 3)  # nan is false
 
 
+def test_a_value_means_the_last_logged_one_even_when_it_is_nan():
+    """{m} is the value at the run's last logged step: a run that logged NaN there (it
+    diverged) has NaN, never an earlier, finite value of it (which pandas' last() would have
+    given, skipping NaN, so a claim passed on a value that was not there)."""
+    f = frames()
+    b = f.history[(f.history.run_id == "b") & (f.history.key == RATIO)]
+    assert len(b) > 1 and np.isfinite(b.value).all()
+    f.history.loc[b.step.idxmax(), "value"] = np.nan  # b's last value only
+    o = outcome(f, value=f"{{{RATIO}}}", reduce="max", runs={"model.activation": "tanh"})
+    assert math.isnan(o.value) and not o.ok
+    o = outcome(f, value=f"{{{RATIO}@0}}", reduce="max", runs={"model.activation": "tanh"})
+    assert np.isfinite(o.value)  # its first value is still there
+
+
 def test_crossing_interpolates_the_median_per_x_linearly():
     f = frames()
     # median λ per gain: 0.5 → (−0.4, −0.2) −0.3; 1 → (−0.2, 0.2) 0; 2 → (0.3, 0.5) 0.4

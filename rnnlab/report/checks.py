@@ -112,7 +112,7 @@ def per_run(expr: Expression, runs: pd.DataFrame, history: pd.DataFrame) -> np.n
         h = history[history.key == term.name]
         if term.step is not None:
             h = h[h.step == term.step]
-        last = h.sort_values("step", kind="stable").groupby("run_id").value.last()
+        last = h.sort_values("step", kind="stable").groupby("run_id").value.last(skipna=False)
         values.append(last.reindex(ids).to_numpy(dtype=np.float64))
     values = [np.where(np.abs(v) >= sys.float_info.max, np.sign(v) * np.inf, v) for v in values]
     return np.broadcast_to(expr.evaluate(values), (len(ids),)).astype(np.float64)

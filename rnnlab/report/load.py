@@ -379,8 +379,8 @@ def load(
         else pd.DataFrame(columns=["run_id", "step", "t", "k", "n_t"])
     )
     slopes = history[history.key == names.SLOPE].sort_values("step")
-    first = slopes.groupby("run_id").value.first().rename("slope_init")
-    last = slopes.groupby("run_id").value.last().rename("slope_final")
+    first = slopes.groupby("run_id").value.first(skipna=False).rename("slope_init")
+    last = slopes.groupby("run_id").value.last(skipna=False).rename("slope_final")  # NaN stays
     runs = runs.merge(first, on="run_id", how="left").merge(last, on="run_id", how="left")
     params = [c for c in runs.columns if "." in c or c == "seed"]
     swept = [c for c in params if runs[c].astype(str).nunique() > 1]

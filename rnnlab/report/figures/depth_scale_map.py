@@ -26,7 +26,7 @@ def depth_scale_frame(f: Frames) -> pd.DataFrame:
     h = f.history[(f.history.step == 0) & (f.history.key == names.THEORY_DEPTH_SCALE)]
     if h.empty or not {"model.gain", "task.seq_len"} <= set(runs.columns):
         return pd.DataFrame(columns=columns)
-    xi = h.groupby("run_id").value.first().abs().rename("xi")
+    xi = h.groupby("run_id").value.first(skipna=False).abs().rename("xi")
     d = runs[["run_id", "model.gain", "task.seq_len", "final_loss_ratio"]].merge(xi, on="run_id")
     return d.assign(trained=d.final_loss_ratio < TRAINED)[columns]
 
