@@ -1,11 +1,13 @@
 """Sweeps survive kills, crashes, divergence, contention and bad input, and lose nothing."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, cli, write
@@ -441,6 +443,32 @@ def test_an_in_memory_sqlite_store_is_refused(tmp_path):
         proc = cli("sweep", path, "--tracking-uri", uri, cwd=tmp_path, timeout=60)
         assert proc.returncode == 2 and "in-memory store loses every run" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.yaml"]
+
+
+def test_a_sweep_over_the_task_trains_each_task_with_its_own_options(tmp_path, store):
+    """sweep: {task.name: [adding, copy]} on a base task with options of its own (adding's
+    variant): each point trains, and the parent run's grid.json lists both. The grid was
+    re-expanded from the resolved spec, where copy met adding's variant: exit 2 after the
+    store and a RUNNING parent run were written."""
+    path = write(
+        tmp_path / "tasks.yaml",
+        SMALL.replace("task: {name: adding, seq_len: 6}", "task: {seq_len: 6}").replace(
+            "  model.activation: [tanh, relu]\n  seed: [0, 1]\n", "  task.name: [adding, copy]\n"
+        ),
+    )
+    proc = cli("sweep", path, "--tracking-uri", store, "--workers", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    client, runs = grid_runs(store, "rel")
+    assert sorted(r.data.params["task.name"] for r in runs) == ["adding", "copy"]
+    assert {r.data.tags["rnnlab.status"] for r in runs} == {"finished"}
+    [parent] = [
+        r for r in client.search_runs([runs[0].info.experiment_id]) if "rnnlab.role" in r.data.tags
+    ]
+    assert parent.info.status == "FINISHED"
+    grid = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "grid.json", tmp_path)).read_text()
+    )
+    assert set(grid) == {r.data.tags["rnnlab.run_key"] for r in runs}
 
 
 def test_same_config_and_seed_give_identical_tracked_metrics(tmp_path):

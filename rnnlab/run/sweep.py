@@ -161,7 +161,8 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
         summary.tracking_seconds = tracker.seconds
         return summary
     if parent:
-        tracker.start_sweep(experiment, len(todo))
+        points = {run.run_key: name for run, name in zip(grid, run_names, strict=True)}
+        tracker.start_sweep(experiment, points, len(todo))
     bar = tqdm(
         total=sum((grid[i].train.steps + 1) * grid[i].task.seq_len for i in todo),
         unit="step·T",

@@ -139,8 +139,9 @@ class Tracker(Protocol):
     def supersede(self, run_id: str) -> None:
         """Retire a finished run that ``--rerun`` replaces."""
 
-    def start_sweep(self, experiment: Experiment, n_runs: int) -> None:
-        """Open the parent run of one sweep invocation."""
+    def start_sweep(self, experiment: Experiment, grid: dict[str, str], n_runs: int) -> None:
+        """Open the parent run of one sweep invocation, of ``n_runs`` to train in the grid
+        ``grid`` (run_key → run name of every point)."""
 
     def start_run(
         self, handle: int, run: RunConfig, name: str, tags: dict[str, str] | None = None

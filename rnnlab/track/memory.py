@@ -58,8 +58,8 @@ class MemoryTracker:
     def _by_id(self, run_id: str) -> dict[str, Any]:
         return next(r for r in self.history if r["run_id"] == run_id)
 
-    def start_sweep(self, experiment: Experiment, n_runs: int) -> None:
-        self.sweeps.append({"name": experiment.name, "n_runs": n_runs})
+    def start_sweep(self, experiment: Experiment, grid: dict[str, str], n_runs: int) -> None:
+        self.sweeps.append({"name": experiment.name, "n_runs": n_runs, "grid": grid})
 
     def start_run(
         self, handle: int, run: RunConfig, name: str, tags: dict[str, str] | None = None

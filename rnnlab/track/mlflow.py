@@ -97,17 +97,6 @@ def profile_frame(profiles: list[tuple[int, np.ndarray]]) -> pd.DataFrame:
     )
 
 
-def _grid(spec: dict) -> dict[str, str]:
-    """run_key → run name of every point of an experiment's grid (from its resolved spec)."""
-    from rnnlab.config import load_experiment, run_name
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "experiment.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        experiment, grid = load_experiment(path)
-    return {run.run_key: run_name(run, experiment.swept_keys()) for run in grid}
-
-
 @dataclass
 class _Run:
     run_id: str
@@ -529,8 +518,9 @@ class MlflowTracker:
         self.client.delete_run(run_id)
 
     @_timed
-    def start_sweep(self, experiment: Experiment, n_runs: int) -> None:
-        """Open the parent run of this sweep invocation; child runs nest under it."""
+    def start_sweep(self, experiment: Experiment, grid: dict[str, str], n_runs: int) -> None:
+        """Open the parent run of this sweep invocation; child runs nest under it. ``grid``:
+        run_key → run name of every grid point (``grid.json``: what ``report`` draws)."""
         tags = self._tags() | {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_GRID_SIZE: str(n_runs)}
         name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
         self.parent_id = self.client.create_run(
@@ -543,7 +533,7 @@ class MlflowTracker:
         self.client.log_text(
             self.parent_id, yaml.safe_dump(spec, sort_keys=False), "experiment.yaml"
         )
-        self.client.log_dict(self.parent_id, _grid(spec), "grid.json")  # what `report` draws
+        self.client.log_dict(self.parent_id, grid, "grid.json")  # what `report` draws
 
     @_timed
     def start_run(
