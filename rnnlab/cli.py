@@ -38,6 +38,11 @@ _RUNS_KILLED = (
     "interrupted: runs in progress were closed as KILLED with their metrics so far.\n"
     "resume: run the same command again; finished runs are kept and skipped."
 )
+_RERUN_KILLED = (
+    "interrupted: runs in progress were closed as KILLED with their metrics so far.\n"
+    "--rerun: the points it finished have their new runs, the others keep their earlier ones; "
+    "run it without --rerun to keep those, or with --rerun to train every point again."
+)
 INTERRUPTED = {
     "sweep": _RUNS_KILLED,
     "run": _RUNS_KILLED,
@@ -88,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("\n" + INTERRUPTED.get(args.command, "interrupted."), file=sys.stderr)
+        said = INTERRUPTED.get(args.command, "interrupted.")
+        if getattr(args, "rerun", False) and said == _RUNS_KILLED:
+            said = _RERUN_KILLED
+        print("\n" + said, file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # no traceback for the user; one for a bug report on request
         if type(e).__name__ in ("StoreBusy", "StoreError"):

@@ -281,6 +281,38 @@ def test_a_ctrl_c_before_the_command_runs_is_one_line_and_130(tmp_path, where):
     assert proc.stderr.strip() == "interrupted."
 
 
+def test_an_interrupted_rerun_keeps_the_results_of_the_points_it_did_not_reach(tmp_path, store):
+    """--rerun retires a point's finished run only once its new run is done: interrupted
+    after its first new run, every grid point still has exactly one finished run (the new
+    one, or the earlier one it did not reach). It used to delete them all before training."""
+    path = write(
+        tmp_path / "r.yaml",
+        SMALL.replace("steps: 3", "steps: 150").replace("seq_len: 6", "seq_len: 40"),
+    )
+    proc = cli("sweep", path, "--tracking-uri", store, "--workers", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    _, before = grid_runs(store, "rel")
+    keys = {r.data.tags["rnnlab.run_key"] for r in before}
+    assert len(before) == len(keys) == 4
+    proc = start(path, store, "--workers", "1", "--rerun")
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("rel").experiment_id
+
+    def a_new_run_finished():
+        runs = client.search_runs([exp], "attributes.status = 'FINISHED'", run_view_type=3)
+        return len([r for r in runs if "rnnlab.run_key" in r.data.tags]) > 4
+
+    wait_for(a_new_run_finished)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "--rerun: the points it finished" in err, err
+    _, after = grid_runs(store, "rel")  # the runs not deleted
+    finished = [r for r in after if r.data.tags["rnnlab.status"] == "finished"]
+    assert sorted(r.data.tags["rnnlab.run_key"] for r in finished) == sorted(keys)
+    old = {r.info.run_id for r in before}
+    assert 0 < len(old - {r.info.run_id for r in finished}) < 4  # some replaced, some kept
+
+
 def test_divergence_threshold_ends_the_run_as_diverged_and_the_sweep_goes_on(tmp_path, store):
     path = write(tmp_path / "e.yaml", SMALL)
     proc = cli(

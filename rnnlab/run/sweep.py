@@ -12,7 +12,9 @@ work (Σ steps × sequence length); the returned :class:`Summary` counts outcome
 Resume: a grid point whose ``run_key`` already has a finished or diverged run in the
 experiment is skipped. A run left RUNNING by a process that is gone is marked KILLED, and its
 point is trained again, as are points whose run failed or was killed. ``rerun=True`` trains
-everything and soft-deletes the finished runs it replaces, so a run_key never has two. The
+everything and soft-deletes a point's finished runs once its new run has finished (or
+diverged), so a run_key never has two and an interrupted rerun loses no result: the points it
+did not reach keep their runs. The
 points still to train regroup into ensembles of their own: a stack cut short resumes smaller.
 
 Interrupts: SIGINT and SIGTERM only set a flag, checked between measurements (never inside a
@@ -102,12 +104,15 @@ class Summary:
         }
 
 
-def plan(grid: list[RunConfig], tracker: Tracker, rerun: bool, summary: Summary) -> list[int]:
-    """Indices of the grid points to train, after reconciling with the runs already stored."""
+def plan(
+    grid: list[RunConfig], tracker: Tracker, rerun: bool, summary: Summary
+) -> tuple[list[int], dict[int, list[str]]]:
+    """Indices of the grid points to train, after reconciling with the runs already stored,
+    and for ``rerun`` the finished runs each one's new run replaces (grid index → run ids)."""
     prior: dict[str, list] = {}
     for r in tracker.prior_runs():
         prior.setdefault(r.run_key, []).append(r)
-    todo = []
+    todo, replaces = [], {}
     for i, run in enumerate(grid):
         runs = prior.get(run.run_key, [])
         for r in runs:
@@ -118,8 +123,7 @@ def plan(grid: list[RunConfig], tracker: Tracker, rerun: bool, summary: Summary)
         # calls leaves a run that is neither, and its point is trained again.
         done = [r for r in runs if r.status in DONE and r.mlflow_status != "RUNNING"]
         if rerun:
-            for r in done:
-                tracker.supersede(r.run_id)
+            replaces[i] = [r.run_id for r in done]  # retired when the new run is done
             todo.append(i)
         elif done:
             summary.skipped += 1
@@ -127,7 +131,7 @@ def plan(grid: list[RunConfig], tracker: Tracker, rerun: bool, summary: Summary)
             summary.busy += 1
         else:
             todo.append(i)
-    return todo
+    return todo, replaces
 
 
 def run_sweep(
@@ -155,7 +159,7 @@ def run_sweep(
 
 def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
     run_names = [run_name(r, experiment.swept_keys()) for r in grid]
-    todo = plan(grid, tracker, rerun, summary)
+    todo, replaces = plan(grid, tracker, rerun, summary)
     if not todo:
         summary.seconds = time.perf_counter() - t0
         summary.tracking_seconds = tracker.seconds
@@ -182,8 +186,8 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
         summary.stacks = [len(u) for u in units if len(u) > 1]
         return units
 
-    start_run, log, end_run = (
-        _writing(f) for f in (tracker.start_run, tracker.log, tracker.end_run)
+    start_run, log, end_run, supersede = (
+        _writing(f) for f in (tracker.start_run, tracker.log, tracker.end_run, tracker.supersede)
     )
 
     def start(i: int) -> None:
@@ -209,6 +213,9 @@ def _sweep(experiment, grid, tracker, executor, parent, rerun, summary, t0):
             start(i)
         step = started.pop(i, None)
         end_run(i, status, error, step=step, figure=png)
+        if status in DONE:  # --rerun: the runs it replaces, now that it has replaced them
+            for run_id in replaces.pop(i, []):
+                supersede(run_id)
         setattr(summary, status, getattr(summary, status) + 1)
         if error:
             summary.failures.append(f"{run_names[i]}: {error.strip().splitlines()[-1]}")
