@@ -235,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--slurm-folder",
         type=Path,
-        default=Path("results/slurm"),
+        default=None,
         metavar="DIR",
         help="submitit's folder for job logs and the driver's message spool; on a cluster it "
         "must be on a filesystem the nodes share (default: results/slurm)",
@@ -392,6 +392,14 @@ def _check_uri(args) -> None:
     uri = getattr(args, "tracking_uri", None)
     if uri is not None and not uri.strip():
         raise ConfigError(["--tracking-uri: empty; leave it out for results/mlflow.db"])
+    looks_like_a_path = "/" in uri or uri.endswith((".db", ".sqlite")) if uri else False
+    if looks_like_a_path and ":" not in uri.split("/", 1)[0]:  # no scheme: a path, not a URI
+        path = Path(uri).expanduser().resolve()
+        raise ConfigError(
+            [
+                f"--tracking-uri {uri}: a path, not a URI; for an SQLite store there: sqlite:///{path}"
+            ]
+        )
 
 
 def _check_environment() -> None:
@@ -415,8 +423,8 @@ def _check_environment() -> None:
 
 
 def _workers_for(args, grid: list[RunConfig]) -> int:
-    """--workers, else one per CPU up to the grid's size."""
-    return args.workers or (min(os.cpu_count() or 1, len(grid)) if len(grid) > 1 else 1)
+    """--workers (no more than the grid has points), else one per CPU up to the grid's size."""
+    return min(args.workers or os.cpu_count() or 1, len(grid)) if len(grid) > 1 else 1
 
 
 def cmd_validate(args) -> int:
@@ -455,6 +463,9 @@ def cmd_sweep(args) -> int:
     experiment, grid = _load(args)
     if args.ray_address and args.executor != "ray":
         raise ConfigError(["--ray-address needs --executor ray"])
+    if args.slurm_folder is not None and args.executor != "slurm":
+        raise ConfigError(["--slurm-folder needs --executor slurm"])
+    args.slurm_folder = args.slurm_folder or Path("results/slurm")
     if args.dry_run:
         swept = experiment.swept_keys()
         for run in grid:

@@ -131,6 +131,8 @@ CASES = [
     ("workers-text", BASE, ["--workers", "many"], "--workers: not a number"),
     ("tracking-uri-empty", BASE, ["--tracking-uri", ""], "--tracking-uri: empty"),
     ("tracking-uri-memory", BASE, ["--tracking-uri", "sqlite://"], "an in-memory store"),
+    ("tracking-uri-a-path", BASE, ["--tracking-uri", "results/m.db"], "a path, not a URI"),
+    ("slurm-folder-local", BASE, ["--slurm-folder", "spool"], "needs --executor slurm"),
     (
         "tracking-uri-proc",
         BASE,
