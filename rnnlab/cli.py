@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             said = _RERUN_KILLED
         print("\n" + said, file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (… | head): nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit's flush
+        return EXIT_FAILED  # as Python itself exits on EPIPE (its signal module's docs)
     except Exception as e:  # no traceback for the user; one for a bug report on request
         if type(e).__name__ in ("StoreBusy", "StoreError"):
             print(f"error: {e}", file=sys.stderr)

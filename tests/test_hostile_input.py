@@ -357,6 +357,23 @@ def test_bad_store_and_command_input_is_refused_fast(stored, args, expected):
     assert not (tmp / "none").exists()
 
 
+def test_a_reader_that_goes_away_is_not_an_internal_error(tmp_path):
+    """``rnnlab sweep FILE --dry-run | head -1``: the listing's reader closes the pipe; the
+    command stops quietly with status 1, as Python does on EPIPE, not an 'internal error'."""
+    path = tmp_path / "e.yaml"
+    path.write_text(BASE + "sweep:\n  seed: [" + ", ".join(map(str, range(5000))) + "]\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnlab", "sweep", str(path), "--dry-run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert proc.stdout.readline()  # one line, then the reader is gone
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1 and err == "", err
+
+
 def test_theory_json_is_valid_json_at_the_critical_point():
     import json
 
