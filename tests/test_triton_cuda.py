@@ -117,6 +117,18 @@ def test_cuda_float64(monkeypatch, activation, B, H):
         assert rel_err(a, r) <= TOL[torch.float64], f"{name}: {rel_err(a, r):.2e}"
 
 
+def stacked_networks(H: int) -> tuple[torch.Tensor, ...]:
+    """(W_xh, W_hh, b, x) of 3 float64 networks at gains 0.5, 0.9, 1.2 (below chaos: CPU and
+    GPU trajectories stay within rounding over L = 100 steps), 16 trajectories of D = 2."""
+    gen = torch.Generator().manual_seed(2)
+    K, L, B, D, f64 = 3, 100, 16, 2, torch.float64
+    w_ih = torch.randn(K, H, D, generator=gen, dtype=f64)
+    x = torch.randn(K, L, B, D, generator=gen, dtype=f64)
+    w_hh = torch.randn(K, H, H, generator=gen, dtype=f64) / H**0.5
+    w_hh = w_hh * torch.tensor([0.5, 0.9, 1.2], dtype=f64)[:, None, None]
+    return w_ih, w_hh, 0.1 * torch.randn(K, H, generator=gen, dtype=f64), x
+
+
 @pytest.mark.parametrize("H", [16, 64, 70, 96])  # > 64 in float64: the torch loop, member by member
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits(activation, H):
@@ -127,13 +139,9 @@ def test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits(activation,
     from rnnlab.measure import theory
     from rnnlab.model import backends
 
-    gen = torch.Generator().manual_seed(2)
-    K, L, B, D, f64 = 3, 100, 16, 2, torch.float64
-    w_ih = torch.randn(K, H, D, generator=gen, dtype=f64)
-    x = torch.randn(K, L, B, D, generator=gen, dtype=f64)
-    w_hh = torch.randn(K, H, H, generator=gen, dtype=f64) / H**0.5
-    w_hh = w_hh * torch.tensor([0.5, 0.9, 1.2], dtype=f64)[:, None, None]
-    params = (w_ih, w_hh, 0.1 * torch.randn(K, H, generator=gen, dtype=f64), x)
+    params = stacked_networks(H)
+    K, L, B, _ = params[3].shape
+    f64 = torch.float64
     cpu = theory.lyapunov_max_stacked(*params, activation)
     on_gpu = [p.cuda() for p in params]
     drive = torch.zeros(K, L, B, H, dtype=f64, device="cuda")
@@ -151,28 +159,23 @@ def test_cuda_jacobian_rows_equal_the_host_products_and_keep_their_bits(activati
     """The Jacobian spectrum's products on the GPU (one launch for a stack of 3) against the
     host's product of whole matrices on the CPU (ln σ_max to rounding, ln σ_min to its
     resolution where both resolve it: at the resolution's edge one may, the other not), and
-    member j of the stack against member j alone, bit for bit. The trajectories of
-    test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits (the same seed and
-    draws), whose exponents agree across the devices."""
+    member j of the stack against member j alone, bit for bit. The networks of
+    test_cuda_lyapunov_max_equals_the_cpu_and_stacks_keep_their_bits, whose exponents agree
+    across the devices."""
     import numpy as np
 
     from rnnlab.measure import dynamics
     from rnnlab.model.elman import MemberWeights
 
-    gen = torch.Generator().manual_seed(2)
-    K, L, B, D, f64 = 3, 100, 16, 2, torch.float64
-    w_ih = torch.randn(K, H, D, generator=gen, dtype=f64)
-    x = torch.randn(K, L, B, D, generator=gen, dtype=f64)
-    w_hh = torch.randn(K, H, H, generator=gen, dtype=f64) / H**0.5
-    w_hh = w_hh * torch.tensor([0.5, 0.9, 1.2], dtype=f64)[:, None, None]
-    params = [w_ih, w_hh, 0.1 * torch.randn(K, H, generator=gen, dtype=f64), x]
+    params = w_ih, w_hh, bias, x = stacked_networks(H)
+    K = len(w_hh)
     on_gpu = [p.cuda() for p in params]
     rows = dynamics.jacobian_spectra_on_device(*on_gpu, activation)
     assert (rows is not None) == (H <= 64)
     if rows is None:
         return
     for j in range(K):
-        member = MemberWeights(w_ih[j], w_hh[j], params[2][j], activation)
+        member = MemberWeights(w_ih[j], w_hh[j], bias[j], activation)
         want = dynamics.jacobian_spectrum(member, x[j])
         got = dynamics.spectrum_from_rows(*rows[j])
         np.testing.assert_allclose(got["log_sv_max"], want["log_sv_max"], rtol=0, atol=1e-9)
