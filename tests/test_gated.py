@@ -195,6 +195,7 @@ def test_a_gated_cell_with_an_activation_is_bad_input_and_elman_keys_stay():
 
 def test_gated_figure_draws_h_and_c_at_the_longest_length(tmp_path):
     from rnnlab.report import Frames
+    from rnnlab.report import plotting as plot
     from rnnlab.report.figures.gated_vs_vanilla import (
         CELL_STATE,
         HIDDEN,
@@ -224,8 +225,8 @@ def test_gated_figure_draws_h_and_c_at_the_longest_length(tmp_path):
     empty = pd.DataFrame(columns=["run_id", "key", "step", "value"])
     f = Frames("synthetic", runs, empty, h, ["model.cell", "task.seq_len", "seed"])
     f.tables["grad_c"] = c
-    data = gated_frame(f)
-    assert set(data["task.seq_len"]) == {20}
+    data, left_out = plot.drawable_ratios(gated_frame(f))
+    assert set(data["task.seq_len"]) == {20} and left_out == {}
     assert len(data) == (3 + 1) * 2 * 2 * 20  # (3 cells' h + LSTM's c) × seeds × phases × k
     at = data[(data.k == 10) & (data.phase == "init")]
     for cell, rate in decay.items():

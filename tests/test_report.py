@@ -456,6 +456,7 @@ def test_depth_scale_map_draws_gain_by_length_with_the_6_xi_line(tmp_path):
 
 
 def test_unit_and_jacobian_figures_draw_from_frames_and_skip_without_data(tmp_path):
+    from rnnlab.report import plotting as plot
     from rnnlab.report.figures.input_gradient_profile import (
         input_gradient_profile,
         input_profile_frame,
@@ -513,8 +514,11 @@ def test_unit_and_jacobian_figures_draw_from_frames_and_skip_without_data(tmp_pa
         for r in runs
         for step in (0, 10, 20)
     )
-    nx = input_profile_frame(f)
-    assert set(nx.step) == {0, 20} and len(nx) == 4 * 2 * 18  # the two zeros dropped
+    nx, left_out = plot.drawable_ratios(input_profile_frame(f))
+    assert set(nx.step) == {0, 20} and len(nx) == 4 * 2 * 18  # the two zeros left out…
+    assert list(left_out) == [  # …and counted on the figure
+        f"{4 * 2 * 2} of {4 * 2 * 20} values 0 (underflow): not drawn, the line ends there"
+    ]
     assert nx[nx.k == 0].ratio.eq(1.0).all()
     j = jacobian_frame(f)
     assert set(j.phase) == {"init", "end of training"} and set(j.step) == {0, 20}

@@ -80,6 +80,23 @@ def note(text: str) -> Line2D:
     return Line2D([], [], ls="", label=text)
 
 
+def drawable_ratios(data: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Line2D]]:
+    """The rows of relative profiles (a ``ratio`` column) a log axis can draw (finite, above
+    0), and legend notes counting the others, where their lines end: values that underflowed
+    to 0 and values not finite (inf or NaN)."""
+    ok = finite(data.ratio)
+    zero = ok & (data.ratio.to_numpy(dtype=float) <= 0)
+    notes = {}
+    for n, what in (
+        (int(zero.sum()), "0 (underflow)"),
+        (int((~ok).sum()), "not finite (inf or NaN)"),
+    ):
+        if n:
+            text = f"{n} of {len(data)} values {what}: not drawn, the line ends there"
+            notes[text] = note(text)
+    return data[ok & ~zero], notes
+
+
 OFF_SCALE = {1.0: ("^", "+∞", "top", 1.0), -1.0: ("v", "−∞", "bottom", 0.0)}
 """sign → (marker, value, edge, y in axes fraction): how ±inf is drawn on a linear y axis."""
 

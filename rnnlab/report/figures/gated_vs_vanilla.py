@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
@@ -21,7 +20,7 @@ HIDDEN, CELL_STATE = "‖∂L/∂h‖", "‖∂L/∂c‖ (LSTM cell state)"
 def gated_frame(f: Frames) -> pd.DataFrame:
     """n_{T−k}/n_T of h_t (every cell) and c_t (the LSTM's ``grad_c`` table) at each run's
     first and last probe, for the runs at the longest sequence length a gated cell ran, with a ``gradient``
-    column naming which; zeros and non-finite ratios dropped (the line ends there)."""
+    column naming which (zeros and non-finite ratios included: the figure counts them)."""
     cols = ["run_id", "k", "phase", "ratio", "gradient", "model.cell"]
     if "model.cell" not in f.runs.columns or set(f.drawn["model.cell"]) <= {"elman"}:
         return pd.DataFrame(columns=cols)
@@ -33,8 +32,7 @@ def gated_frame(f: Frames) -> pd.DataFrame:
     more = [k for k in ("model.cell", "task.seq_len") if k not in data.columns]
     data = data.merge(f.runs[["run_id", *more]], on="run_id")
     longest = data.loc[data["model.cell"] != "elman", "task.seq_len"].max()  # with a gated run
-    data = data[data["task.seq_len"] == longest]
-    return data[np.isfinite(data.ratio) & (data.ratio > 0)]
+    return data[data["task.seq_len"] == longest]
 
 
 @figure(
@@ -44,9 +42,9 @@ def gated_frame(f: Frames) -> pd.DataFrame:
     "(dashed), relative to the last step, at initialisation and after training.",
 )
 def gated_vs_vanilla(f: Frames, out: Path) -> list[Path] | None:
-    data = gated_frame(f)
+    data, left_out = plot.drawable_ratios(gated_frame(f))
     if data.empty:
-        return None  # no gated cell in this experiment
+        return None  # no gated cell in this experiment, or nothing finite
     other = f.col if f.col not in (None, "task.seq_len", "model.cell") else None
     hue = "unit" if f.hue == "unit" else "model.cell"  # unit: activations apart, see load.py
     g = sns.relplot(
@@ -78,6 +76,7 @@ def gated_vs_vanilla(f: Frames, out: Path) -> list[Path] | None:
         ax.axhline(1.0, color="0.3", lw=0.8, ls=":")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # distances are whole steps
         ax.set_title(f"{phase}, {plot.panel(other, value)}" if other else phase)
+    plot.legend(g, left_out)
     plot.label_every_panel(g, "distance k = T − t (steps back)", r"$n_{T-k}\,/\,n_T$")
     T = int(data["task.seq_len"].max())
     g.figure.suptitle(

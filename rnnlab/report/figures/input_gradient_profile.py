@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from rnnlab.measure import names
@@ -15,13 +14,12 @@ from rnnlab.report.load import Frames
 
 
 def input_profile_frame(f: Frames) -> pd.DataFrame:
-    """n^x_{T−k} / n^x_T against k at each run's first and last probe, with its params; zeros
-    (underflow) and non-finite ratios dropped: the line ends there."""
+    """n^x_{T−k} / n^x_T against k at each run's first and last probe, with its params (zeros
+    and non-finite ratios included: the figure counts them, ``plot.drawable_ratios``)."""
     p = f.tables.get(names.TABLE_GRAD_X)
     if p is None or p.empty:
         return pd.DataFrame(columns=["run_id", "step", "t", "k", "n_t", "phase", "ratio"])
-    p = plot.relative_profiles(p, f)
-    return p[np.isfinite(p.ratio) & (p.ratio > 0)]
+    return plot.relative_profiles(p, f)
 
 
 @figure(
@@ -30,10 +28,11 @@ def input_profile_frame(f: Frames) -> pd.DataFrame:
     "initialisation and after training (grad_x.parquet; slope: grad_x/slope).",
 )
 def input_gradient_profile(f: Frames, out: Path) -> list[Path] | None:
-    data = input_profile_frame(f)
+    data, left_out = plot.drawable_ratios(input_profile_frame(f))
     if data.empty:
-        return None  # runs from before the input gradients were measured
+        return None  # runs from before the input gradients were measured, or nothing finite
     g = plot.against_distance(data, f, y="ratio")
+    plot.legend(g, left_out)
     g.set(yscale="log")
     for ax in g.axes.flat:
         ax.axhline(1.0, color="0.3", lw=0.8, ls=":")
