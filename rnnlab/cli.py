@@ -34,12 +34,9 @@ from rnnlab.config import (
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-_RUNS_KILLED = (
-    "interrupted: runs in progress were closed as KILLED with their metrics so far.\n"
-    "resume: run the same command again; finished runs are kept and skipped."
-)
-_RERUN_KILLED = (
-    "interrupted: runs in progress were closed as KILLED with their metrics so far.\n"
+_KILLED = "interrupted: runs in progress were closed as KILLED with their metrics so far.\n"
+_RUNS_KILLED = _KILLED + "resume: run the same command again; finished runs are kept and skipped."
+_RERUN_KILLED = _KILLED + (
     "--rerun: the points it finished have their new runs, the others keep their earlier ones; "
     "run it without --rerun to keep those, or with --rerun to train every point again."
 )

@@ -45,9 +45,10 @@ with the same bits.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -288,18 +289,17 @@ def _probe(
         ]
     elman = CELLS[model.cell].elman_measures
     ends = step == 0 or last  # the first and last probe
+    params = (model.weight_ih, model.weight_hh, model.bias)
     if elman:  # one copy of each for the stack: the optimizer updates the weights in place
         x = held_out.all_inputs(THEORY_INPUTS)  # while the copies are measured
         host = [_snapshot(t) for t in (model.weight_ih, model.weight_hh, model.bias, x)]
         along = rows = None  # the Jacobian spectrum's trajectories: first and last probe
         if ends and jacobian > 0:  # its products for the whole stack on the device, if covered
-            params = (model.weight_ih, model.weight_hh, model.bias)
             inputs = held_out.all_inputs(jacobian)
             rows = dynamics.jacobian_spectra_on_device(*params, inputs, model.activation)
             along = _snapshot(inputs) if rows is None else None
     lyapunov = None  # every member's at once: one launch on a GPU (``theory.lyapunov_max_stacked``)
     if elman and ends:
-        params = (model.weight_ih, model.weight_hh, model.bias)
         lyapunov = theory.lyapunov_max_stacked(*params, x, model.activation).tolist()
     out = []
     for k, profile in enumerate(profiles):
@@ -317,7 +317,11 @@ def _probe(
             m[names.LYAPUNOV_MAX] = lyapunov[k]
         w_ih, w_hh, b, x_k = (t[k] for t in host)
         member = MemberWeights(w_ih, w_hh, b, model.activation)
-        jac = along[k] if along is not None else rows[k] if rows is not None else None
+        jac = None  # the Jacobian spectrum's table, made on a measurement thread
+        if rows is not None:  # from the rows carried on the device: the SVDs
+            jac = functools.partial(dynamics.spectrum_from_rows, *rows[k])
+        elif along is not None:
+            jac = functools.partial(dynamics.jacobian_spectrum, member, along[k])
         measured = later.submit(_host_measures, member, x_k, jac)
         out.append((profile.numpy(), m, tables, measured))
     return out
@@ -329,21 +333,18 @@ def _snapshot(t: torch.Tensor) -> torch.Tensor:
 
 
 def _host_measures(
-    member: MemberWeights, x: torch.Tensor, jacobian: torch.Tensor | tuple | None
+    member: MemberWeights, x: torch.Tensor, jacobian: Callable[[], dict] | None
 ) -> tuple[dict, dict]:
     """One member's float64 measurements on the CPU, from a snapshot of its weights and its
-    theory inputs x (L, B, D): the W_hh spectrum and unit statistics, and the Jacobian
-    spectrum where asked: along the inputs ``jacobian`` (L, B', D), or from the rows of its
-    products already carried on the device (a tuple: ``dynamics.jacobian_spectra_on_device``),
-    leaving the SVDs. Returns (metrics, tables). The Jacobian spectrum is most of a short
-    run's CPU time (an H×H product per step and trajectory, and the SVDs)."""
+    theory inputs x (L, B, D): the W_hh spectrum and unit statistics, and where asked the
+    Jacobian spectrum's table, ``jacobian()``: the host's products along held-out inputs, or
+    the SVDs of the rows carried on the device (``dynamics.jacobian_spectra_on_device``).
+    Returns (metrics, tables). The Jacobian spectrum is most of a short run's CPU time (an
+    H×H product per step and trajectory, and the SVDs)."""
     m = probes.spectrum(member.weight_hh) | dynamics.unit_statistics(member, x)
     tables = {}
     if jacobian is not None:
-        if isinstance(jacobian, tuple):
-            table = dynamics.spectrum_from_rows(*jacobian)
-        else:
-            table = dynamics.jacobian_spectrum(member, jacobian)
+        table = jacobian()
         tables[names.TABLE_JACOBIAN] = table
         m |= dynamics.jacobian_summary(table)
     return m, tables
