@@ -289,10 +289,10 @@ def _probe(
         ]
     elman = CELLS[model.cell].elman_measures
     ends = step == 0 or last  # the first and last probe
-    params = (model.weight_ih, model.weight_hh, model.bias)
     if elman:  # one copy of each for the stack: the optimizer updates the weights in place
+        params = (model.weight_ih, model.weight_hh, model.bias)  # a gated cell has none of them
         x = held_out.all_inputs(THEORY_INPUTS)  # while the copies are measured
-        host = [_snapshot(t) for t in (model.weight_ih, model.weight_hh, model.bias, x)]
+        host = [_snapshot(t) for t in (*params, x)]
         along = rows = None  # the Jacobian spectrum's trajectories: first and last probe
         if ends and jacobian > 0:  # its products for the whole stack on the device, if covered
             inputs = held_out.all_inputs(jacobian)
