@@ -341,7 +341,7 @@ def time_stack(L: int, B: int, H: int, device, K: int = STACK_K, steps: int = 20
     timed(runs[:1])  # warm-up
     alone = sum(timed([r]) for r in runs)
     stacked = timed(runs)
-    return {
+    row = {
         "L": L,
         "B": B,
         "H": H,
@@ -352,6 +352,19 @@ def time_stack(L: int, B: int, H: int, device, K: int = STACK_K, steps: int = 20
         "stacked_per_member_s": stacked / K,
         "speedup": alone / stacked,
     }
+    if device.type == "cuda":  # what replaying the steps from CUDA graphs buys the stack
+        from rnnlab.train import GRAPHS
+
+        before = os.environ.get(GRAPHS)
+        os.environ[GRAPHS] = "0"
+        try:
+            row["stacked_no_graphs_s"] = timed(runs)
+        finally:
+            if before is None:
+                del os.environ[GRAPHS]
+            else:
+                os.environ[GRAPHS] = before
+    return row
 
 
 LYAPUNOV_LENGTHS = [10, 50, 100, 200]
@@ -697,7 +710,8 @@ def main(argv=None) -> int:
         print(
             f"{L:9d} {B:9d} {H:9d} {K:9d} {row['alone_s']:9.2f} {row['stacked_s']:9.2f} "
             f"{row['alone_per_member_s']:9.3f} {row['stacked_per_member_s']:9.3f} "
-            f"{row['speedup']:8.2f}x",
+            f"{row['speedup']:8.2f}x"
+            + (f" (stacked, no CUDA graphs: {row['stacked_no_graphs_s']:.2f} s)" if cuda else ""),
             flush=True,
         )
     print(

@@ -36,7 +36,9 @@ and no update is made with it.
 
 Clipping, per-member learning rates and the divergence test are batched tensor ops; metrics
 stay on the device and reach the host once per probe step or every ``SYNC_EVERY`` steps, so
-on a GPU the host never waits for the device between two probe steps. There, a probe step's
+on a GPU the host never waits for the device between two probe steps, and a step between probes
+is replayed from a CUDA graph (``_Graphs``; ``RNNLAB_CUDA_GRAPHS=0`` turns that off), with the
+same bits. There, a probe step's
 float64 host measurements (W_hh spectrum, unit statistics, Jacobian spectrum) read a copy of
 the weights on measurement threads while the next steps train (``MEASURE_THREADS``; on a CPU
 they run in the loop unless asked); the measurements are yielded in step order all the same,
@@ -48,6 +50,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -179,11 +183,20 @@ def _train(
         device=device,
     )
     clipping = any(r.train.clip_norm is not None for r in runs)
-    pending: list[tuple[int, list[int], dict, list | None]] = []  # steps not yet synced
-
+    states = len(runs) * task.length * cfg.batch_size * runs[0].model.hidden_size
+    graphs = _Graphs(_graph_capture(device, states * dtype.itemsize))
+    pending: list[tuple[int, list[int], tuple[str, ...], torch.Tensor, list | None]] = []
     synced: list[tuple[int, Measurement, Future | None]] = []  # synced, not yet yielded
     jac = runs[0].jacobian_inputs()  # probe and shapes are shared by the stack
     probed = 0  # the latest probe step
+
+    def device_step(x: torch.Tensor, y: torch.Tensor) -> tuple[tuple[str, ...], torch.Tensor]:
+        """A step between probes: forward, backward, metrics, update; device work only, so a
+        CUDA graph can capture it (``_Graphs``)."""
+        values = _forward_backward(task, model, x, y, False, settings, clipping)
+        _update(model, optimizer, values, settings, clipping)
+        return _pack(values)
+
     for step in range(cfg.steps + 1):
         last = step == cfg.steps
         probing = step % runs[0].probe.every == 0 or last
@@ -192,31 +205,19 @@ def _train(
         else:
             drawn = fixed.next_batch(active, cfg.batch_size)
         x, y = _stack(drawn, device, dtype)
-        model.record_hidden_grads = probing
-        out = model(x)  # (K, S, B, O)
-        loss = _per_member(lambda o, t: task.loss(o, t).mean(), out, y)  # (K,) batch means
-        for p in model.parameters():
-            p.grad = None
-        loss.sum().backward()  # members share no parameter: each gets its own loss's gradient
-        params = dict(model.named_parameters())
-        norm = _norms(torch.cat([p.grad.flatten(1) for p in params.values()], 1))
-        lr, clip, threshold = settings.unbind(1)
-        wide = norm.detach().double()
-        values = {names.TRAIN_LOSS: loss.detach(), names.GRAD_NORM: norm}
-        if task.classification:
-            values[names.TRAIN_ACCURACY] = _per_member(
-                lambda o, t: task.accuracy(o, t).mean(), out.detach(), y
-            )
-        if clipping:
-            values[names.GRAD_CLIPPED] = wide > clip  # clip = inf where clip_norm is null
-        diverged = ~torch.isfinite(loss.detach()) | ~torch.isfinite(norm) | (wide > threshold)
-        values[DIVERGED] = diverged
-        probe = None
-        if probing:  # ‖∂L/∂θ‖₂ per parameter and member, and the full profile
-            values |= {names.grad_param(n): _norms(p.grad) for n, p in params.items()}
+        if not last:  # the last measurement makes no update
+            optimizer.advance()
+        if probing:  # measured before the update: ‖∂L/∂θ‖₂ per parameter, the full profile
+            values = _forward_backward(task, model, x, y, True, settings, clipping)
             probe = _probe(task, model, held_out, step, last, x.shape[2], train_set, later, jac)
             probed = step
-        pending.append((step, list(active), values, probe))
+            if not last:
+                _update(model, optimizer, values, settings, clipping)
+            metrics, packed = _pack(values)
+        else:
+            probe = None
+            metrics, packed = graphs.run(device_step, x, y)
+        pending.append((step, list(active), metrics, packed, probe))
 
         if probing or len(pending) >= SYNC_EVERY:
             ready, dropped = _sync(pending, runs)
@@ -229,6 +230,7 @@ def _train(
             # while the next steps train (an older probe's are waited for).
             synced = yield from _release(synced + ready, probed)
             if len(kept) < len(active):  # drop the diverged: they stop, the others go on
+                # (a member's update is elementwise: the others' bits are those of alone)
                 active = [active[j] for j in kept]
                 model.keep(kept)
                 optimizer.keep(kept, list(model.parameters()))
@@ -236,14 +238,51 @@ def _train(
                 if train_set is not None:
                     train_set.keep(kept)
                 settings = settings[kept]
-                lr, clip, threshold = settings.unbind(1)
-                wide, diverged = wide[kept], diverged[kept]
-        grads = [p.grad for p in model.parameters()]
-        if clipping:  # Pascanu et al. (2013): rescale the gradient to norm clip_norm
-            scale = torch.where(wide > clip, clip / (wide + 1e-6), 1.0)
-            _scale_members(grads, scale)
-        # A member that diverged at this step makes no update (it is dropped at the next sync).
-        optimizer.step(torch.where(diverged, 0.0, lr))
+                graphs.reset()  # new parameters: the captured steps point at the old ones
+
+
+def _forward_backward(task, model: Stacked, x, y, probing: bool, settings, clipping: bool):
+    """Forward and backward on a batch x (K, L, B, D), y (K, S, B, …): the step's metrics per
+    member as (K,) device tensors, and at a probe step each parameter's gradient norm (the
+    model records the profiles: ``record_hidden_grads``)."""
+    model.record_hidden_grads = probing
+    out = model(x)  # (K, S, B, O)
+    loss = _per_member(lambda o, t: task.loss(o, t).mean(), out, y)  # (K,) batch means
+    for p in model.parameters():
+        p.grad = None
+    loss.sum().backward()  # members share no parameter: each gets its own loss's gradient
+    params = dict(model.named_parameters())
+    norm = _norms(torch.cat([p.grad.flatten(1) for p in params.values()], 1))
+    _, clip, threshold = settings.unbind(1)
+    wide = norm.detach().double()
+    values = {names.TRAIN_LOSS: loss.detach(), names.GRAD_NORM: norm}
+    if task.classification:
+        values[names.TRAIN_ACCURACY] = _per_member(
+            lambda o, t: task.accuracy(o, t).mean(), out.detach(), y
+        )
+    if clipping:
+        values[names.GRAD_CLIPPED] = wide > clip  # clip = inf where clip_norm is null
+    values[DIVERGED] = ~torch.isfinite(loss.detach()) | ~torch.isfinite(norm) | (wide > threshold)
+    if probing:
+        values |= {names.grad_param(n): _norms(p.grad) for n, p in params.items()}
+    return values
+
+
+def _update(model: Stacked, optimizer, values: dict, settings, clipping: bool) -> None:
+    """Clip (Pascanu et al. 2013: rescale the gradient to norm clip_norm) and update each
+    member by its own learning rate; a member that diverged at this step makes no update (it
+    is dropped at the next sync). ``optimizer.advance()`` came first."""
+    lr, clip, _ = settings.unbind(1)
+    if clipping:
+        wide = values[names.GRAD_NORM].double()
+        scale = torch.where(wide > clip, clip / (wide + 1e-6), 1.0)
+        _scale_members([p.grad for p in model.parameters()], scale)
+    optimizer.apply(torch.where(values[DIVERGED], 0.0, lr))
+
+
+def _pack(values: dict) -> tuple[tuple[str, ...], torch.Tensor]:
+    """A step's metrics as (their names, one (n, K) float64 tensor): one copy to the host."""
+    return tuple(values), torch.stack([v.double() for v in values.values()])
 
 
 DIVERGED = "diverged"
@@ -350,6 +389,105 @@ def _host_measures(
     return m, tables
 
 
+GRAPHS = "RNNLAB_CUDA_GRAPHS"
+"""Set to 0 to run every step on CUDA as it comes, with no CUDA graph (``_Graphs``)."""
+
+Capture = Callable[[Callable[[], object]], tuple[Callable[[], None], object]]
+"""capture(fn) → (replay, fn's result): records fn's device work once; replay() runs it again
+on the same tensors (``torch.cuda.CUDAGraph``)."""
+
+
+GRAPH_BYTES = 2**28
+"""The largest step captured: hidden states (K·L·B·H values) of at most 256 MiB. A larger step
+is compute-bound (its launches cost nothing in comparison), and a graph keeps its own copy of
+the step's memory, which would double the footprint of a run that needs most of the GPU."""
+
+
+def _graph_capture(device: torch.device, state_bytes: int = 0) -> Capture | None:
+    """How steps between probes are captured on this device: CUDA graphs on CUDA for a step
+    whose hidden states take at most ``GRAPH_BYTES`` (unless ``RNNLAB_CUDA_GRAPHS=0``), none
+    elsewhere: a CPU runs each step's calls as they come."""
+    off = os.environ.get(GRAPHS, "1").strip().lower() in ("0", "off", "false", "no")
+    if device.type != "cuda" or off or state_bytes > GRAPH_BYTES:
+        return None
+    return _cuda_capture
+
+
+def _cuda_capture(fn):
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph.replay, out
+
+
+class _Graphs:
+    """Steps between probes replayed from a captured graph: on a GPU every launch of a step
+    (a few dozen for one network, a few per member more in a stack) costs the host 5–100 µs,
+    more than small shapes take to compute; a replay is one launch for all of them.
+
+    A batch shape's first step runs as it is (the warm-up: kernels compiled, the optimizer's
+    state made), its second is captured and replayed, and every later one copies its batch
+    into the captured inputs and replays: the same kernels on the same tensors, so the same
+    bits. At most ``LIMIT`` shapes (a fixed training set's last batch of an epoch is smaller);
+    ``reset`` when the parameters are new tensors (``Stacked.keep``). A capture that fails
+    warns once and the run goes on without (the step itself runs as it is: nothing lost)."""
+
+    LIMIT = 2
+
+    def __init__(self, capture: Capture | None):
+        self.capture = capture
+        self.captured: dict[tuple, tuple] = {}  # shapes → (replay, x, y, (names, packed))
+        self.warm: set[tuple] = set()
+
+    def reset(self) -> None:
+        self.captured.clear()
+        self.warm.clear()
+
+    def run(self, step: Callable, x: torch.Tensor, y: torch.Tensor):
+        """step(x, y), replayed where it was captured."""
+        key = (tuple(x.shape), tuple(y.shape))
+        if self.capture is None or (key not in self.captured and len(self.captured) >= self.LIMIT):
+            return step(x, y)
+        if key not in self.warm:
+            self.warm.add(key)
+            with _side_stream(x.device):
+                return step(x, y)
+        if key not in self.captured:
+            static = x.clone(), y.clone()
+            try:
+                replay, out = self.capture(lambda: step(*static))
+            except Exception as e:  # this device or build cannot capture the step
+                warnings.warn(
+                    f"rnnlab: could not capture the training step in a CUDA graph "
+                    f"({type(e).__name__}: {e}); training without (set {GRAPHS}=0 to skip "
+                    f"trying)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.capture = None
+                return step(x, y)
+            self.captured[key] = (replay, *static, out)
+        replay, sx, sy, (metrics, packed) = self.captured[key]
+        sx.copy_(x)
+        sy.copy_(y)
+        replay()
+        return metrics, packed.clone()  # the next replay writes over it
+
+
+@contextmanager
+def _side_stream(device: torch.device):
+    """Run on a side stream on CUDA, as a step before its capture must (PyTorch's CUDA graphs
+    notes: warm-up on a side stream); nothing elsewhere."""
+    if device.type != "cuda":
+        yield
+        return
+    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    side.wait_stream(main)
+    with torch.cuda.stream(side):
+        yield
+    main.wait_stream(side)
+
+
 class _Later:
     """Runs functions on ``threads`` threads, or at once in the caller when threads is 0;
     either way a Future holds the result (or the exception)."""
@@ -386,19 +524,14 @@ def _sync(pending: list, runs: list[RunConfig]) -> tuple[list, set[int]]:
     (index into runs, Measurement, its host measurements' Future or None) in step order —
     a member's measurements end at the step it diverged — and the set of members (indices
     into runs) that diverged."""
-    flat = torch.cat(
-        [
-            torch.stack([v.double() for v in values.values()]).flatten()
-            for _, _, values, _ in pending
-        ]
-    ).tolist()  # the one sync
+    flat = torch.cat([packed.flatten() for _, _, _, packed, _ in pending]).tolist()  # the sync
     dropped: set[int] = set()
     ready = []
     at = 0
-    for step, active, values, probe in pending:
+    for step, active, metrics, _, probe in pending:
         K = len(active)
-        table = {name: flat[at + i * K : at + (i + 1) * K] for i, name in enumerate(values)}
-        at += len(values) * K
+        table = {name: flat[at + i * K : at + (i + 1) * K] for i, name in enumerate(metrics)}
+        at += len(metrics) * K
         for j, k in enumerate(active):
             if k in dropped:
                 continue
@@ -557,6 +690,11 @@ def evaluate(task: Task, model: Stacked, held_out: HeldOut) -> list[dict[str, fl
 
 def _stack(batches: list, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Members' (x, y) batches → x (K, L, B, D), y (K, S, B, …) on the device."""
-    x = torch.stack([b[0] for b in batches]).to(device, dtype)
+    x = torch.stack([b[0] for b in batches]).to(dtype=dtype)
     y = torch.stack([b[1] for b in batches])
-    return x, y.to(device, dtype if y.is_floating_point() else y.dtype)
+    y = y.to(dtype=dtype if y.is_floating_point() else y.dtype)
+    if torch.device(device).type == "cuda":  # from pinned memory, so the host does not wait:
+        # a copy from pageable memory first waits for everything queued on the device
+        x, y = x.pin_memory(), y.pin_memory()
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x.to(device), y.to(device)
