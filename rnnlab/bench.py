@@ -132,23 +132,53 @@ def _contenders(T, B, H, device):
 
     def step_fn(name, model, last):
         params = list(model.parameters()) + list(readouts[name].parameters())
-        opt = torch.optim.Adam(params, lr=1e-4)
+        opt = torch.optim.Adam(params, lr=1e-4, capturable=name == "g")
 
         def step(x, y):
             opt.zero_grad(set_to_none=True)
             loss = (readouts[name](last(model, x)) - y).pow(2).mean()
             loss.backward()
-            if name == "c":  # the full profile, as the trainer reads it
+            if name in "cg":  # the full profile, as the trainer reads it
                 assert model.hidden_grad_norms is not None
             opt.step()
 
         return step
 
-    return {
+    steps = {
         "a": step_fn("a", fused, lambda m, x: m(x)[0][-1]),
         "b": step_fn("b", naive, lambda m, x: m(x)),
         "c": step_fn("c", ours, lambda m, x: m(x[None])[0, -1]),
     }
+    if device.type == "cuda":  # (c) replayed from a CUDA graph, as the trainer's steps are
+        readouts["g"] = nn.Identity()
+        steps["g"] = _graphed(step_fn("g", _ours(H, device), lambda m, x: m(x[None])[0, -1]))
+    return steps
+
+
+def _graphed(step):
+    """step(x, y) captured in a CUDA graph at its first call (after three warm-up calls on a
+    side stream, as PyTorch's notes do); every call then copies x, y in and replays it."""
+    captured = []
+
+    def replay(x, y):
+        if not captured:
+            static = x.clone(), y.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    step(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                step(*static)
+            captured.extend([graph, *static])
+        graph, sx, sy = captured
+        sx.copy_(x)
+        sy.copy_(y)
+        graph.replay()
+
+    return replay
 
 
 def _sync(device):
@@ -173,10 +203,11 @@ def _interleaved(steps: dict, x, y, device, repeats: int) -> dict[str, float]:
 
 
 def _timed(steps: dict, x, y, device, repeats: int) -> dict[str, float]:
-    """Medians of (a) and (c) interleaved, then of (b) on its own: run between them, (b)'s
+    """Medians of (a) and (c) interleaved (and on CUDA (c) replayed from a CUDA graph), then
+    of (b) on its own: run between them, (b)'s
     retain_grad loop slowed the host-bound (c) on an H200 ((1000, 32, 128), one process:
     4.47 ms a step interleaved with it, 2.94 ms without)."""
-    med = _interleaved({k: steps[k] for k in "ac"}, x, y, device, repeats)
+    med = _interleaved({k: steps[k] for k in "acg" if k in steps}, x, y, device, repeats)
     return med | _interleaved({"b": steps["b"]}, x, y, device, repeats)
 
 
@@ -195,6 +226,8 @@ def time_shape(T, B, H, device, repeats: int) -> dict:
         "c/a": med["c"] / med["a"],
         "c_gflops": flops / med["c"] / 1e9,
     }
+    if "g" in med:  # CUDA: (c) replayed from a CUDA graph
+        row |= {"g_ms": 1e3 * med["g"], "g/a": med["g"] / med["a"]}
     return row
 
 
@@ -667,7 +700,8 @@ def main(argv=None) -> int:
         row["mem_c/a"] = row["mem_c_mb"] / row["mem_a_mb"]
         rows.append(row)
         print(
-            " ".join(f"{row[c]:9d}" if isinstance(row[c], int) else f"{row[c]:9.2f}" for c in cols),
+            " ".join(f"{row[c]:9d}" if isinstance(row[c], int) else f"{row[c]:9.2f}" for c in cols)
+            + (f"  (c) from a CUDA graph: {row['g_ms']:.2f} ms, {row['g/a']:.2f}" if cuda else ""),
             flush=True,
         )
     print("gated cells: (a) nn.LSTM/GRU, (b) autograd loop + retain_grad, (c) rnnlab's Gated")

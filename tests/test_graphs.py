@@ -150,3 +150,18 @@ def test_on_cuda_adam_multiplies_by_the_reciprocal_as_a_division_by_a_python_num
         c1 = 1 - 0.9**t
         m = torch.randn(2, 30, 40, generator=g, device="cuda", dtype=dtype)
         assert torch.equal(m / c1, m * opt.corrections[0])
+
+
+def test_bench_times_a_replayed_step_on_cuda_only():
+    from rnnlab.bench import time_shape
+
+    row = time_shape(3, 2, 4, torch.device("cpu"), repeats=1)
+    assert row["c_ms"] > 0 and "g_ms" not in row
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_bench_times_the_step_replayed_from_a_cuda_graph():
+    from rnnlab.bench import time_shape
+
+    row = time_shape(20, 4, 8, torch.device("cuda"), repeats=2)
+    assert row["g_ms"] > 0 and row["g/a"] == pytest.approx(row["g_ms"] / row["a_ms"])
