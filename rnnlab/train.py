@@ -399,8 +399,9 @@ on the same tensors (``torch.cuda.CUDAGraph``)."""
 
 GRAPH_BYTES = 2**28
 """The largest step captured: hidden states (K·L·B·H values) of at most 256 MiB. A larger step
-is compute-bound (its launches cost nothing in comparison), and a graph keeps its own copy of
-the step's memory, which would double the footprint of a run that needs most of the GPU."""
+is compute-bound (its launches cost nothing in comparison), and a graph keeps its own memory
+for the step (one per batch shape, beside what probe steps use), which would double or triple
+the footprint of a run that needs most of the GPU."""
 
 
 def _graph_capture(device: torch.device, state_bytes: int = 0) -> Capture | None:
@@ -408,15 +409,35 @@ def _graph_capture(device: torch.device, state_bytes: int = 0) -> Capture | None
     whose hidden states take at most ``GRAPH_BYTES`` (unless ``RNNLAB_CUDA_GRAPHS=0``), none
     elsewhere: a CPU runs each step's calls as they come."""
     off = os.environ.get(GRAPHS, "1").strip().lower() in ("0", "off", "false", "no")
-    if device.type != "cuda" or off or state_bytes > GRAPH_BYTES:
+    if device.type != "cuda" or off or state_bytes > GRAPH_BYTES or _CAPTURE_FAILED:
         return None
     return _cuda_capture
 
 
+_CAPTURE_FAILED: list[str] = []
+"""Why a capture failed in this process, if one did: no run here tries again (a failed capture
+can leave PyTorch's allocator unable to capture, and each try would keep a step's memory)."""
+
+
+@functools.cache
+def _capture_stream(index: int) -> torch.cuda.Stream:
+    """One side stream per device for the warm-up and the capture: each new stream would get
+    cuBLAS workspaces of its own, kept for the life of the process."""
+    return torch.cuda.Stream(index)
+
+
 def _cuda_capture(fn):
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
+    main = torch.cuda.current_stream()
+    try:  # thread_local: the measurement threads may run CPU work meanwhile
+        with torch.cuda.graph(
+            graph, stream=_capture_stream(main.device_index), capture_error_mode="thread_local"
+        ):
+            out = fn()
+    except BaseException:
+        torch.cuda.set_stream(main)  # a capture that fails to end leaves its stream current
+        torch.cuda.synchronize()
+        raise
     return graph.replay, out
 
 
@@ -430,7 +451,8 @@ class _Graphs:
     into the captured inputs and replays: the same kernels on the same tensors, so the same
     bits. At most ``LIMIT`` shapes (a fixed training set's last batch of an epoch is smaller);
     ``reset`` when the parameters are new tensors (``Stacked.keep``). A capture that fails
-    warns once and the run goes on without (the step itself runs as it is: nothing lost)."""
+    warns, and this run and every later one in the process go on without (the step runs as
+    it is: nothing lost)."""
 
     LIMIT = 2
 
@@ -465,6 +487,7 @@ class _Graphs:
                     stacklevel=2,
                 )
                 self.capture = None
+                _CAPTURE_FAILED.append(f"{type(e).__name__}: {e}")
                 return step(x, y)
             self.captured[key] = (replay, *static, out)
         replay, sx, sy, (metrics, packed) = self.captured[key]
@@ -481,7 +504,8 @@ def _side_stream(device: torch.device):
     if device.type != "cuda":
         yield
         return
-    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    main = torch.cuda.current_stream(device)
+    side = _capture_stream(main.device_index)
     side.wait_stream(main)
     with torch.cuda.stream(side):
         yield

@@ -32,6 +32,7 @@ def trained(runs, capture) -> list[list]:
     every step as it comes)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(T, "_graph_capture", lambda device, state_bytes: capture)
+        mp.setattr(T, "_CAPTURE_FAILED", [])
         out: list[list] = [[] for _ in runs]
         for k, m in T.train_ensemble(runs):
             out[k].append(m)
@@ -96,26 +97,36 @@ def test_steps_replayed_from_a_capture_are_the_same_bits_as_steps_run_as_they_co
         assert capture.captured == 2
 
 
-def test_a_capture_that_fails_warns_once_and_the_run_goes_on_the_same():
+def test_a_capture_that_fails_warns_once_and_the_run_goes_on_the_same(monkeypatch):
+    """And no later run in the process tries again (``_CAPTURE_FAILED``)."""
     runs = [cfg()]
 
     def broken(fn):
         raise RuntimeError("operation not permitted when stream is capturing")
 
+    failed: list[str] = []
+    monkeypatch.setattr(T, "_CAPTURE_FAILED", failed)
+    monkeypatch.setattr(T, "_graph_capture", lambda device, state_bytes: None if failed else broken)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        replayed = trained(runs, broken)
+        replayed = [[m for _, m in T.train_ensemble(runs)] for _ in range(2)]
     said = [str(w.message) for w in caught if "CUDA graph" in str(w.message)]
     assert len(said) == 1 and "not permitted" in said[0] and "RNNLAB_CUDA_GRAPHS=0" in said[0]
-    assert identical(replayed[0], trained(runs, None)[0])
+    assert failed == ["RuntimeError: operation not permitted when stream is capturing"]
+    as_they_come = trained(runs, None)[0]
+    assert identical(replayed[0], as_they_come) and identical(replayed[1], as_they_come)
 
 
 def test_cuda_graphs_are_on_for_cuda_only_and_can_be_turned_off(monkeypatch):
     monkeypatch.delenv(T.GRAPHS, raising=False)
+    monkeypatch.setattr(T, "_CAPTURE_FAILED", [])
     assert T._graph_capture(torch.device("cuda")) is T._cuda_capture
     assert T._graph_capture(torch.device("cpu")) is None
     assert T._graph_capture(torch.device("cuda"), T.GRAPH_BYTES) is T._cuda_capture
     assert T._graph_capture(torch.device("cuda"), T.GRAPH_BYTES + 1) is None  # compute-bound
+    monkeypatch.setattr(T, "_CAPTURE_FAILED", ["RuntimeError: …"])  # one failed: no more
+    assert T._graph_capture(torch.device("cuda")) is None
+    monkeypatch.setattr(T, "_CAPTURE_FAILED", [])
     monkeypatch.setenv(T.GRAPHS, "0")
     assert T._graph_capture(torch.device("cuda")) is None
 
@@ -133,6 +144,30 @@ def test_on_cuda_steps_replayed_from_cuda_graphs_are_the_same_bits(case):
     as_they_come = trained(runs, None)
     for k in range(len(runs)):
         assert identical(replayed[k], as_they_come[k]), f"member {k}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_a_capture_that_fails_leaves_the_process_as_it_was(monkeypatch):
+    """A host read inside the capture (here injected) fails it: the run warns and goes on
+    with the same bits, the current stream is the one before, and memory can still be freed."""
+    runs = [cfg(train={"device": "cuda"})]
+    real = T._forward_backward
+
+    def reading(*args):
+        values = real(*args)
+        if torch.cuda.is_current_stream_capturing():
+            values[T.names.TRAIN_LOSS].sum().item()  # not allowed while capturing
+        return values
+
+    monkeypatch.setattr(T, "_forward_backward", reading)
+    stream = torch.cuda.current_stream()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        replayed = trained(runs, T._cuda_capture)
+    assert any("could not capture" in str(w.message) for w in caught)
+    assert torch.cuda.current_stream() == stream == torch.cuda.default_stream()
+    torch.cuda.empty_cache()
+    assert identical(replayed[0], trained(runs, None)[0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
