@@ -1,8 +1,9 @@
 """A CPU stand-in for CUDA graphs, to test on a machine without a GPU what ``rnnlab.train``
 captures: ``capture(fn)`` runs fn once, recording every ATen call below autograd (a
-``TorchDispatchMode``), then puts back every tensor that existed before and was written, since
-a capture computes nothing; ``replay()`` makes the recorded calls again on the recorded tensors
-with the recorded arguments, writing each new result into the tensor the capture made.
+``TorchDispatchMode``), then puts back every tensor that existed before and was written, and
+fills those it made with garbage (NaN, or 1s), since a capture computes nothing; ``replay()``
+makes the recorded calls again on the recorded tensors with the recorded arguments, writing
+each new result into the tensor the capture made.
 
 That is a CUDA graph's contract: Python runs once, so a Python number that changes from step
 to step (a step count, a lazily made state) is frozen at its captured value, a tensor made
@@ -11,6 +12,8 @@ device value (``.item()``, ``.tolist()``, ``torch.equal``) is an error during th
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -44,9 +47,14 @@ class _Recorder(TorchDispatchMode):
         return out
 
     def undo(self) -> None:
-        """Put back what the capture wrote into tensors that existed before it."""
+        """Put back what the capture wrote into tensors that existed before it, and leave
+        garbage in those it made: a capture computes nothing."""
         for t, old in reversed(self.before):
             t.copy_(old)
+        for func, _, _, out in self.calls:
+            for t in tree_flatten(out)[0] if not _aliases(func) else ():
+                if isinstance(t, torch.Tensor):
+                    t.fill_(math.nan if t.is_floating_point() else 1)
 
 
 def _aliases(func) -> bool:
