@@ -53,6 +53,11 @@ docs-figures: $(STAMP) ## rerun the default sweeps into a temp store; refresh do
 bench: $(STAMP) ## time exact-gradient training steps against torch.nn.RNN (writes results/bench.json)
 	$(BIN)/python -m rnnlab.bench $(ARGS)
 
+gpu-check: $(STAMP) ## on a CUDA machine: every CUDA-only test (kernels, CUDA graphs, stacks), then make bench on CUDA (ARGS: bench options)
+	@$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make gpu-check needs CUDA: torch.cuda.is_available() is False here')"
+	$(BIN)/python -m pytest -q -n 4 --dist loadfile -rfs -k "cuda or CUDA" tests
+	$(BIN)/python -m rnnlab.bench --device cuda $(ARGS)
+
 browser-deps: ## install Debian's chromium for the browser tests when missing (needs root or sudo)
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
@@ -75,4 +80,4 @@ clean: ## remove the environment and caches (keeps results/)
 clean-results: ## delete every tracked run, artifact and figure under results/
 	find results -mindepth 1 ! -name README.md -exec rm -rf {} +
 
-.PHONY: help install sweep validate reproduce ui report docs-figures server bench browser-deps test lint clean clean-results
+.PHONY: help install sweep validate reproduce ui report docs-figures server bench gpu-check browser-deps test lint clean clean-results
