@@ -156,27 +156,25 @@ def _contenders(T, B, H, device):
 
 
 def _graphed(step):
-    """step(x, y) captured in a CUDA graph at its first call (after three warm-up calls on a
-    side stream, as PyTorch's notes do); every call then copies x, y in and replays it."""
+    """step(x, y) captured in a CUDA graph at its first call, as the trainer captures its steps
+    (``rnnlab.train``: warm-up on its side stream, three calls here as PyTorch's notes do);
+    every call then copies x, y in and replays it."""
+    from rnnlab.train import _cuda_capture, _side_stream
+
     captured = []
 
     def replay(x, y):
         if not captured:
             static = x.clone(), y.clone()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            with _side_stream(x.device):
                 for _ in range(3):
                     step(*static)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                step(*static)
-            captured.extend([graph, *static])
-        graph, sx, sy = captured
+            graph_replay, _ = _cuda_capture(lambda: step(*static))
+            captured.extend([graph_replay, *static])
+        graph_replay, sx, sy = captured
         sx.copy_(x)
         sy.copy_(y)
-        graph.replay()
+        graph_replay()
 
     return replay
 

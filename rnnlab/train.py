@@ -254,8 +254,8 @@ def _forward_backward(task, model: Stacked, x, y, probing: bool, settings, clipp
     params = dict(model.named_parameters())
     norm = _norms(torch.cat([p.grad.flatten(1) for p in params.values()], 1))
     _, clip, threshold = settings.unbind(1)
-    wide = norm.detach().double()
-    values = {names.TRAIN_LOSS: loss.detach(), names.GRAD_NORM: norm}
+    wide = norm.double()  # float64 once: the clipping and the host read it so (``_pack``)
+    values = {names.TRAIN_LOSS: loss.detach(), names.GRAD_NORM: wide}
     if task.classification:
         values[names.TRAIN_ACCURACY] = _per_member(
             lambda o, t: task.accuracy(o, t).mean(), out.detach(), y
@@ -274,7 +274,7 @@ def _update(model: Stacked, optimizer, values: dict, settings, clipping: bool) -
     is dropped at the next sync). ``optimizer.advance()`` came first."""
     lr, clip, _ = settings.unbind(1)
     if clipping:
-        wide = values[names.GRAD_NORM].double()
+        wide = values[names.GRAD_NORM]  # float64
         scale = torch.where(wide > clip, clip / (wide + 1e-6), 1.0)
         _scale_members([p.grad for p in model.parameters()], scale)
     optimizer.apply(torch.where(values[DIVERGED], 0.0, lr))
